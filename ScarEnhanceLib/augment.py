@@ -1,0 +1,95 @@
+"""Training samples with augmentation (MONAI transforms): heart crops for the diffusion model,
+patches at the model's spacing for the segmentation model."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.transforms import (Compose, RandAdjustContrastd, RandBiasFieldd, RandFlipd, RandGaussianNoised,
+                              RandRotated, RandCropByPosNegLabeld, SpatialPadd)
+
+from . import labels as L
+from .datasets import Case
+from .gamma import gamma_target
+from .segmentation import SegmentationConfig, normalise_for_segmentation, resample_slice
+from .volume import CropBox, mask_to_model, resize
+
+SCALE_RANGE = (0.7, 1.4)
+CROP_MARGIN = 1.3  # also the default at inference
+
+
+def _spatial(keys, modes):
+    return [RandRotated(keys, range_x=np.pi / 12, prob=0.5, mode=modes, padding_mode="zeros"),
+            RandFlipd(keys, prob=0.5, spatial_axis=0), RandFlipd(keys, prob=0.5, spatial_axis=1)]
+
+
+class DiffusionSamples:
+    """(original, target, mask) triples at model size, in [-1, 1], from slices with a heart ROI."""
+
+    def __init__(self, cases: list[Case], image_size: int, rng: np.random.Generator):
+        self.slices = [(c.images[i], c.labels[i]) for c in cases for i in range(len(c.images))
+                       if (c.labels[i] > 0).any()]
+        if not self.slices:
+            raise ValueError("no slice with a heart ROI in the training cases")
+        self.size = image_size
+        self.rng = rng
+        self.intensity = Compose([RandAdjustContrastd(["image"], prob=0.5, gamma=(0.7, 1.5)),
+                                  RandBiasFieldd(["image"], prob=0.3, coeff_range=(0.0, 0.2))])
+        self.spatial = Compose(_spatial(["stack"], "bilinear"))
+        for transform in (self.intensity, self.spatial):
+            transform.set_random_state(seed=int(rng.integers(2**31)))
+
+    def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        items = [self._one(*self.slices[self.rng.integers(len(self.slices))]) for _ in range(batch_size)]
+        return tuple(torch.stack(parts) for parts in zip(*items))
+
+    def _one(self, image: np.ndarray, labels: np.ndarray):
+        span = max(float(np.ptp(image)), 1e-6)
+        image01 = (image - image.min()) / span
+        image01 = np.asarray(self.intensity({"image": image01[None]})["image"])[0]
+        image255 = 255.0 * (image01 - image01.min()) / max(float(np.ptp(image01)), 1e-6)
+        target = gamma_target(image255, labels)
+        roi = L.heart_roi(labels)
+        box = CropBox.around(roi[None], margin=CROP_MARGIN / self.rng.uniform(*SCALE_RANGE))
+        jitter = (self.rng.uniform(-0.1, 0.1, 2) * box.size).astype(int)
+        box = CropBox(box.row0 + jitter[0], box.col0 + jitter[1], box.size)
+        crops = [resize(box.extract(a[None]), self.size)[0] for a in (image255, target)]
+        mask = mask_to_model(box.extract(roi[None]), self.size)[0].astype(np.float32)
+        stack = torch.as_tensor(np.stack(crops + [mask]))
+        stack = torch.as_tensor(np.asarray(self.spatial({"stack": stack})["stack"]))
+        original, target_crop = stack[:2] / 127.5 - 1.0
+        mask = (stack[2] > 0.5).float()
+        target_crop = mask * target_crop + (1 - mask) * original
+        return original[None], target_crop[None], mask[None]
+
+
+class SegmentationSamples:
+    """(image, labels) patches at the model's spacing; ``scar_labelled`` marks cases that label scar."""
+
+    def __init__(self, cases: list[Case], config: SegmentationConfig, rng: np.random.Generator):
+        self.cases = cases
+        self.config = config
+        self.rng = rng
+        size = (config.patch_size,) * 2
+        keys = ["image", "label"]
+        self.transform = Compose(_spatial(keys, ("bilinear", "nearest")) + [
+            SpatialPadd(keys, size),
+            RandCropByPosNegLabeld(keys, "label", size, pos=2, neg=1, num_samples=1),
+            RandAdjustContrastd(["image"], prob=0.5, gamma=(0.7, 1.5)),
+            RandBiasFieldd(["image"], prob=0.3, coeff_range=(0.0, 0.2)),
+            RandGaussianNoised(["image"], prob=0.3, std=0.03),
+        ])
+        self.transform.set_random_state(seed=int(rng.integers(2**31)))
+        self.index = [(c, i) for c in cases for i in range(len(c.images))]
+
+    def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [self._one(*self.index[self.rng.integers(len(self.index))]) for _ in range(batch_size)]
+        return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+
+    def _one(self, case: Case, index: int):
+        scale = self.rng.uniform(*SCALE_RANGE)
+        image = resample_slice(normalise_for_segmentation(case.images[index]), case.spacing,
+                               self.config.spacing_mm / scale)[0]
+        label = torch.nn.functional.interpolate(torch.as_tensor(case.labels[index], dtype=torch.float32)[None, None],
+                                                size=image.shape[-2:], mode="nearest")[0]
+        sample = self.transform({"image": image, "label": label})[0]
+        return torch.as_tensor(np.asarray(sample["image"])), torch.as_tensor(np.asarray(sample["label"])).long()

@@ -1,0 +1,379 @@
+"""Command line: ``scarenhance COMMAND ...`` (also ``python -m ScarEnhanceLib``)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+OUTPUT_FORMATS = ("nii.gz", "nrrd", "mha")
+
+
+@contextmanager
+def _progress_bar(description: str):
+    """A tqdm bar driven by pipeline progress callbacks (fraction, message)."""
+    from tqdm import tqdm
+    with tqdm(total=1000, desc=description, bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
+        def update(fraction: float, message: str) -> None:
+            bar.update(int(fraction * 1000) - bar.n)
+        yield update
+
+
+def _models_dir(args) -> Path:
+    from .weights import MODELS_DIR
+    return args.models or MODELS_DIR
+
+
+def _device(args):
+    from .pipeline import resolve_device
+    return resolve_device(args.device)
+
+
+def _seed(args) -> None:
+    import torch
+    torch.manual_seed(args.seed)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=Path, default=None, help="folder with manifest.json (default: bundled)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same device: same result")
+
+
+def _add_enhance_arguments(parser: argparse.ArgumentParser) -> None:
+    from .pipeline import EnhanceParameters
+    defaults = EnhanceParameters()
+    parser.add_argument("--sampler", default=defaults.sampler, choices=("fast", "ddpm"),
+                        help="fast: DPM-Solver++ with --steps steps; ddpm: the paper's lambda ancestral steps")
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--lam", "--lambda", dest="lam", type=int, default=defaults.lam,
+                        help="partial diffusion: noise the original to this step (of 1000)")
+    parser.add_argument("-k", type=int, default=defaults.k, help="samples averaged; their SD is the uncertainty")
+    parser.add_argument("--dilation-mm", type=float, default=defaults.dilation_mm, help="in-plane ROI dilation")
+    parser.add_argument("--batch-size", type=int, default=0, help="samples per network call (0: automatic)")
+
+
+def _enhance_parameters(args):
+    from .pipeline import EnhanceParameters
+    return EnhanceParameters(sampler=args.sampler, lam=args.lam, steps=args.steps, k=args.k,
+                             dilation_mm=getattr(args, "dilation_mm", 0.0), seed=args.seed,
+                             batch_size=args.batch_size, device=args.device).validate()
+
+
+def _load(name: str, args):
+    from .weights import load
+    return load(name, _models_dir(args), _device(args))
+
+
+def cmd_segment(args) -> int:
+    from .io import check_outputs_apart, read_image, write_image
+    from .pipeline import segment
+    from .weights import SEGMENTATION
+    check_outputs_apart([args.image], [args.output])
+    image = read_image(args.image)
+    model = _load(SEGMENTATION, args)
+    with _progress_bar("segment") as progress:
+        labels = segment(image, model, progress)
+    print(f"labels: {write_image(labels, args.output)}")
+    return 0
+
+
+def _write_cnr(readouts: dict, output_dir: Path) -> None:
+    (output_dir / "cnr.json").write_text(json.dumps(readouts, indent=1, allow_nan=True) + "\n")
+    with open(output_dir / "cnr.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["region", "metric", "original", "enhanced"])
+        volume = readouts["volume"]
+        for metric in ("cnr_scar_myo", "cnr_scar_blood"):
+            writer.writerow(["volume", metric, volume[f"{metric}_original"], volume[f"{metric}_enhanced"]])
+        for row in readouts["slices"]:
+            for metric in ("cnr_scar_myo", "cnr_scar_blood"):
+                writer.writerow([f"slice {row['slice']}", metric, row[f"{metric}_original"], row[f"{metric}_enhanced"]])
+
+
+def run_enhancement(image, labels, args, output_dir: Path, title: str) -> dict:
+    """Enhance, then write images, CNR table and report into ``output_dir``; returns the readouts."""
+    import SimpleITK as sitk
+    from .io import write_image
+    from .metrics import cnr_readouts, scar_burden
+    from .pipeline import enhance
+    from .report import write_report
+    from .volume import as_slices, slice_axis
+    from .weights import ENHANCEMENT
+    parameters = _enhance_parameters(args)
+    model = _load(ENHANCEMENT, args)
+    with _progress_bar("enhance") as progress:
+        result = enhance(image, labels, model, parameters, progress)
+    suffix = args.format
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name, item in (("enhanced", result.enhanced), ("uncertainty", result.uncertainty), ("roi", result.roi),
+                       ("labels", labels)):
+        write_image(item, output_dir / f"{name}.{suffix}")
+    axis = slice_axis(image)
+    stacks = [as_slices(sitk.GetArrayFromImage(i).astype("float32"), axis)
+              for i in (image, result.enhanced, result.uncertainty)]
+    label_stack = as_slices(sitk.GetArrayFromImage(labels), axis)
+    readouts = cnr_readouts(stacks[0], stacks[1], label_stack)
+    readouts["scar_burden"] = {"original": scar_burden(stacks[0], label_stack),
+                               "enhanced": scar_burden(stacks[1], label_stack)}
+    readouts["parameters"] = vars(parameters)
+    _write_cnr(readouts, output_dir)
+    roi = as_slices(sitk.GetArrayFromImage(result.roi).astype(bool), axis)
+    write_report(output_dir / "report.png", *stacks, roi, readouts["volume"], title=title)
+    _print_readouts(readouts, output_dir)
+    return readouts
+
+
+def _print_readouts(readouts: dict, output_dir: Path) -> None:
+    volume = readouts["volume"]
+    if readouts["slices_with_scar"] == 0:
+        print("no scar label in the labels: CNR readouts are not available")
+    else:
+        print(f"CNR scar/myocardium: {volume['cnr_scar_myo_original']:.2f} -> {volume['cnr_scar_myo_enhanced']:.2f}")
+        print(f"CNR scar/blood pool: {volume['cnr_scar_blood_original']:.2f} -> {volume['cnr_scar_blood_enhanced']:.2f}")
+    print(f"results in {output_dir}: enhanced, uncertainty, roi, labels, cnr.json, cnr.csv, report.png")
+
+
+def cmd_enhance(args) -> int:
+    from .io import check_outputs_apart, read_image
+    from .pipeline import segment
+    from .weights import SEGMENTATION
+    outputs = [args.output / f"{n}.{args.format}" for n in ("enhanced", "uncertainty", "roi", "labels")]
+    check_outputs_apart([args.image, args.labels], outputs)
+    _seed(args)
+    image = read_image(args.image)
+    if args.labels is not None:
+        labels = read_image(args.labels)
+    else:
+        with _progress_bar("segment") as progress:
+            labels = segment(image, _load(SEGMENTATION, args), progress)
+    run_enhancement(image, labels, args, args.output, title=Path(args.image).name)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .datasets import DatasetSpec, load_cases
+    from .evaluate import evaluate, markdown_table
+    from .splits import SPLITS_FILE, load_splits
+    from .weights import ENHANCEMENT
+    spec = DatasetSpec.load(args.dataset)
+    if not spec.labels_scar:
+        raise ValueError(f"{args.dataset} has no scar labels: the evaluation needs them")
+    splits_path = args.splits or SPLITS_FILE
+    split = load_splits(splits_path).get(Path(args.dataset).resolve().name) if splits_path.exists() else None
+    names = split[args.split] if split and args.split != "all" else None
+    cases = load_cases(spec, names)
+    parameters = _enhance_parameters(args)
+    variants = {f"{parameters.sampler}, k={parameters.k}": parameters}
+    if args.ablation:
+        from dataclasses import replace
+        variants.update({"fast, k=1": replace(parameters, sampler="fast", k=1),
+                         "ddpm-250, k=%d" % parameters.k: replace(parameters, sampler="ddpm")})
+    results = {}
+    model = _load(ENHANCEMENT, args)
+    for name, variant in variants.items():
+        _seed(args)
+        results[name] = evaluate(cases, model, variant)
+    args.output.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(results)
+    (args.output / "evaluation.md").write_text(table)
+    (args.output / "evaluation.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(table)
+    return 0
+
+
+def cmd_phantom(args) -> int:
+    from .io import write_image
+    from .phantom import PhantomSpec, make_phantom
+    image, labels = make_phantom(PhantomSpec(matrix=args.matrix, slices=args.slices, spacing_mm=args.spacing_mm,
+                                             wall=args.wall, scar=args.scar, seed=args.seed))
+    args.output.mkdir(parents=True, exist_ok=True)
+    print(f"image: {write_image(image, args.output / 'phantom.nii.gz')}")
+    print(f"labels: {write_image(labels, args.output / 'phantom_labels.nii.gz')}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .io import read_image
+    from .pipeline import segment
+    from .sample import SAMPLE_IMAGE, SAMPLE_LABELS
+    from .weights import SEGMENTATION
+    _seed(args)
+    image = read_image(SAMPLE_IMAGE)
+    print(f"demo volume: {SAMPLE_IMAGE.name} (see Resources/sample/README.md for its provenance)")
+    with _progress_bar("segment") as progress:
+        labels = segment(image, _load(SEGMENTATION, args), progress)
+    readouts = run_enhancement(image, labels, args, args.output, title="ScarEnhance demo")
+    from .metrics import dice_per_class
+    import SimpleITK as sitk
+    dice = dice_per_class(sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(read_image(SAMPLE_LABELS)))
+    print("segmentation Dice against the sample's reference labels: " +
+          ", ".join(f"{k} {v:.2f}" for k, v in dice.items()))
+    return 0 if readouts else 1
+
+
+def cmd_bundle(args) -> int:
+    from .weights import install
+    config = json.loads((args.run_dir / "config.json").read_text())
+    kind = config["kind"]
+    info = {"training": {"data": args.data, "iterations": config["iteration"], "history": config["history"][-3:],
+                         **({"max_timestep": config["max_timestep"]} if "max_timestep" in config else {})},
+            "split": "Resources/splits.json", "license": args.license}
+    entry = install(args.run_dir / "model.safetensors", args.name, kind, config["model"], _models_dir(args), **info)
+    print(f"installed {args.name}: sha256 {entry['sha256']}")
+    return 0
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser, iterations: int, batch_size: int) -> None:
+    parser.add_argument("--dataset", type=Path, action="append", required=True,
+                        help="dataset folder (repeatable); layout in README, label values from dataset.json or guessed")
+    parser.add_argument("--splits", type=Path, default=None,
+                        help="case-level splits JSON keyed by dataset folder name (default: Resources/splits.json)")
+    parser.add_argument("--run-dir", type=Path, required=True, help="checkpoints and weights go here; resumes if present")
+    parser.add_argument("--iterations", type=int, default=iterations)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _split_cases(args, train_only: bool = False):
+    """(train, validation) cases per dataset, using the splits file where it names the dataset."""
+    from .datasets import DatasetSpec, load_cases
+    from .splits import SPLITS_FILE, load_splits
+    splits_path = args.splits or SPLITS_FILE
+    splits = load_splits(splits_path) if splits_path.exists() else {}
+    result = []
+    for folder in args.dataset:
+        spec = DatasetSpec.load(folder)
+        split = splits.get(folder.resolve().name)
+        train = load_cases(spec, split["train"] if split else None)
+        validation = load_cases(spec, split["val"]) if split and not train_only else []
+        result.append((spec, train, validation))
+    return result
+
+
+def _settings(args, **extra):
+    from .train import TrainSettings
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    return TrainSettings(run_dir=args.run_dir, iterations=args.iterations, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, checkpoint_every=args.checkpoint_every,
+                         seed=args.seed, device=args.device, **extra)
+
+
+def cmd_train_segmentation(args) -> int:
+    from .segmentation import SegmentationConfig
+    from .train import train_segmentation
+    datasets = _split_cases(args)
+    labelled = [c for spec, train, _ in datasets if spec.labels_scar for c in train]
+    unlabelled = [c for spec, train, _ in datasets if not spec.labels_scar for c in train]
+    validation = [c for _, _, val in datasets for c in val]
+    config = SegmentationConfig(spacing_mm=args.spacing_mm, patch_size=args.patch_size)
+    train_segmentation(labelled, unlabelled, config, _settings(args), validation)
+    print(f"weights: {args.run_dir / 'model.safetensors'}")
+    return 0
+
+
+def cmd_train_diffusion(args) -> int:
+    from .diffusion import DiffusionConfig
+    from .train import train_diffusion
+    datasets = _split_cases(args)
+    unusable = [spec.root.name for spec, _, _ in datasets if not spec.labels_scar]
+    if unusable:
+        raise ValueError(f"the diffusion targets need scar labels, which {', '.join(unusable)} lacks")
+    config = DiffusionConfig(image_size=args.image_size, block_out_channels=tuple(args.channels),
+                             localized=not args.whole_image_noise)
+    train_diffusion([c for _, t, _ in datasets for c in t], config,
+                    _settings(args, max_timestep=args.max_timestep), [c for _, _, v in datasets for c in v])
+    print(f"weights: {args.run_dir / 'model.safetensors'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scarenhance", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    seg = commands.add_parser("segment", help="segment the heart (blood pool, myocardium, scar)")
+    seg.add_argument("image", type=Path, help="3D LGE volume: NIfTI, NRRD, MHA, or a DICOM series folder")
+    seg.add_argument("-o", "--output", type=Path, required=True, help="labelmap file to write")
+    _add_model_arguments(seg)
+    seg.set_defaults(func=cmd_segment)
+
+    enh = commands.add_parser("enhance", help="enhance scar inside the heart ROI")
+    enh.add_argument("image", type=Path, help="3D LGE volume: NIfTI, NRRD, MHA, or a DICOM series folder")
+    enh.add_argument("--labels", type=Path, default=None,
+                     help="labelmap (1 blood pool, 2 myocardium, 3 scar; ROI = all > 0); default: segment")
+    enh.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    enh.add_argument("--format", default="nii.gz", choices=OUTPUT_FORMATS)
+    _add_enhance_arguments(enh)
+    _add_model_arguments(enh)
+    enh.set_defaults(func=cmd_enhance)
+
+    ev = commands.add_parser("evaluate", help="SSIM, PSNR and CNR table over a labelled dataset")
+    ev.add_argument("dataset", type=Path)
+    ev.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    ev.add_argument("--splits", type=Path, default=None)
+    ev.add_argument("--ablation", action="store_true", help="also single sample and ddpm-250")
+    ev.add_argument("-o", "--output", type=Path, required=True)
+    _add_enhance_arguments(ev)
+    _add_model_arguments(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    demo = commands.add_parser("demo", help="segment and enhance the bundled sample volume")
+    demo.add_argument("-o", "--output", type=Path, default=Path("demo_output"))
+    demo.add_argument("--format", default="nii.gz", choices=OUTPUT_FORMATS)
+    _add_enhance_arguments(demo)
+    _add_model_arguments(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    ph = commands.add_parser("phantom", help="write a synthetic LGE phantom with its labels")
+    ph.add_argument("-o", "--output", type=Path, required=True)
+    ph.add_argument("--matrix", type=int, default=128)
+    ph.add_argument("--slices", type=int, default=8)
+    ph.add_argument("--spacing-mm", type=float, default=1.5)
+    ph.add_argument("--wall", default="normal", choices=("normal", "thin", "thick"))
+    ph.add_argument("--scar", default="patchy", choices=("patchy", "subendocardial", "none"))
+    ph.add_argument("--seed", type=int, default=0)
+    ph.set_defaults(func=cmd_phantom)
+
+    bundle = commands.add_parser("bundle", help="install a training run's weights into the models folder")
+    bundle.add_argument("run_dir", type=Path)
+    bundle.add_argument("--name", required=True)
+    bundle.add_argument("--data", required=True, help="training data, for the manifest")
+    bundle.add_argument("--license", required=True)
+    bundle.add_argument("--models", type=Path, default=None)
+    bundle.set_defaults(func=cmd_bundle)
+
+    seg = commands.add_parser("train-segmentation", help="train the heart segmentation U-Net")
+    _add_training_arguments(seg, iterations=6000, batch_size=16)
+    seg.add_argument("--spacing-mm", type=float, default=1.5)
+    seg.add_argument("--patch-size", type=int, default=128)
+    seg.set_defaults(func=cmd_train_segmentation)
+
+    dif = commands.add_parser("train-diffusion", help="train the enhancement diffusion model")
+    _add_training_arguments(dif, iterations=20000, batch_size=16)
+    dif.add_argument("--image-size", type=int, default=64)
+    dif.add_argument("--channels", type=int, nargs="+", default=[24, 48, 96])
+    dif.add_argument("--max-timestep", type=int, default=1000,
+                     help="train on t below this only (inference starts at lambda, 250 by default)")
+    dif.add_argument("--whole-image-noise", action="store_true", help="ablation: noise the whole image, not the ROI")
+    dif.set_defaults(func=cmd_train_diffusion)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as error:
+        print(f"scarenhance: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -1,0 +1,138 @@
+"""Training/evaluation datasets: 2D slices with labels, grouped by case.
+
+Two layouts are read:
+- ``png``: EMIDEC-style ``<images>/Case_X_sliceNNN.png`` with ``<labels>/`` of the same names
+  (folders ``train``/``trainannot`` and ``val``/``valannot``). PNG stores no spacing: ``spacing_mm`` says it.
+- ``nifti``: ``NAME.nii.gz`` (or .nrrd/.mha) with ``NAME_manual.nii.gz`` (or ``labels_suffix``) beside it.
+Raw label values are mapped onto ``labels.py`` by ``label_map``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import labels as L
+from .volume import as_slices, inplane_spacing, slice_axis, to_array
+
+EMIDEC_LABELS = {1: L.BLOOD_POOL, 2: L.MYOCARDIUM, 3: L.SCAR, 4: L.MYOCARDIUM}
+MSCMRSEG_LABELS = {500: L.BLOOD_POOL, 200: L.MYOCARDIUM}  # 600 (right ventricle) is not in the heart ROI
+OUR_LABELS = {v: v for v in (L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR)}
+LABEL_PRESETS = {"emidec": EMIDEC_LABELS, "mscmrseg": MSCMRSEG_LABELS, "scarenhance": OUR_LABELS}
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+@dataclass
+class Case:
+    name: str
+    images: np.ndarray  # (n, h, w) float32 slices
+    labels: np.ndarray  # (n, h, w) uint8, values of labels.py
+    spacing: tuple  # in-plane (row, col) mm
+
+    @property
+    def has_scar(self) -> bool:
+        return bool((self.labels == L.SCAR).any())
+
+
+@dataclass
+class DatasetSpec:
+    root: Path
+    layout: str = "png"  # png | nifti
+    label_map: dict = field(default_factory=lambda: dict(EMIDEC_LABELS))
+    spacing_mm: float = 1.5  # png only
+    image_dirs: tuple = ("train", "val")
+    labels_suffix: str = "_manual"
+
+    @staticmethod
+    def load(path: Path) -> "DatasetSpec":
+        """A dataset folder, optionally with ``dataset.json`` giving the fields above."""
+        path = Path(path)
+        values = json.loads((path / "dataset.json").read_text()) if (path / "dataset.json").exists() else {}
+        if not path.is_dir():
+            raise ValueError(f"dataset folder not found: {path}")
+        if "image_dirs" in values:
+            values["image_dirs"] = tuple(values["image_dirs"])
+        values.setdefault("layout", "nifti" if any(p.name.endswith(VOLUME_SUFFIXES) for p in path.iterdir())
+                          else "png")
+        label_map = values.get("label_map")
+        if label_map is None:
+            label_map = "emidec" if values["layout"] == "png" else _guess_preset(DatasetSpec(path, **values))
+        values["label_map"] = dict(LABEL_PRESETS[label_map]) if isinstance(label_map, str) else \
+            {int(k): int(v) for k, v in label_map.items()}
+        return DatasetSpec(root=path, **values)
+
+    @property
+    def labels_scar(self) -> bool:
+        return L.SCAR in self.label_map.values()
+
+
+def _guess_preset(spec: "DatasetSpec") -> str:
+    """MS-CMRSeg's values (200, 500, 600) or ours (1, 2, 3), from the first label file."""
+    cases = _volume_cases(spec)
+    if not cases:
+        raise ValueError(f"no image with a label file (NAME{spec.labels_suffix}.nii.gz) in {spec.root}")
+    values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(next(iter(cases.values()))[1]))))
+    return "mscmrseg" if np.isin([200, 500], values).any() else "scarenhance"
+
+
+def _png_cases(spec: DatasetSpec) -> dict[str, list[tuple[int, Path, Path]]]:
+    cases: dict[str, list[tuple[int, Path, Path]]] = {}
+    for image_dir in spec.image_dirs:
+        folder = spec.root / image_dir
+        for image_path in sorted(folder.glob("*.png")):
+            match = re.match(r"(.+)_slice(\d+)\.png$", image_path.name)
+            name, index = (match.group(1), int(match.group(2))) if match else (image_path.stem, 0)
+            cases.setdefault(name, []).append((index, image_path, spec.root / f"{image_dir}annot" / image_path.name))
+    return cases
+
+
+def _read_png_case(spec: DatasetSpec, name: str, items) -> Case:
+    items = sorted(items)
+    images = np.stack([sitk.GetArrayFromImage(sitk.ReadImage(str(p))).astype(np.float32) for _, p, _ in items])
+    raw = np.stack([sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for _, _, p in items])
+    return Case(name, images, L.remap(raw, spec.label_map), (spec.spacing_mm, spec.spacing_mm))
+
+
+def _volume_cases(spec: DatasetSpec) -> dict[str, tuple[Path, Path]]:
+    cases = {}
+    for path in sorted(spec.root.iterdir()):
+        suffix = next((s for s in VOLUME_SUFFIXES if path.name.endswith(s)), None)
+        if suffix is None or path.name[: -len(suffix)].endswith(spec.labels_suffix):
+            continue
+        stem = path.name[: -len(suffix)]
+        label_path = spec.root / f"{stem}{spec.labels_suffix}{suffix}"
+        if label_path.exists():
+            cases[stem] = (path, label_path)
+    return cases
+
+
+def _read_volume_case(spec: DatasetSpec, name: str, paths) -> Case:
+    image = sitk.ReadImage(str(paths[0]))
+    axis = slice_axis(image)
+    raw = as_slices(sitk.GetArrayFromImage(sitk.ReadImage(str(paths[1]))), axis)
+    return Case(name, as_slices(to_array(image), axis).copy(), L.remap(raw, spec.label_map),
+                inplane_spacing(image, axis))
+
+
+def case_names(spec: DatasetSpec) -> list[str]:
+    return sorted(_png_cases(spec) if spec.layout == "png" else _volume_cases(spec))
+
+
+def load_cases(spec: DatasetSpec, names: list[str] | None = None) -> list[Case]:
+    """Cases of the dataset (all, or those named), slices without any heart label dropped."""
+    found = _png_cases(spec) if spec.layout == "png" else _volume_cases(spec)
+    reader = _read_png_case if spec.layout == "png" else _read_volume_case
+    missing = sorted(set(names or []) - set(found))
+    if missing:
+        raise ValueError(f"cases not found in {spec.root}: {', '.join(missing[:5])}")
+    cases = []
+    for name in names if names is not None else sorted(found):
+        case = reader(spec, name, found[name])
+        keep = case.labels.reshape(len(case.labels), -1).any(axis=1)
+        if keep.any():
+            cases.append(Case(case.name, case.images[keep], case.labels[keep], case.spacing))
+    return cases

@@ -1,0 +1,175 @@
+"""Localized conditional diffusion (DDPM, T=1000, linear betas) and its partial-diffusion sampler.
+
+Noise lives only inside the heart ROI m. Forward process, the same in training and sampling:
+
+    x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * m * eps
+
+so outside the ROI x_t is the clean image scaled by sqrt(abar_t): a noise-free context whose scale
+tells the network the noise level. The network sees concat(original, x_t) and predicts eps; its
+prediction outside the ROI is ignored (zeroed), as the training loss is masked by m. After each
+reverse step the outside is reset to sqrt(abar_prev) * original, so the result equals the input
+exactly outside the ROI.
+
+Inference is partial: the *original* is noised to step ``lam`` (default 250) and the reverse
+chain runs from there, k times with fresh noise; the mean is the enhanced image and the per-pixel
+standard deviation the uncertainty. Two samplers, both from diffusers:
+``ddpm`` (the paper's ``lam`` ancestral steps) and ``fast`` (DPM-Solver++, ``steps`` steps).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import torch
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+
+SAMPLERS = ("ddpm", "fast")
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (concat(original, x_t), t) -> eps
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Network and noise schedule; saved beside the weights."""
+
+    image_size: int = 64
+    block_out_channels: tuple = (24, 48, 96)
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    localized: bool = True  # False: whole-image noise (the ablation)
+
+    @staticmethod
+    def from_dict(values: dict) -> "DiffusionConfig":
+        values = dict(values)
+        values["block_out_channels"] = tuple(values.get("block_out_channels", DiffusionConfig.block_out_channels))
+        return DiffusionConfig(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_denoiser(config: DiffusionConfig) -> UNet2DModel:
+    """diffusers U-Net: 2 input channels (original, x_t), 1 output (eps); attention at the coarsest level."""
+    levels = len(config.block_out_channels)
+    return UNet2DModel(
+        sample_size=config.image_size, in_channels=2, out_channels=1,
+        block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
+        down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
+        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1),
+        norm_num_groups=8, attention_head_dim=config.attention_head_dim,
+    )
+
+
+def as_denoiser(model: UNet2DModel) -> Denoiser:
+    return lambda model_input, t: model(model_input, t).sample
+
+
+def _schedule_kwargs(config: DiffusionConfig) -> dict:
+    return dict(num_train_timesteps=config.num_train_timesteps, beta_start=config.beta_start,
+                beta_end=config.beta_end, beta_schedule="linear")
+
+
+def training_scheduler(config: DiffusionConfig) -> DDPMScheduler:
+    return DDPMScheduler(**_schedule_kwargs(config), clip_sample=False)
+
+
+def add_masked_noise(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor,
+                     t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) m eps."""
+    return scheduler.add_noise(x0, noise * mask, t)
+
+
+def masked_loss(predicted: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the noise prediction over ROI pixels only."""
+    return ((predicted - noise) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    sampler: str = "fast"
+    lam: int = 250  # partial diffusion: start of the reverse chain
+    steps: int = 20  # fast sampler only
+    k: int = 5  # samples averaged
+
+    def validate(self, num_train_timesteps: int = 1000) -> "SamplerSettings":
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if not 1 <= self.lam <= num_train_timesteps:
+            raise ValueError(f"lambda must be between 1 and {num_train_timesteps}, got {self.lam}")
+        if not 1 <= self.steps <= self.lam:
+            raise ValueError(f"steps must be between 1 and lambda ({self.lam}), got {self.steps}")
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+        return self
+
+
+def _reverse_scheduler(config: DiffusionConfig, settings: SamplerSettings, device):
+    """A diffusers scheduler whose timesteps run from lam-1 down to 0."""
+    if settings.sampler == "ddpm":
+        scheduler = DDPMScheduler(**_schedule_kwargs(config), clip_sample=True)
+        scheduler.set_timesteps(timesteps=list(range(settings.lam - 1, -1, -1)), device=device)
+    else:
+        scheduler = DPMSolverMultistepScheduler(**_schedule_kwargs(config), algorithm_type="dpmsolver++",
+                                                solver_order=2, final_sigmas_type="zero")
+        spaced = torch.linspace(settings.lam - 1, 0, settings.steps).round().long().unique_consecutive()
+        scheduler.set_timesteps(timesteps=spaced.tolist(), device=device)
+    return scheduler
+
+
+def sample(denoiser: Denoiser, original: torch.Tensor, mask: torch.Tensor, config: DiffusionConfig,
+           settings: SamplerSettings, generator: Optional[torch.Generator] = None,
+           on_step: Optional[Callable[[], None]] = None) -> torch.Tensor:
+    """One partial-diffusion sample per item of the batch.
+
+    original, mask: (B, 1, S, S), original in [-1, 1], mask in {0, 1}. Returns (B, 1, S, S);
+    outside the mask it is exactly ``original``.
+    """
+    settings = settings.validate(config.num_train_timesteps)
+    scheduler = _reverse_scheduler(config, settings, original.device)
+    abar = scheduler.alphas_cumprod.to(original.device, torch.float32)
+    noise_mask = mask if config.localized else torch.ones_like(mask)
+    outside = 1.0 - mask
+    start = int(scheduler.timesteps[0])
+    noise = torch.randn(original.shape, generator=generator, device=original.device, dtype=original.dtype)
+    x = abar[start].sqrt() * original + (1.0 - abar[start]).sqrt() * noise_mask * noise
+    timesteps = list(scheduler.timesteps)
+    for index, t in enumerate(timesteps):
+        t_batch = torch.full((original.shape[0],), int(t), device=original.device, dtype=torch.long)
+        eps = denoiser(torch.cat([original, x], dim=1), t_batch) * noise_mask
+        x = scheduler.step(eps, t, x, generator=generator).prev_sample
+        previous = int(timesteps[index + 1]) if index + 1 < len(timesteps) else -1
+        abar_previous = abar[previous] if previous >= 0 else torch.ones((), device=original.device)
+        x = mask * x + outside * abar_previous.sqrt() * original
+        if on_step is not None:
+            on_step()
+    return mask * x + outside * original
+
+
+@dataclass
+class EnsembleResult:
+    mean: torch.Tensor  # (N, 1, S, S)
+    std: torch.Tensor  # (N, 1, S, S), population std over the k samples
+    samples: torch.Tensor = field(repr=False)  # (N, k, S, S)
+
+
+def sample_ensemble(denoiser: Denoiser, original: torch.Tensor, mask: torch.Tensor, config: DiffusionConfig,
+                    settings: SamplerSettings, batch_size: int = 64, seed: int = 0,
+                    on_step: Optional[Callable[[], None]] = None) -> EnsembleResult:
+    """k samples of each of N slices, all slices and samples together in batches of ``batch_size``."""
+    settings = settings.validate(config.num_train_timesteps)
+    n = original.shape[0]
+    originals = original.repeat_interleave(settings.k, dim=0)
+    masks = mask.repeat_interleave(settings.k, dim=0)
+    generator = torch.Generator(device=original.device).manual_seed(seed)
+    chunks = [sample(denoiser, originals[i:i + batch_size], masks[i:i + batch_size], config, settings,
+                     generator, on_step) for i in range(0, len(originals), batch_size)]
+    samples = torch.cat(chunks).reshape(n, settings.k, *original.shape[2:])
+    return EnsembleResult(samples.mean(dim=1, keepdim=True), samples.std(dim=1, correction=0, keepdim=True),
+                          samples)
+
+
+def count_network_calls(settings: SamplerSettings, config: DiffusionConfig) -> int:
+    """Denoiser evaluations per sample (the reverse chain's length)."""
+    return len(_reverse_scheduler(config, settings.validate(config.num_train_timesteps), "cpu").timesteps)

@@ -1,0 +1,200 @@
+"""Training loops for the two bundled models, resumable and checkpointed.
+
+Runs unchanged on CPU, one GPU, or several GPUs with ``torchrun`` (DDP: every rank draws its own
+random samples; rank 0 validates and writes). A run folder holds ``checkpoint.pt`` (our own
+resumable state), and the EMA weights as ``model.safetensors`` with ``config.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from monai.losses import DiceCELoss
+from safetensors.torch import save_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from . import labels as L
+from .augment import DiffusionSamples, SegmentationSamples
+from .datasets import Case
+from .pipeline import resolve_device
+from .diffusion import DiffusionConfig, add_masked_noise, build_denoiser, masked_loss, training_scheduler
+from .segmentation import SegmentationConfig, build_segmenter
+
+
+@dataclass
+class TrainSettings:
+    run_dir: Path
+    iterations: int = 20000
+    batch_size: int = 16
+    learning_rate: float = 2e-4
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    seed: int = 0
+    device: str = "auto"
+    max_timestep: int = 1000  # diffusion: draw t below this (inference never goes above lambda)
+
+
+class _Distributed:
+    """torchrun/DDP when launched by it, a no-op otherwise."""
+
+    def __init__(self, device: torch.device):
+        self.enabled = "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.rank = 0
+        self.device = device
+        if self.enabled:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.rank = dist.get_rank()
+            if device.type == "cuda":
+                self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+                torch.cuda.set_device(self.device)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.enabled:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _train(model: torch.nn.Module, config: dict, settings: TrainSettings,
+           loss_of_batch: Callable[[torch.nn.Module, int], torch.Tensor],
+           validate: Optional[Callable[[torch.nn.Module], dict]] = None) -> dict:
+    """Generic loop: AdamW, EMA, checkpoints every ``checkpoint_every`` iterations, resume."""
+    distributed = _Distributed(resolve_device(settings.device))
+    device = distributed.device
+    run_dir = Path(settings.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
+    start, history = 0, []
+    checkpoint_path = run_dir / "checkpoint.pt"
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = state["iteration"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+    trained = distributed.wrap(model)
+    losses = []
+    progress = tqdm(range(start, settings.iterations), initial=start, total=settings.iterations,
+                    disable=not distributed.main, desc=run_dir.name, mininterval=5)
+    for iteration in progress:
+        trained.train()
+        loss = loss_of_batch(trained, iteration)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        ema.update_parameters(model)
+        losses.append(float(loss.detach()))
+        progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        done = iteration + 1
+        if distributed.main and (done % settings.checkpoint_every == 0 or done == settings.iterations):
+            record = {"iteration": done, "loss": float(np.mean(losses[-settings.checkpoint_every:]))}
+            if validate is not None:
+                record.update(validate(ema.module))
+            history.append(record)
+            _save(run_dir, model, ema, optimizer, done, history, config)
+    if distributed.enabled:
+        dist.destroy_process_group()
+    return {"history": history}
+
+
+def _save(run_dir: Path, model, ema, optimizer, iteration: int, history: list, config: dict) -> None:
+    state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+             "iteration": iteration, "history": history, "torch_rng": torch.get_rng_state()}
+    torch.save(state, run_dir / "checkpoint.pt.tmp")
+    os.replace(run_dir / "checkpoint.pt.tmp", run_dir / "checkpoint.pt")  # never a half-written checkpoint
+    weights = {k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()}
+    save_file(weights, str(run_dir / "model.safetensors"))
+    (run_dir / "config.json").write_text(json.dumps({**config, "iteration": iteration, "history": history}, indent=1))
+
+
+def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainSettings,
+                    validation_cases: Optional[list[Case]] = None) -> dict:
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed + int(os.environ.get("RANK", "0")))
+    samples = DiffusionSamples(cases, config.image_size, rng)
+    scheduler = training_scheduler(config)
+    max_t = min(settings.max_timestep, config.num_train_timesteps)
+
+    def loss_of_batch(model, iteration):
+        device = next(model.parameters()).device
+        original, target, mask = (part.to(device) for part in samples(settings.batch_size))
+        noise_mask = mask if config.localized else torch.ones_like(mask)
+        noise = torch.randn_like(target)
+        t = torch.randint(0, max_t, (len(target),), device=device)
+        noisy = add_masked_noise(scheduler, target, noise, t, noise_mask)
+        predicted = model(torch.cat([original, noisy], dim=1), t).sample
+        return masked_loss(predicted, noise, noise_mask)
+
+    validate = None
+    if validation_cases:
+        validation = DiffusionSamples(validation_cases, config.image_size, np.random.default_rng(1234))(64)
+
+        @torch.no_grad()
+        def validate(model):
+            device = next(model.parameters()).device
+            original, target, mask = (part.to(device) for part in validation)
+            generator = torch.Generator(device=device).manual_seed(0)
+            noise = torch.randn(target.shape, generator=generator, device=device)
+            t = torch.linspace(0, max_t - 1, len(target), device=device).long()
+            noisy = add_masked_noise(scheduler, target, noise, t, mask)
+            model.eval()
+            return {"val_loss": float(masked_loss(model(torch.cat([original, noisy], 1), t).sample, noise, mask))}
+
+    run_config = {"kind": "diffusion", "model": config.to_dict(), "max_timestep": max_t}
+    return _train(build_denoiser(config), run_config, settings, loss_of_batch, validate)
+
+
+def _merged_scar_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Logits of (background, blood, myocardium or scar), for data that do not label scar."""
+    merged = torch.logsumexp(logits[:, [L.MYOCARDIUM, L.SCAR]], dim=1, keepdim=True)
+    return torch.cat([logits[:, :L.MYOCARDIUM], merged], dim=1)
+
+
+def train_segmentation(scar_labelled: list[Case], scar_unlabelled: list[Case], config: SegmentationConfig,
+                       settings: TrainSettings, validation_cases: Optional[list[Case]] = None) -> dict:
+    """Cases in ``scar_unlabelled`` (e.g. MS-CMRSeg) count scar as myocardium: their loss merges the two."""
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed + int(os.environ.get("RANK", "0")))
+    sources = [(SegmentationSamples(c, config, rng), merged) for c, merged in
+               ((scar_labelled, False), (scar_unlabelled, True)) if c]
+    weights = np.array([len(s.index) for s, _ in sources], dtype=float)
+    loss = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    def loss_of_batch(model, iteration):
+        device = next(model.parameters()).device
+        sampler, merged = sources[rng.choice(len(sources), p=weights / weights.sum())]
+        image, label = (part.to(device) for part in sampler(settings.batch_size))
+        logits = model(image)
+        if merged:
+            return loss(_merged_scar_logits(logits), torch.where(label == L.SCAR, L.MYOCARDIUM, label))
+        return loss(logits, label)
+
+    validate = None
+    if validation_cases:
+        from .metrics import dice_per_class
+        from .segmentation import postprocess, predict_slices
+
+        def validate(model):
+            device = next(model.parameters()).device
+            scores = [dice_per_class(postprocess(predict_slices(model, c.images, c.spacing, config, device)), c.labels)
+                      for c in validation_cases]
+            return {f"val_dice_{k}": float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
+
+    run_config = {"kind": "segmentation", "model": config.to_dict()}
+    return _train(build_segmenter(config), run_config, settings, loss_of_batch, validate)

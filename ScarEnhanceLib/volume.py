@@ -1,0 +1,158 @@
+"""From a 3D LGE volume to model-sized 2D crops around the heart, and back.
+
+Volumes are stacks of 2D short-axis slices. The slice axis is the one with the largest spacing
+(LGE slices are thick). Each slice is scaled to [0, 255] by its own min and max (the paper's
+scaling, and exactly invertible). The model sees one square crop per volume around the heart ROI,
+resampled to its input size; its *change* is resampled back and added to the input, so the input's
+full-resolution detail is kept, and only pixels inside the ROI are changed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+
+class InputError(ValueError):
+    """Input the user can fix: the message says what is wrong."""
+
+
+def to_array(image: sitk.Image) -> np.ndarray:
+    """(z, y, x) float32 array of a 3D scalar image, with clear errors for anything else."""
+    if image.GetDimension() != 3:
+        raise InputError(f"expected a 3D volume, got a {image.GetDimension()}D image")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError("expected a scalar (grey-level) volume, got a multi-component image")
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    if not np.isfinite(array).all():
+        raise InputError("the volume contains NaN or infinite values")
+    return array
+
+
+def slice_axis(image: sitk.Image) -> int:
+    """Numpy axis (of the z,y,x array) along which the 2D slices are stacked: the thickest one."""
+    spacing_zyx = np.array(image.GetSpacing()[::-1])
+    size_zyx = np.array(image.GetSize()[::-1])
+    # Largest spacing; among equals, the axis with the fewest voxels.
+    return int(sorted(range(3), key=lambda a: (-round(spacing_zyx[a], 4), size_zyx[a]))[0])
+
+
+def as_slices(array: np.ndarray, axis: int) -> np.ndarray:
+    return np.moveaxis(array, axis, 0)
+
+
+def from_slices(slices: np.ndarray, axis: int) -> np.ndarray:
+    return np.moveaxis(slices, 0, axis)
+
+
+def inplane_spacing(image: sitk.Image, axis: int) -> tuple[float, float]:
+    spacing_zyx = image.GetSpacing()[::-1]
+    rows, cols = (a for a in range(3) if a != axis)
+    return float(spacing_zyx[rows]), float(spacing_zyx[cols])
+
+
+@dataclass(frozen=True)
+class SliceScale:
+    """Per-slice affine map to [0, 255]; ``inverse`` undoes ``forward`` exactly."""
+
+    low: np.ndarray  # (n,)
+    high: np.ndarray  # (n,)
+
+    @staticmethod
+    def of(slices: np.ndarray) -> "SliceScale":
+        flat = slices.reshape(len(slices), -1)
+        return SliceScale(flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64))
+
+    def _range(self) -> np.ndarray:
+        return np.where(self.high > self.low, self.high - self.low, 1.0)[:, None, None]
+
+    def forward(self, slices: np.ndarray) -> np.ndarray:
+        return ((slices - self.low[:, None, None]) * (255.0 / self._range())).astype(np.float32)
+
+    def inverse(self, slices255: np.ndarray) -> np.ndarray:
+        return (slices255 * (self._range() / 255.0) + self.low[:, None, None]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A square in-plane box (may extend past the image; that part reads as zero)."""
+
+    row0: int
+    col0: int
+    size: int
+
+    @staticmethod
+    def around(mask: np.ndarray, margin: float = 1.3, min_size: int = 16) -> "CropBox":
+        """Square box around the in-plane bounding box of ``mask`` (n, h, w), enlarged by ``margin``."""
+        rows = np.flatnonzero(mask.any(axis=(0, 2)))
+        cols = np.flatnonzero(mask.any(axis=(0, 1)))
+        if rows.size == 0:
+            raise InputError("the heart ROI is empty")
+        extent = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+        size = max(int(np.ceil(extent * margin)), min_size)
+        center_row = (rows[0] + rows[-1] + 1) / 2.0
+        center_col = (cols[0] + cols[-1] + 1) / 2.0
+        return CropBox(int(round(center_row - size / 2.0)), int(round(center_col - size / 2.0)), size)
+
+    def extract(self, slices: np.ndarray) -> np.ndarray:
+        n, h, w = slices.shape
+        out = np.zeros((n, self.size, self.size), dtype=slices.dtype)
+        r0, c0 = max(self.row0, 0), max(self.col0, 0)
+        r1, c1 = min(self.row0 + self.size, h), min(self.col0 + self.size, w)
+        out[:, r0 - self.row0 : r1 - self.row0, c0 - self.col0 : c1 - self.col0] = slices[:, r0:r1, c0:c1]
+        return out
+
+    def add_into(self, slices: np.ndarray, crop: np.ndarray) -> np.ndarray:
+        """A copy of ``slices`` with ``crop`` added over the box (the part inside the image)."""
+        out = slices.copy()
+        n, h, w = slices.shape
+        r0, c0 = max(self.row0, 0), max(self.col0, 0)
+        r1, c1 = min(self.row0 + self.size, h), min(self.col0 + self.size, w)
+        out[:, r0:r1, c0:c1] += crop[:, r0 - self.row0 : r1 - self.row0, c0 - self.col0 : c1 - self.col0]
+        return out
+
+
+def resize(slices: np.ndarray, size: int, mode: str = "bilinear") -> np.ndarray:
+    """Resample (n, h, w) slices to (n, size, size); antialiased when shrinking."""
+    tensor = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
+    if mode == "nearest":
+        out = F.interpolate(tensor, size=(size, size), mode="nearest")
+    else:
+        out = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False,
+                            antialias=size < slices.shape[-1])
+    return out[:, 0].numpy()
+
+
+def mask_to_model(mask_crop: np.ndarray, size: int) -> np.ndarray:
+    """ROI at model size, covering every model pixel that touches the full-resolution ROI."""
+    tensor = torch.from_numpy(mask_crop.astype(np.float32))[:, None]
+    coverage = F.adaptive_max_pool2d(tensor, (size, size)) if size < mask_crop.shape[-1] else \
+        F.interpolate(tensor, size=(size, size), mode="nearest")
+    return coverage[:, 0].numpy() > 0
+
+
+def check_roi(roi: np.ndarray) -> None:
+    """Reject ROIs the enhancement cannot use."""
+    if not roi.any():
+        raise InputError("the heart ROI is empty: segment the heart or draw the ROI first")
+    border = np.zeros(roi.shape[1:], dtype=bool)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    if (roi & border).any():
+        raise InputError("the heart ROI touches the image border: the heart must lie inside the field of view")
+
+
+def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
+    return (a.GetSize() == b.GetSize()
+            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tolerance)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tolerance))
+
+
+def like(array_zyx: np.ndarray, reference: sitk.Image, pixel_type: int | None = None) -> sitk.Image:
+    """An image with ``reference``'s geometry and the given voxels."""
+    image = sitk.GetImageFromArray(array_zyx)
+    image.CopyInformation(reference)
+    return sitk.Cast(image, pixel_type) if pixel_type is not None else image
