@@ -1,0 +1,115 @@
+"""The command line end to end, with tiny untrained models (what is checked is the plumbing)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ScarEnhanceLib.cli import main
+from ScarEnhanceLib.volume import same_geometry
+
+from conftest import ROOT
+
+FAST = ["-k", "2", "--steps", "3"]
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("phantom")
+    assert main(["phantom", "-o", str(folder), "--matrix", "96", "--slices", "4", "--seed", "2"]) == 0
+    return folder / "phantom.nii.gz", folder / "phantom_labels.nii.gz"
+
+
+def test_enhance_writes_every_output_with_the_inputs_geometry(phantom_files, tiny_models, tmp_path):
+    image_path, labels_path = phantom_files
+    before = image_path.read_bytes()
+    code = main(["enhance", str(image_path), "--labels", str(labels_path), "-o", str(tmp_path), "--models",
+                 str(tiny_models), "--format", "nrrd", *FAST])
+    assert code == 0
+    image = sitk.ReadImage(str(image_path))
+    for name in ("enhanced", "uncertainty", "roi", "labels"):
+        assert same_geometry(sitk.ReadImage(str(tmp_path / f"{name}.nrrd")), image)
+    readouts = json.loads((tmp_path / "cnr.json").read_text())
+    assert readouts["slices_with_scar"] > 0 and np.isfinite(readouts["volume"]["cnr_scar_myo_original"])
+    assert (tmp_path / "cnr.csv").read_text().startswith("region,metric,original,enhanced")
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert image_path.read_bytes() == before
+
+
+def test_seed_makes_results_reproducible(phantom_files, tiny_models, tmp_path):
+    image_path, labels_path = phantom_files
+    outputs = []
+    for run, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        main(["enhance", str(image_path), "--labels", str(labels_path), "-o", str(tmp_path / run), "--models",
+              str(tiny_models), "--seed", seed, *FAST])
+        outputs.append(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / run / "enhanced.nii.gz"))))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert not np.array_equal(outputs[0], outputs[2])
+
+
+def test_segment_then_enhance_without_labels(phantom_files, tiny_models, tmp_path):
+    image_path, _ = phantom_files
+    assert main(["segment", str(image_path), "-o", str(tmp_path / "labels.nii.gz"), "--models",
+                 str(tiny_models)]) == 0
+    assert same_geometry(sitk.ReadImage(str(tmp_path / "labels.nii.gz")), sitk.ReadImage(str(image_path)))
+
+
+def _error_of(capsys, argv):
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_bad_input_gets_an_error_and_exit_code_not_a_traceback(phantom_files, tiny_models, tmp_path, capsys):
+    image_path, labels_path = phantom_files
+    models = ["--models", str(tiny_models)]
+    code, err = _error_of(capsys, ["enhance", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path), *models])
+    assert code == 2 and "no such file" in err
+    (tmp_path / "junk.nii.gz").write_bytes(b"not an image")
+    code, err = _error_of(capsys, ["segment", str(tmp_path / "junk.nii.gz"), "-o", str(tmp_path / "l.nii.gz"), *models])
+    assert code == 2 and "cannot read" in err
+    flat = sitk.Image([32, 32], sitk.sitkFloat32)
+    sitk.WriteImage(flat, str(tmp_path / "flat.nii.gz"))
+    code, err = _error_of(capsys, ["segment", str(tmp_path / "flat.nii.gz"), "-o", str(tmp_path / "l.nii.gz"), *models])
+    assert code == 2 and "3D" in err
+    with_nan = sitk.GetArrayFromImage(sitk.ReadImage(str(image_path)))
+    with_nan[1, 5, 5] = np.nan
+    nan = sitk.GetImageFromArray(with_nan)
+    nan.CopyInformation(sitk.ReadImage(str(image_path)))
+    sitk.WriteImage(nan, str(tmp_path / "nan.mha"))
+    code, err = _error_of(capsys, ["enhance", str(tmp_path / "nan.mha"), "--labels", str(labels_path), "-o",
+                                   str(tmp_path / "o"), *models])
+    assert code == 2 and "NaN" in err
+    (tmp_path / "labels.nii.gz").write_bytes(labels_path.read_bytes())
+    code, err = _error_of(capsys, ["enhance", str(image_path), "--labels", str(tmp_path / "labels.nii.gz"), "-o",
+                                   str(tmp_path), *models])
+    assert code == 2 and "refusing to overwrite" in err
+    code, err = _error_of(capsys, ["enhance", str(image_path), "--labels", str(labels_path), "-o",
+                                   str(tmp_path / "o"), "--models", str(tmp_path / "nomodels")])
+    assert code == 2 and "manifest" in err
+    code, err = _error_of(capsys, ["enhance", str(image_path), "--labels", str(labels_path), "-o",
+                                   str(tmp_path / "o"), *models, "--steps", "0"])
+    assert code == 2 and "steps" in err
+    assert not (tmp_path / "o" / "enhanced.nii.gz").exists()
+
+
+def test_evaluate_writes_the_papers_table(tiny_models, tmp_path):
+    data = tmp_path / "data"
+    for seed in (0, 1):
+        assert main(["phantom", "-o", str(tmp_path / "p"), "--matrix", "96", "--slices", "3", "--seed", str(seed)]) == 0
+        (tmp_path / "p" / "phantom.nii.gz").rename(data / f"case{seed}.nii.gz") if data.exists() else (
+            data.mkdir(), (tmp_path / "p" / "phantom.nii.gz").rename(data / f"case{seed}.nii.gz"))
+        (tmp_path / "p" / "phantom_labels.nii.gz").rename(data / f"case{seed}_manual.nii.gz")
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(data), "--split", "all", "-o", str(out), "--models", str(tiny_models), "--ablation",
+                 *FAST]) == 0
+    results = json.loads((out / "evaluation.json").read_text())
+    assert set(results) == {"fast, k=2", "fast, k=1", "ddpm-250, k=2"}
+    assert all(r["summary"]["cases"] == 2 and 0 < r["summary"]["ssim"] <= 1 for r in results.values())
+    assert "| fast, k=2 | 2 |" in (out / "evaluation.md").read_text()
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "ScarEnhanceLib", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and "enhance" in result.stdout

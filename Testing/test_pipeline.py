@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from ScarEnhanceLib import labels as L
+from ScarEnhanceLib.diffusion import training_scheduler
+from ScarEnhanceLib.pipeline import EnhanceParameters, enhance, segment
+from ScarEnhanceLib.volume import InputError, same_geometry
+from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, LoadedModel, load
+
+from conftest import TINY_DIFFUSION
+
+FAST = EnhanceParameters(k=2, steps=4)
+
+
+class _Output:
+    def __init__(self, sample):
+        self.sample = sample
+
+
+class OracleNetwork(torch.nn.Module):
+    """Predicts the exact noise toward a known contrast change of the original: 0.5 * x + 0.3."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.abar = training_scheduler(TINY_DIFFUSION).alphas_cumprod
+
+    def forward(self, model_input, t):
+        original, x_t = model_input[:, :1], model_input[:, 1:]
+        a = self.abar[t].view(-1, 1, 1, 1)
+        return _Output((x_t - a.sqrt() * (0.5 * original + 0.3)) / (1 - a).sqrt())
+
+
+@pytest.fixture
+def tiny(tiny_models):
+    return load(ENHANCEMENT, tiny_models)
+
+
+def _arrays(*images):
+    return [sitk.GetArrayFromImage(i) for i in images]
+
+
+def test_enhance_keeps_geometry_and_leaves_outside_the_roi_bit_exact(phantom, tiny):
+    image, labels = phantom
+    before = _arrays(image, labels)
+    result = enhance(image, labels, tiny, FAST)
+    for output in (result.enhanced, result.uncertainty, result.roi):
+        assert same_geometry(output, image)
+    original, enhanced, roi = _arrays(image, result.enhanced, result.roi)
+    assert result.enhanced.GetPixelID() == image.GetPixelID()
+    np.testing.assert_array_equal(enhanced[roi == 0], original[roi == 0])
+    assert not np.array_equal(enhanced[roi > 0], original[roi > 0])
+    assert (sitk.GetArrayFromImage(result.uncertainty)[roi == 0] == 0).all()
+    for kept, now in zip(before, _arrays(image, labels)):
+        np.testing.assert_array_equal(kept, now)
+
+
+def test_slices_without_roi_pass_through(phantom, tiny):
+    image, labels = phantom
+    label_array = sitk.GetArrayFromImage(labels).copy()
+    label_array[[0, 4]] = 0
+    cut = sitk.GetImageFromArray(label_array)
+    cut.CopyInformation(labels)
+    result = enhance(image, cut, tiny, FAST)
+    original, enhanced = _arrays(image, result.enhanced)
+    np.testing.assert_array_equal(enhanced[[0, 4]], original[[0, 4]])
+
+
+def test_the_models_change_lands_at_the_right_voxels_and_scale(phantom):
+    image, labels = phantom
+    oracle = LoadedModel("oracle", OracleNetwork(), TINY_DIFFUSION, {})
+    result = enhance(image, labels, oracle, EnhanceParameters(k=1, steps=5))
+    original, enhanced, roi = _arrays(image, result.enhanced, labels)
+    inside = roi > 0
+    for z in range(original.shape[0]):
+        low, high = original[z].min(), original[z].max()
+        scaled = (original[z] - low) / (high - low) * 2 - 1  # the model's [-1, 1] scale
+        expected = ((0.5 * scaled + 0.3) + 1) / 2 * (high - low) + low
+        error = np.abs(enhanced[z] - expected)[inside[z]]
+        # Resampled to the model's size and back, so exact only on average, not per voxel.
+        assert np.median(error) < 0.05 * (high - low)
+        assert abs(float(np.mean(enhanced[z][inside[z]] - expected[inside[z]]))) < 0.02 * (high - low)
+
+
+def test_integer_volumes_stay_integer(phantom, tiny):
+    image, labels = phantom
+    as_int = sitk.Cast(image, sitk.sitkInt16)
+    result = enhance(as_int, labels, tiny, FAST)
+    assert result.enhanced.GetPixelID() == sitk.sitkInt16
+
+
+def test_bad_input_is_explained_and_changes_nothing(phantom, tiny):
+    image, labels = phantom
+    empty = sitk.Image(labels.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(labels)
+    with pytest.raises(InputError, match="empty"):
+        enhance(image, empty, tiny, FAST)
+    shifted = sitk.Image(labels)
+    shifted.SetOrigin((5.0, 0.0, 0.0))
+    with pytest.raises(InputError, match="same size, spacing, origin"):
+        enhance(image, shifted, tiny, FAST)
+    border = sitk.GetArrayFromImage(labels).copy()
+    border[2, 0, :] = L.MYOCARDIUM
+    touching = sitk.GetImageFromArray(border)
+    touching.CopyInformation(labels)
+    with pytest.raises(InputError, match="border"):
+        enhance(image, touching, tiny, FAST)
+    with pytest.raises(InputError, match="dilation"):
+        enhance(image, labels, tiny, EnhanceParameters(dilation_mm=-1))
+
+
+def test_segment_returns_labels_on_the_image_grid(phantom, tiny_models):
+    image, _ = phantom
+    seen = []
+    labels = segment(image, load(SEGMENTATION, tiny_models), lambda f, m: seen.append(f))
+    assert same_geometry(labels, image)
+    assert seen[-1] == pytest.approx(1.0)
