@@ -14,8 +14,14 @@ OUTPUT_FORMATS = ("nii.gz", "nrrd", "mha")
 
 
 @contextmanager
-def _progress_bar(description: str):
-    """A tqdm bar driven by pipeline progress callbacks (fraction, message)."""
+def _progress_bar(description: str, style: str = "bar"):
+    """Progress callbacks (fraction, message): a tqdm bar for people, or ``PROGRESS <fraction> <message>``
+    lines on stdout for a program that runs this one (the Slicer module)."""
+    if style == "lines":
+        def report(fraction: float, message: str) -> None:
+            print(f"PROGRESS {fraction:.4f} {description}: {message}", flush=True)
+        yield report
+        return
     from tqdm import tqdm
     with tqdm(total=1000, desc=description, bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
         def update(fraction: float, message: str) -> None:
@@ -42,6 +48,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=Path, default=None, help="folder with manifest.json (default: bundled)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--seed", type=int, default=0, help="same seed, same device: same result")
+    parser.add_argument("--progress", default="bar", choices=("bar", "lines"),
+                        help="bar: a progress bar; lines: 'PROGRESS <fraction> <message>' lines for programs")
 
 
 def _add_enhance_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +84,7 @@ def cmd_segment(args) -> int:
     check_outputs_apart([args.image], [args.output])
     image = read_image(args.image)
     model = _load(SEGMENTATION, args)
-    with _progress_bar("segment") as progress:
+    with _progress_bar("segment", args.progress) as progress:
         labels = segment(image, model, progress)
     print(f"labels: {write_image(labels, args.output)}")
     return 0
@@ -95,8 +103,9 @@ def _write_cnr(readouts: dict, output_dir: Path) -> None:
                 writer.writerow([f"slice {row['slice']}", metric, row[f"{metric}_original"], row[f"{metric}_enhanced"]])
 
 
-def run_enhancement(image, labels, args, output_dir: Path, title: str) -> dict:
-    """Enhance, then write images, CNR table and report into ``output_dir``; returns the readouts."""
+def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None) -> dict:
+    """Enhance inside ``roi`` (default: labels > 0), then write images, the CNR table of ``labels`` and the
+    report into ``output_dir``; returns the readouts."""
     import SimpleITK as sitk
     from .io import write_image
     from .metrics import cnr_readouts, scar_burden
@@ -106,8 +115,8 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str) -> dict:
     from .weights import ENHANCEMENT
     parameters = _enhance_parameters(args)
     model = _load(ENHANCEMENT, args)
-    with _progress_bar("enhance") as progress:
-        result = enhance(image, labels, model, parameters, progress)
+    with _progress_bar("enhance", args.progress) as progress:
+        result = enhance(image, labels if roi is None else roi, model, parameters, progress)
     suffix = args.format
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, item in (("enhanced", result.enhanced), ("uncertainty", result.uncertainty), ("roi", result.roi),
@@ -122,8 +131,8 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str) -> dict:
                                "enhanced": scar_burden(stacks[1], label_stack)}
     readouts["parameters"] = vars(parameters)
     _write_cnr(readouts, output_dir)
-    roi = as_slices(sitk.GetArrayFromImage(result.roi).astype(bool), axis)
-    write_report(output_dir / "report.png", *stacks, roi, readouts["volume"], title=title)
+    roi_slices = as_slices(sitk.GetArrayFromImage(result.roi).astype(bool), axis)
+    write_report(output_dir / "report.png", *stacks, roi_slices, readouts["volume"], title=title)
     _print_readouts(readouts, output_dir)
     return readouts
 
@@ -143,15 +152,16 @@ def cmd_enhance(args) -> int:
     from .pipeline import segment
     from .weights import SEGMENTATION
     outputs = [args.output / f"{n}.{args.format}" for n in ("enhanced", "uncertainty", "roi", "labels")]
-    check_outputs_apart([args.image, args.labels], outputs)
+    check_outputs_apart([args.image, args.labels, args.roi], outputs)
     _seed(args)
     image = read_image(args.image)
+    roi = read_image(args.roi) if args.roi is not None else None
     if args.labels is not None:
         labels = read_image(args.labels)
     else:
-        with _progress_bar("segment") as progress:
+        with _progress_bar("segment", args.progress) as progress:
             labels = segment(image, _load(SEGMENTATION, args), progress)
-    run_enhancement(image, labels, args, args.output, title=Path(args.image).name)
+    run_enhancement(image, labels, args, args.output, title=Path(args.image).name, roi=roi)
     return 0
 
 
@@ -205,7 +215,7 @@ def cmd_demo(args) -> int:
     _seed(args)
     image = read_image(SAMPLE_IMAGE)
     print(f"demo volume: {SAMPLE_IMAGE.name} (see Resources/sample/README.md for its provenance)")
-    with _progress_bar("segment") as progress:
+    with _progress_bar("segment", args.progress) as progress:
         labels = segment(image, _load(SEGMENTATION, args), progress)
     readouts = run_enhancement(image, labels, args, args.output, title="ScarEnhance demo")
     from .metrics import dice_per_class
@@ -311,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     enh.add_argument("image", type=Path, help="3D LGE volume: NIfTI, NRRD, MHA, or a DICOM series folder")
     enh.add_argument("--labels", type=Path, default=None,
                      help="labelmap (1 blood pool, 2 myocardium, 3 scar; ROI = all > 0); default: segment")
+    enh.add_argument("--roi", type=Path, default=None,
+                     help="heart ROI mask to enhance inside (> 0), e.g. corrected by hand; default: labels > 0")
     enh.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     enh.add_argument("--format", default="nii.gz", choices=OUTPUT_FORMATS)
     _add_enhance_arguments(enh)

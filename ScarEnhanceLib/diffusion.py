@@ -23,7 +23,8 @@ from typing import Callable, Optional
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
-SAMPLERS = ("ddpm", "fast")
+from .parameters import SamplerSettings
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (concat(original, x_t), t) -> eps
 
 
@@ -84,25 +85,6 @@ def add_masked_noise(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Te
 def masked_loss(predicted: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the noise prediction over ROI pixels only."""
     return ((predicted - noise) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    sampler: str = "fast"
-    lam: int = 250  # partial diffusion: start of the reverse chain
-    steps: int = 20  # fast sampler only
-    k: int = 5  # samples averaged
-
-    def validate(self, num_train_timesteps: int = 1000) -> "SamplerSettings":
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        if not 1 <= self.lam <= num_train_timesteps:
-            raise ValueError(f"lambda must be between 1 and {num_train_timesteps}, got {self.lam}")
-        if not 1 <= self.steps <= self.lam:
-            raise ValueError(f"steps must be between 1 and lambda ({self.lam}), got {self.steps}")
-        if self.k < 1:
-            raise ValueError(f"k must be at least 1, got {self.k}")
-        return self
 
 
 def _reverse_scheduler(config: DiffusionConfig, settings: SamplerSettings, device):

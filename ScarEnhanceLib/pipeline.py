@@ -6,6 +6,7 @@ voxel for voxel; slices without ROI pass through unchanged.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -14,38 +15,12 @@ import SimpleITK as sitk
 import torch
 
 from . import diffusion, segmentation
+from .parameters import EnhanceParameters
 from .volume import (CropBox, InputError, SliceScale, as_slices, check_roi, from_slices, like, mask_to_model,
                      resize, same_geometry, slice_axis, to_array)
 from .weights import LoadedModel
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
-
-
-@dataclass(frozen=True)
-class EnhanceParameters:
-    sampler: str = "fast"  # fast (DPM-Solver++) | ddpm (the paper's ancestral steps)
-    lam: int = 250
-    steps: int = 20
-    k: int = 5
-    dilation_mm: float = 0.0
-    crop_margin: float = 1.3
-    seed: int = 0
-    batch_size: int = 0  # 0: chosen for the device
-    device: str = "auto"
-
-    def validate(self) -> "EnhanceParameters":
-        self.sampler_settings().validate()
-        if self.dilation_mm < 0 or self.dilation_mm > 30:
-            raise InputError(f"the ROI dilation must be between 0 and 30 mm, got {self.dilation_mm}")
-        if self.crop_margin < 1.0:
-            raise InputError(f"the crop margin must be at least 1, got {self.crop_margin}")
-        if self.batch_size < 0:
-            raise InputError(f"the batch size must be >= 0, got {self.batch_size}")
-        resolve_device(self.device)
-        return self
-
-    def sampler_settings(self) -> diffusion.SamplerSettings:
-        return diffusion.SamplerSettings(sampler=self.sampler, lam=self.lam, steps=self.steps, k=self.k)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,6 +59,8 @@ def enhance(image: sitk.Image, labels: sitk.Image, model: LoadedModel, parameter
             progress: Optional[Progress] = None) -> EnhancementResult:
     """Enhance ``image`` inside the heart ROI (labels > 0, dilated by ``dilation_mm`` in-plane)."""
     parameters = parameters.validate()
+    resolve_device(parameters.device)
+    check_lambda_trained(model, parameters.lam)
     original = to_array(image)
     roi_image = segmentation.dilate_roi(like(_checked_labels(image, labels), image), parameters.dilation_mm)
     axis = slice_axis(image)
@@ -125,17 +102,41 @@ def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, model: LoadedModel, 
     def on_step():
         done[0] += 1
         if progress is not None:
-            progress(done[0] / total, f"denoising step {done[0]} of {total}")
+            progress(min(1.0, done[0] / total), f"denoising step {done[0]} of {total}")
 
-    with torch.inference_mode():
-        result = diffusion.sample_ensemble(diffusion.as_denoiser(model.network), original, mask, config, settings,
-                                           batch_size=batch, seed=parameters.seed, on_step=on_step)
+    result = _sample_with_fallback(model, original, mask, settings, batch, parameters.seed, on_step)
     mean255 = (result.mean[:, 0].float().cpu().numpy() + 1.0) * 127.5
     std255 = result.std[:, 0].float().cpu().numpy() * 127.5
     canvas = np.zeros_like(slices255)
     change = box.add_into(canvas, resize(mean255 - crops, box.size)) * roi
     uncertainty = box.add_into(canvas, resize(std255, box.size)) * roi
     return change, np.clip(uncertainty, 0.0, None)
+
+
+def _sample_with_fallback(model: LoadedModel, original: torch.Tensor, mask: torch.Tensor,
+                          settings: diffusion.SamplerSettings, batch: int, seed: int, on_step) -> diffusion.EnsembleResult:
+    """Sample in batches of ``batch``; on GPU out-of-memory halve the batch, and below 1 fall back to the CPU."""
+    while True:
+        try:
+            with torch.inference_mode():
+                return diffusion.sample_ensemble(diffusion.as_denoiser(model.network), original, mask, model.config,
+                                                 settings, batch_size=batch, seed=seed, on_step=on_step)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if batch > 1:
+                batch //= 2
+            else:
+                warnings.warn("GPU out of memory even with one sample per batch: continuing on the CPU")
+                model.network.to("cpu")
+                original, mask = original.cpu(), mask.cpu()
+                batch = default_batch_size(original.device)
+
+
+def check_lambda_trained(model: LoadedModel, lam: int) -> None:
+    """Refuse a lambda above the noise levels the model was trained on (its manifest says which)."""
+    trained = model.info.get("training", {}).get("max_timestep")
+    if trained is not None and lam > trained:
+        raise InputError(f"lambda {lam} is above the noise levels this model was trained on (up to {trained})")
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -40,6 +41,7 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"
     max_timestep: int = 1000  # diffusion: draw t below this (inference never goes above lambda)
+    snapshot_every: int = 1000  # keep the EMA weights of every this many iterations (equal-budget comparisons)
 
 
 class _Distributed:
@@ -108,6 +110,10 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings,
                 record.update(validate(ema.module))
             history.append(record)
             _save(run_dir, model, ema, optimizer, done, history, config)
+            if done % settings.snapshot_every == 0:
+                snapshots = run_dir / "snapshots"
+                snapshots.mkdir(exist_ok=True)
+                shutil.copyfile(run_dir / "model.safetensors", snapshots / f"model_{done:06d}.safetensors")
     if distributed.enabled:
         dist.destroy_process_group()
     return {"history": history}

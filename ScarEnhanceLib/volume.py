@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 
-class InputError(ValueError):
-    """Input the user can fix: the message says what is wrong."""
+from .parameters import InputError  # noqa: F401  (re-exported: the error of every input check)
 
 
 def to_array(image: sitk.Image) -> np.ndarray:

@@ -113,3 +113,24 @@ def test_evaluate_writes_the_papers_table(tiny_models, tmp_path):
 def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "ScarEnhanceLib", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "enhance" in result.stdout
+
+
+def test_enhance_inside_a_separate_roi_and_report_progress_lines(phantom_files, tiny_models, tmp_path, capsys):
+    image_path, labels_path = phantom_files
+    labels = sitk.ReadImage(str(labels_path))
+    roi_array = np.zeros(sitk.GetArrayFromImage(labels).shape, np.uint8)
+    roi_array[:, 40:56, 40:56] = 1  # a hand-drawn square, unlike the labels
+    roi = sitk.GetImageFromArray(roi_array)
+    roi.CopyInformation(labels)
+    sitk.WriteImage(roi, str(tmp_path / "roi.nii.gz"))
+    code = main(["enhance", str(image_path), "--labels", str(labels_path), "--roi", str(tmp_path / "roi.nii.gz"),
+                 "-o", str(tmp_path / "out"), "--models", str(tiny_models), "--progress", "lines", *FAST])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROGRESS ")]
+    fractions = [float(line.split()[1]) for line in lines]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    used = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "roi.nii.gz")))
+    np.testing.assert_array_equal(used, roi_array)
+    original = sitk.GetArrayFromImage(sitk.ReadImage(str(image_path)))
+    enhanced = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "enhanced.nii.gz")))
+    np.testing.assert_array_equal(enhanced[roi_array == 0], original[roi_array == 0])

@@ -117,3 +117,35 @@ def test_segment_returns_labels_on_the_image_grid(phantom, tiny_models):
     labels = segment(image, load(SEGMENTATION, tiny_models), lambda f, m: seen.append(f))
     assert same_geometry(labels, image)
     assert seen[-1] == pytest.approx(1.0)
+
+
+class OutOfMemoryAboveTwo(torch.nn.Module):
+    """Behaves like a GPU that runs out of memory for batches of more than two samples."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.batches = []
+
+    def forward(self, model_input, t):
+        self.batches.append(len(model_input))
+        if len(model_input) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return _Output(torch.zeros_like(model_input[:, :1]))
+
+
+def test_out_of_memory_halves_the_batch_and_still_finishes(phantom):
+    image, labels = phantom
+    network = OutOfMemoryAboveTwo()
+    model = LoadedModel("oom", network, TINY_DIFFUSION, {})
+    result = enhance(image, labels, model, EnhanceParameters(k=2, steps=2, batch_size=8))
+    assert network.batches[0] == 8 and max(network.batches[-4:]) <= 2
+    assert same_geometry(result.enhanced, image)
+
+
+def test_lambda_above_the_trained_noise_levels_is_refused(phantom, tiny):
+    image, labels = phantom
+    limited = LoadedModel(tiny.name, tiny.network, tiny.config, {"training": {"max_timestep": 300}})
+    with pytest.raises(InputError, match="trained on"):
+        enhance(image, labels, limited, EnhanceParameters(lam=400, steps=4, k=1))
+    enhance(image, labels, limited, EnhanceParameters(lam=300, steps=2, k=1))

@@ -1,0 +1,65 @@
+"""Enhancement parameters and their validation.
+
+Torch-free on purpose: the Slicer module validates a user's settings with this before it starts
+the background process, in a Python that may not have torch yet.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+SAMPLERS = ("ddpm", "fast")
+DEVICES = ("auto", "cuda", "cpu")
+
+
+class InputError(ValueError):
+    """Input the user can fix: the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    sampler: str = "fast"  # fast (DPM-Solver++, ``steps`` steps) | ddpm (the paper's ``lam`` ancestral steps)
+    lam: int = 250  # partial diffusion: start of the reverse chain
+    steps: int = 20  # fast sampler only
+    k: int = 5  # samples averaged
+
+    def validate(self, num_train_timesteps: int = 1000) -> "SamplerSettings":
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if not 1 <= self.lam <= num_train_timesteps:
+            raise InputError(f"lambda must be between 1 and {num_train_timesteps}, got {self.lam}")
+        if not 1 <= self.steps <= self.lam:
+            raise InputError(f"steps must be between 1 and lambda ({self.lam}), got {self.steps}")
+        if not 1 <= self.k <= 64:
+            raise InputError(f"k must be between 1 and 64, got {self.k}")
+        return self
+
+
+@dataclass(frozen=True)
+class EnhanceParameters:
+    sampler: str = "fast"
+    lam: int = 250
+    steps: int = 20
+    k: int = 5
+    dilation_mm: float = 0.0  # in-plane ROI dilation
+    crop_margin: float = 1.3
+    seed: int = 0
+    batch_size: int = 0  # 0: chosen for the device
+    device: str = "auto"
+
+    def validate(self) -> "EnhanceParameters":
+        self.sampler_settings().validate()
+        if not 0 <= self.dilation_mm <= 30:
+            raise InputError(f"the ROI dilation must be between 0 and 30 mm, got {self.dilation_mm}")
+        if self.crop_margin < 1.0:
+            raise InputError(f"the crop margin must be at least 1, got {self.crop_margin}")
+        if self.batch_size < 0:
+            raise InputError(f"the batch size must be >= 0, got {self.batch_size}")
+        if self.device not in DEVICES:
+            raise InputError(f"device must be one of {DEVICES}, got {self.device!r}")
+        return self
+
+    def sampler_settings(self) -> SamplerSettings:
+        return SamplerSettings(sampler=self.sampler, lam=self.lam, steps=self.steps, k=self.k)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
