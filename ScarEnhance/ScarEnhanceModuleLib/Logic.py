@@ -1,0 +1,283 @@
+"""ScarEnhance logic over MRML nodes, usable from the Python console without the GUI:
+
+    logic = ScarEnhanceLogic()
+    segmentation = logic.segmentHeart(volume)
+    outputs = logic.enhance(volume, segmentation, "HeartROI")
+
+No Qt here: the work runs in a background process (``Process.py``); ``start...`` methods return the
+job for a GUI to poll, the plain methods wait for it. Input nodes are never modified: volumes and
+segments are written to a temporary folder, and every result is a new node (or the output volume
+the caller chose).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import slicer
+import vtk
+from ScarEnhanceLib.parameters import EnhanceParameters, InputError
+
+from .Process import BackgroundJob, defaultPythonExecutable, libraryCommand
+
+# (segment ID, name, label value in ScarEnhanceLib, colour) of the tissue classes the U-Net predicts.
+CLASS_SEGMENTS = (
+    ("BloodPool", "Blood pool", 1, (0.85, 0.25, 0.25)),
+    ("Myocardium", "Myocardium", 2, (0.80, 0.60, 0.45)),
+    ("Scar", "Scar", 3, (1.00, 0.90, 0.15)),
+)
+ROI_SEGMENT_ID = "HeartROI"
+ROI_SEGMENT_NAME = "Heart ROI"
+ROI_COLOR = (0.25, 0.80, 0.35)
+CNR_ROWS = (("cnr_scar_myo", "CNR scar/myocardium"), ("cnr_scar_blood", "CNR scar/blood pool"))
+
+
+@dataclass
+class EnhanceOutputs:
+    enhancedVolume: object  # vtkMRMLScalarVolumeNode
+    uncertaintyVolume: object  # vtkMRMLScalarVolumeNode
+    cnrTable: object  # vtkMRMLTableNode
+    readouts: dict  # cnr.json of the command line
+
+
+class ScarEnhanceLogic:
+    def __init__(self, pythonExecutable: Optional[str] = None, modelsDir: Optional[Path] = None):
+        self.pythonExecutable = pythonExecutable or defaultPythonExecutable()
+        self.modelsDir = modelsDir  # None: the bundled models
+
+    # ------------------------------------------------------------------ heart segmentation
+    def segmentHeart(self, volumeNode, segmentationNode=None, device: str = "auto"):
+        """Blood pool, myocardium, scar and heart ROI segments of ``volumeNode`` (waits for the result)."""
+        return self.startSegmentHeart(volumeNode, segmentationNode, device).wait()
+
+    def startSegmentHeart(self, volumeNode, segmentationNode=None, device: str = "auto") -> BackgroundJob:
+        self._checkVolume(volumeNode)
+        workDir = Path(tempfile.mkdtemp(prefix="ScarEnhance-"))
+        try:
+            _writeVolume(volumeNode, workDir / "image.nrrd")
+        except Exception:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
+        command = libraryCommand(self.pythonExecutable, ["segment", str(workDir / "image.nrrd"), "-o",
+                                                         str(workDir / "labels.nrrd"), "--device", device,
+                                                         *self._modelArguments()])
+
+        def loadSegmentation():
+            return self._importLabels(workDir / "labels.nrrd", volumeNode, segmentationNode)
+
+        return BackgroundJob(command, loadSegmentation, workDir)
+
+    def _importLabels(self, labelsPath: Path, volumeNode, segmentationNode):
+        scene = slicer.mrmlScene
+        labelmap = _readLabelmap(labelsPath)
+        try:
+            if segmentationNode is None:
+                segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                           scene.GenerateUniqueName(f"{volumeNode.GetName()} heart"))
+                segmentationNode.CreateDefaultDisplayNodes()
+            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+            segmentation = segmentationNode.GetSegmentation()
+            for segmentId, name, _, color in CLASS_SEGMENTS + ((ROI_SEGMENT_ID, ROI_SEGMENT_NAME, None, ROI_COLOR),):
+                if segmentation.GetSegment(segmentId) is not None:
+                    segmentation.RemoveSegment(segmentId)
+                segmentation.AddEmptySegment(segmentId, name, list(color))
+            labels = slicer.util.arrayFromVolume(labelmap)
+            _importArray(labels, labelmap, segmentationNode, [segment[0] for segment in CLASS_SEGMENTS])
+            _importArray((labels > 0).astype(np.uint8), labelmap, segmentationNode, [ROI_SEGMENT_ID])
+        finally:
+            scene.RemoveNode(labelmap)
+        segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        return segmentationNode
+
+    # ------------------------------------------------------------------ enhancement
+    def enhance(self, volumeNode, segmentationNode, roiSegmentId: str = ROI_SEGMENT_ID,
+                parameters: EnhanceParameters = EnhanceParameters(), outputVolumeNode=None) -> EnhanceOutputs:
+        """Enhanced volume, uncertainty volume and CNR table (waits for the result)."""
+        return self.startEnhance(volumeNode, segmentationNode, roiSegmentId, parameters, outputVolumeNode).wait()
+
+    def startEnhance(self, volumeNode, segmentationNode, roiSegmentId: str = ROI_SEGMENT_ID,
+                     parameters: EnhanceParameters = EnhanceParameters(), outputVolumeNode=None) -> BackgroundJob:
+        self._checkVolume(volumeNode)
+        parameters = parameters.validate()
+        if outputVolumeNode is not None and outputVolumeNode is volumeNode:
+            raise InputError("the output volume must not be the input volume: choose another or a new volume")
+        roi = self._roiMask(volumeNode, segmentationNode, roiSegmentId)
+        workDir = Path(tempfile.mkdtemp(prefix="ScarEnhance-"))
+        try:
+            _writeVolume(volumeNode, workDir / "image.nrrd")
+            _writeArray(roi.astype(np.uint8), volumeNode, workDir / "roi.nrrd")
+            _writeArray(self._classLabels(volumeNode, segmentationNode), volumeNode, workDir / "labels.nrrd")
+        except Exception:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
+        output = workDir / "output"
+        command = libraryCommand(self.pythonExecutable, [
+            "enhance", str(workDir / "image.nrrd"), "--labels", str(workDir / "labels.nrrd"),
+            "--roi", str(workDir / "roi.nrrd"), "-o", str(output), "--format", "nrrd",
+            "--sampler", parameters.sampler, "--steps", str(parameters.steps), "--lambda", str(parameters.lam),
+            "-k", str(parameters.k), "--dilation-mm", str(parameters.dilation_mm), "--seed", str(parameters.seed),
+            "--device", parameters.device, *self._modelArguments()])
+
+        def loadOutputs():
+            return self._loadOutputs(output, volumeNode, outputVolumeNode)
+
+        return BackgroundJob(command, loadOutputs, workDir)
+
+    def _roiMask(self, volumeNode, segmentationNode, roiSegmentId: str) -> np.ndarray:
+        if segmentationNode is None:
+            raise InputError("no segmentation: segment the heart first, or choose a segmentation with the heart ROI")
+        if not roiSegmentId or segmentationNode.GetSegmentation().GetSegment(roiSegmentId) is None:
+            raise InputError(f"the segmentation {segmentationNode.GetName()!r} has no segment {roiSegmentId!r}")
+        roi = _segmentArray(segmentationNode, roiSegmentId, volumeNode)
+        if not roi.any():
+            raise InputError("the heart ROI segment is empty: segment the heart or paint the ROI first")
+        return roi
+
+    def _classLabels(self, volumeNode, segmentationNode) -> np.ndarray:
+        """Label map (1 blood pool, 2 myocardium, 3 scar) of the class segments there are, for the CNR readouts."""
+        labels = np.zeros(slicer.util.arrayFromVolume(volumeNode).shape, dtype=np.uint8)
+        segmentation = segmentationNode.GetSegmentation()
+        for segmentId, name, value, _ in CLASS_SEGMENTS:
+            found = segmentId if segmentation.GetSegment(segmentId) is not None else \
+                segmentation.GetSegmentIdBySegmentName(name)
+            if found:
+                labels[_segmentArray(segmentationNode, found, volumeNode)] = value
+        return labels
+
+    def _loadOutputs(self, folder: Path, volumeNode, outputVolumeNode) -> EnhanceOutputs:
+        scene = slicer.mrmlScene
+        name = volumeNode.GetName()
+        if outputVolumeNode is None:
+            outputVolumeNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
+                                                       scene.GenerateUniqueName(f"{name} enhanced"))
+        _readVolume(folder / "enhanced.nrrd", outputVolumeNode)
+        uncertainty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(f"{name} uncertainty"))
+        _readVolume(folder / "uncertainty.nrrd", uncertainty)
+        for node in (outputVolumeNode, uncertainty):
+            node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        readouts = json.loads((folder / "cnr.json").read_text())
+        table = self.cnrTable(readouts, scene.GenerateUniqueName(f"{name} CNR"))
+        return EnhanceOutputs(outputVolumeNode, uncertainty, table, readouts)
+
+    @staticmethod
+    def cnrTable(readouts: dict, name: str = "CNR"):
+        """A table node: one row per readout, original and enhanced (NaN where a region is missing)."""
+        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+        columns = {"Readout": vtk.vtkStringArray(), "Original": vtk.vtkDoubleArray(), "Enhanced": vtk.vtkDoubleArray()}
+        for columnName, column in columns.items():
+            column.SetName(columnName)
+        volume = readouts["volume"]
+        rows = [(label, volume[f"{key}_original"], volume[f"{key}_enhanced"]) for key, label in CNR_ROWS]
+        burden = readouts.get("scar_burden", {})
+        for key in sorted(burden.get("original", {})):
+            rows.append((f"scar % of myocardium ({key.replace('scar_percent_', '')})",
+                         burden["original"][key], burden["enhanced"][key]))
+        for label, original, enhanced in rows:
+            columns["Readout"].InsertNextValue(label)
+            columns["Original"].InsertNextValue(_number(original))
+            columns["Enhanced"].InsertNextValue(_number(enhanced))
+        for column in columns.values():
+            table.AddColumn(column)
+        return table
+
+    # ------------------------------------------------------------------ checks and helpers
+    @staticmethod
+    def _checkVolume(volumeNode) -> None:
+        if volumeNode is None:
+            raise InputError("no input volume: choose the LGE volume")
+        if not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise InputError(f"{volumeNode.GetName()!r} is not a grey-level volume")
+        if volumeNode.GetImageData() is None:
+            raise InputError(f"{volumeNode.GetName()!r} has no voxels")
+        dimensions = volumeNode.GetImageData().GetDimensions()
+        if sorted(dimensions)[1] < 16:
+            raise InputError(f"{volumeNode.GetName()!r} is not a 3D LGE stack (dimensions {dimensions})")
+
+    def _modelArguments(self) -> List[str]:
+        return ["--models", str(self.modelsDir)] if self.modelsDir is not None else []
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _writeVolume(volumeNode, path: Path) -> None:
+    """Write with a storage node of our own: the node's own storage and modified state stay as they were."""
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(False)
+    if not storage.WriteData(volumeNode):
+        raise RuntimeError(f"could not write {volumeNode.GetName()!r} to {path}")
+
+
+def _readVolume(path: Path, volumeNode) -> None:
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.ReadData(volumeNode):
+        raise RuntimeError(f"could not read the result {path}")
+
+
+def _readLabelmap(path: Path):
+    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    try:
+        _readVolume(path, labelmap)
+    except Exception:
+        slicer.mrmlScene.RemoveNode(labelmap)
+        raise
+    return labelmap
+
+
+def _writeArray(array: np.ndarray, referenceVolume, path: Path) -> None:
+    """A label array on the reference volume's grid, written as a labelmap file."""
+    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    try:
+        slicer.util.updateVolumeFromArray(labelmap, array)
+        labelmap.CopyOrientation(referenceVolume)
+        _writeVolume(labelmap, path)
+    finally:
+        slicer.mrmlScene.RemoveNode(labelmap)
+
+
+def _segmentArray(segmentationNode, segmentId: str, referenceVolume) -> np.ndarray:
+    """Boolean mask of one segment on the reference volume's voxel grid."""
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segmentId)
+    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    try:
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentationNode, ids, labelmap, referenceVolume):
+            raise RuntimeError(f"could not export segment {segmentId!r}")
+        return slicer.util.arrayFromVolume(labelmap) > 0
+    finally:
+        slicer.mrmlScene.RemoveNode(labelmap)
+
+
+def _importArray(array: np.ndarray, geometry, segmentationNode, segmentIds: List[str]) -> None:
+    """Label value i + 1 of ``array`` (on ``geometry``'s grid) into segment ``segmentIds[i]``."""
+    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    try:
+        slicer.util.updateVolumeFromArray(labelmap, array)
+        labelmap.CopyOrientation(geometry)
+        ids = vtk.vtkStringArray()
+        for segmentId in segmentIds:
+            ids.InsertNextValue(segmentId)
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentationNode, ids):
+            raise RuntimeError("could not import the heart labels into the segmentation")
+    finally:
+        slicer.mrmlScene.RemoveNode(labelmap)
+
+
+def cnrSummary(readouts: dict) -> Dict[str, str]:
+    """Readable 'before -> after' text per CNR readout, for the panel."""
+    volume = readouts["volume"]
+
+    def text(value):
+        return "n/a" if value is None or not np.isfinite(value) else f"{value:.2f}"
+
+    return {label: f"{text(volume[f'{key}_original'])} \u2192 {text(volume[f'{key}_enhanced'])}"
+            for key, label in CNR_ROWS}

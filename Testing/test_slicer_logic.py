@@ -1,0 +1,199 @@
+"""The Slicer module's Logic against real MRML nodes, with the Qt-free `slicer-core` wheel.
+
+The fixture sets up what Slicer's application does at start-up and the Logic relies on: a scene in
+``slicer.mrmlScene``, the colour and segmentation logics, and the segmentation converter rules.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import ROOT
+from ScarEnhanceLib.parameters import EnhanceParameters, InputError
+from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
+
+slicer = pytest.importorskip("slicer", reason="the slicer-core wheel (test extra) is not installed")
+vtk = pytest.importorskip("vtk")
+sys.path.insert(0, str(ROOT / "ScarEnhance"))
+
+from ScarEnhanceModuleLib.Logic import CLASS_SEGMENTS, ROI_SEGMENT_ID, ScarEnhanceLogic  # noqa: E402
+from ScarEnhanceModuleLib.Process import JobCancelled, JobFailed  # noqa: E402
+
+FAST = EnhanceParameters(k=2, steps=3)
+
+
+@pytest.fixture(scope="module")
+def slicerApp():
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    for rule in ("vtkBinaryLabelmapToClosedSurfaceConversionRule", "vtkClosedSurfaceToBinaryLabelmapConversionRule"):
+        factory.RegisterConverterRule(getattr(slicer, rule)())
+    return factory
+
+
+@pytest.fixture
+def scene(slicerApp):
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    logics = {"colors": slicer.vtkMRMLColorLogic(), "volumes": slicer.vtkSlicerVolumesLogic(),
+              "segmentations": slicer.vtkSlicerSegmentationsModuleLogic()}
+    for logic in logics.values():
+        logic.SetMRMLScene(scene)
+    slicer.modules = SimpleNamespace(**{name: SimpleNamespace(logic=lambda l=logic: l) for name, logic in logics.items()})
+    yield scene
+    scene.Clear(1)
+
+
+@pytest.fixture
+def logic(tiny_models):
+    return ScarEnhanceLogic(pythonExecutable=sys.executable, modelsDir=tiny_models)
+
+
+def _load_phantom(tmp_path: Path, seed: int = 4):
+    """An oblique phantom volume and its labels, loaded as Slicer loads files."""
+    image, labels = make_phantom(PhantomSpec(matrix=96, slices=4, spacing_mm=1.6, seed=seed))
+    direction = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    for item in (image, labels):
+        item.SetDirection(direction)
+        item.SetOrigin((12.5, -40.0, 7.0))
+    sitk.WriteImage(image, str(tmp_path / "lge.nrrd"))
+    volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "lge")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(tmp_path / "lge.nrrd"))
+    assert storage.ReadData(volume)
+    return volume, sitk.GetArrayFromImage(labels)
+
+
+def _segmentation_from(volume, labels: np.ndarray):
+    """A segmentation with the class segments and the heart ROI of ``labels`` (the volume's k, j, i grid)."""
+    from ScarEnhanceModuleLib.Logic import _importArray
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reference")
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    for segmentId, name, _, color in CLASS_SEGMENTS + ((ROI_SEGMENT_ID, "Heart ROI", None, (0, 1, 0)),):
+        node.GetSegmentation().AddEmptySegment(segmentId, name, list(color))
+    _importArray(labels, volume, node, [s[0] for s in CLASS_SEGMENTS])
+    _importArray((labels > 0).astype(np.uint8), volume, node, [ROI_SEGMENT_ID])
+    return node
+
+
+def _matrix(volume) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _snapshot(volume, segmentation=None) -> dict:
+    state = {"voxels": slicer.util.arrayFromVolume(volume).copy(), "geometry": _matrix(volume),
+             "name": volume.GetName()}
+    if segmentation is not None:
+        ids = [segmentation.GetSegmentation().GetNthSegmentID(i)
+               for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
+        state["segments"] = {i: slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, i, volume).copy() for i in ids}
+    return state
+
+
+def _assert_unchanged(before: dict, after: dict) -> None:
+    np.testing.assert_array_equal(before["voxels"], after["voxels"])
+    np.testing.assert_array_equal(before["geometry"], after["geometry"])
+    assert before["name"] == after["name"]
+    for segmentId, mask in before.get("segments", {}).items():
+        np.testing.assert_array_equal(mask, after["segments"][segmentId])
+
+
+def test_segment_heart_makes_class_and_roi_segments_on_the_inputs_grid(scene, logic, tmp_path):
+    volume, _ = _load_phantom(tmp_path)
+    before = _snapshot(volume)
+    segmentation = logic.segmentHeart(volume)
+    ids = {segmentation.GetSegmentation().GetNthSegmentID(i)
+           for i in range(segmentation.GetSegmentation().GetNumberOfSegments())}
+    assert ids == {"BloodPool", "Myocardium", "Scar", ROI_SEGMENT_ID}
+    roi = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, ROI_SEGMENT_ID, volume)
+    classes = sum(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, s[0], volume) > 0 for s in CLASS_SEGMENTS)
+    assert roi.shape == before["voxels"].shape
+    np.testing.assert_array_equal(roi > 0, classes > 0)  # the ROI is the union of the classes
+    _assert_unchanged(before, _snapshot(volume))
+
+
+def test_enhance_keeps_geometry_leaves_inputs_untouched_and_reports_cnr(scene, logic, tmp_path):
+    volume, labels = _load_phantom(tmp_path)
+    segmentation = _segmentation_from(volume, labels)
+    before = _snapshot(volume, segmentation)
+    outputs = logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST)
+    for node in (outputs.enhancedVolume, outputs.uncertaintyVolume):
+        np.testing.assert_allclose(_matrix(node), before["geometry"], atol=1e-9)
+        assert slicer.util.arrayFromVolume(node).shape == before["voxels"].shape
+    enhanced = slicer.util.arrayFromVolume(outputs.enhancedVolume)
+    np.testing.assert_array_equal(enhanced[labels == 0], before["voxels"][labels == 0])
+    assert not np.array_equal(enhanced[labels > 0], before["voxels"][labels > 0])
+    table = outputs.cnrTable
+    assert table.GetTable().GetValueByName(0, "Readout").ToString() == "CNR scar/myocardium"
+    original = table.GetTable().GetValueByName(0, "Original").ToDouble()
+    assert np.isfinite(original) and original == pytest.approx(outputs.readouts["volume"]["cnr_scar_myo_original"])
+    assert outputs.enhancedVolume.GetName() == "lge enhanced"
+    _assert_unchanged(before, _snapshot(volume, segmentation))
+
+
+def test_enhance_writes_into_a_chosen_output_volume(scene, logic, tmp_path):
+    volume, labels = _load_phantom(tmp_path)
+    segmentation = _segmentation_from(volume, labels)
+    chosen = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "mine")
+    outputs = logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST, outputVolumeNode=chosen)
+    assert outputs.enhancedVolume is chosen and chosen.GetImageData() is not None
+    with pytest.raises(InputError, match="must not be the input"):
+        logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST, outputVolumeNode=volume)
+
+
+def _volume_count(scene) -> int:
+    return scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") + scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
+
+
+def test_cancel_stops_the_process_and_makes_no_nodes(scene, logic, tmp_path):
+    volume, labels = _load_phantom(tmp_path)
+    segmentation = _segmentation_from(volume, labels)
+    count = _volume_count(scene)
+    job = logic.startEnhance(volume, segmentation, ROI_SEGMENT_ID, EnhanceParameters(k=4, steps=50))
+    job.cancel()
+    assert not job.isRunning()
+    with pytest.raises(JobCancelled):
+        job.result()
+    assert _volume_count(scene) == count
+
+
+def _work_dirs() -> set:
+    return set(Path(tempfile.gettempdir()).glob("ScarEnhance-*"))
+
+
+def test_bad_input_gets_a_clear_error_and_changes_nothing(scene, logic, tmp_path):
+    volume, labels = _load_phantom(tmp_path)
+    segmentation = _segmentation_from(volume, labels)
+    before = _snapshot(volume, segmentation)
+    label_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    dirs = _work_dirs()
+    count = _volume_count(scene)
+    empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
+    empty.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    empty.GetSegmentation().AddEmptySegment("nothing", "nothing", [1, 0, 0])
+    cases = [((None, segmentation), "no input volume"), ((volume, None), "no segmentation"),
+             ((volume, segmentation, "Missing"), "no segment 'Missing'"), ((volume, empty, "nothing"), "empty"),
+             ((volume, segmentation, ROI_SEGMENT_ID, EnhanceParameters(k=0)), "k must be"),
+             ((volume, segmentation, ROI_SEGMENT_ID, EnhanceParameters(dilation_mm=-2)), "dilation")]
+    for arguments, message in cases:
+        with pytest.raises(InputError, match=message):
+            logic.enhance(*arguments)
+    with pytest.raises(InputError, match="not a grey-level volume"):
+        logic.segmentHeart(label_node)
+    assert _volume_count(scene) == count and _work_dirs() == dirs
+    _assert_unchanged(before, _snapshot(volume, segmentation))
+
+
+def test_a_failing_process_reports_its_error(scene, tmp_path):
+    volume, labels = _load_phantom(tmp_path)
+    segmentation = _segmentation_from(volume, labels)
+    logic = ScarEnhanceLogic(pythonExecutable=sys.executable, modelsDir=tmp_path / "no-models")
+    with pytest.raises(JobFailed, match="manifest"):
+        logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST)
