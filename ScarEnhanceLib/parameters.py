@@ -63,3 +63,22 @@ class EnhanceParameters:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Seconds per network evaluation of one slice-sample with the bundled model, batched, and the fixed cost
+# of a run (start-up, model loading, segmentation of the ROI crop). Measured by benchmarks/benchmark_enhance.py
+# (see benchmarks/RESULTS.md); used only to warn before a long run.
+SECONDS_PER_EVALUATION = {"cpu": 0.0021, "gpu": 0.00004}
+SECONDS_OVERHEAD = {"cpu": 6.0, "gpu": 4.0}
+
+
+def network_evaluations(parameters: EnhanceParameters) -> int:
+    """Denoiser evaluations per slice-sample: the reverse chain's length."""
+    return parameters.steps if parameters.sampler == "fast" else parameters.lam
+
+
+def estimated_seconds(slices: int, parameters: EnhanceParameters, on_gpu: bool) -> float:
+    """Rough duration of an enhancement of ``slices`` slices, for a warning before slow runs."""
+    device = "gpu" if on_gpu else "cpu"
+    work = slices * parameters.k * network_evaluations(parameters) * SECONDS_PER_EVALUATION[device]
+    return SECONDS_OVERHEAD[device] + work

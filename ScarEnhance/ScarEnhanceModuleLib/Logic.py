@@ -198,6 +198,11 @@ class ScarEnhanceLogic:
         if sorted(dimensions)[1] < 16:
             raise InputError(f"{volumeNode.GetName()!r} is not a 3D LGE stack (dimensions {dimensions})")
 
+    @staticmethod
+    def gpuAvailable() -> bool:
+        """An NVIDIA driver is installed (checked without importing torch into Slicer's process)."""
+        return shutil.which("nvidia-smi") is not None
+
     def _modelArguments(self) -> List[str]:
         return ["--models", str(self.modelsDir)] if self.modelsDir is not None else []
 

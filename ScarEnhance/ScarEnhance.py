@@ -1,0 +1,364 @@
+"""ScarEnhance: myocardial scar enhancement in LGE cardiac MR by localized partial diffusion.
+
+The module is a thin shell: the work is done by ScarEnhanceLib (pure Python) in a background
+process, driven by ``ScarEnhanceModuleLib.Logic`` over MRML nodes.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+
+def _addLibraryPath() -> None:
+    """ScarEnhanceLib lies beside this file once built, and one folder up in the source tree."""
+    here = Path(__file__).resolve().parent
+    for folder in (here, here.parent):
+        if (folder / "ScarEnhanceLib").is_dir() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+            return
+
+
+_addLibraryPath()
+
+import qt  # noqa: E402
+import slicer  # noqa: E402
+import vtk  # noqa: E402
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: E402
+from slicer.i18n import tr as _  # noqa: E402
+from slicer.i18n import translate  # noqa: E402
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper  # noqa: E402
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,  # noqa: E402
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin  # noqa: E402
+
+from ScarEnhanceLib.parameters import SAMPLERS, DEVICES, EnhanceParameters, estimated_seconds  # noqa: E402
+from ScarEnhanceModuleLib import Dependencies  # noqa: E402
+from ScarEnhanceModuleLib.Logic import ROI_SEGMENT_ID, cnrSummary  # noqa: E402
+from ScarEnhanceModuleLib.Logic import ScarEnhanceLogic as MRMLLogic  # noqa: E402
+
+SLOW_RUN_SECONDS = 60
+
+
+class ScarEnhance(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("ScarEnhance")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Cardiac")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["ScarEnhance developers"]
+        self.parent.helpText = _(
+            "Makes myocardial scar easier to see in late gadolinium enhancement (LGE) MR: segment the heart, "
+            "correct the heart ROI in Segment Editor, and get an enhanced copy of the volume with CNR readouts "
+            "before and after. Method: localized partial diffusion (MICCAI 2024). "
+            '<a href="https://github.com/scarenhance/ScarEnhance">Documentation</a>.')
+        self.parent.acknowledgementText = _(
+            "Bundled models were trained on EMIDEC (CC BY-NC-SA 4.0, Lalande et al., Data 2020) and MS-CMRSeg 2019 "
+            "LGE (Zhuang, TPAMI 2019); they are for research, not for diagnosis.")
+
+
+@parameterNodeWrapper
+class ScarEnhanceParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    roiSegmentId: str = ROI_SEGMENT_ID
+    dilationMm: Annotated[float, WithinRange(0.0, 30.0)] = 0.0
+    sampler: Annotated[str, Choice(list(SAMPLERS))] = "fast"
+    steps: Annotated[int, WithinRange(1, 250)] = 20
+    lam: Annotated[int, WithinRange(1, 1000)] = 250
+    k: Annotated[int, WithinRange(1, 64)] = 5
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    seed: Annotated[int, WithinRange(0, 1000000)] = 0
+    outputVolume: vtkMRMLScalarVolumeNode
+
+    def enhanceParameters(self) -> EnhanceParameters:
+        return EnhanceParameters(sampler=self.sampler, lam=self.lam, steps=self.steps, k=self.k,
+                                 dilation_mm=self.dilationMm, seed=self.seed, device=self.device)
+
+
+class ScarEnhanceLogic(ScriptedLoadableModuleLogic, MRMLLogic):
+    """The MRML logic with Slicer's parameter node; see ScarEnhanceModuleLib.Logic for the methods."""
+
+    def __init__(self, pythonExecutable: Optional[str] = None, modelsDir: Optional[Path] = None):
+        ScriptedLoadableModuleLogic.__init__(self)
+        MRMLLogic.__init__(self, pythonExecutable, modelsDir)
+
+    def getParameterNode(self) -> ScarEnhanceParameterNode:
+        return ScarEnhanceParameterNode(super().getParameterNode())
+
+
+def ensureDependencies(ask: bool = True) -> bool:
+    """Install what ScarEnhanceLib needs into Slicer's Python, after asking; False if the user declines."""
+    missing = Dependencies.missingRequirements()
+    if not missing:
+        return True
+    if ask and not slicer.util.confirmOkCancelDisplay(
+            _("ScarEnhance needs these Python packages, which will be downloaded and installed now "
+              "(a few minutes, about 1-3 GB with PyTorch):\n\n") + "\n".join(missing)):
+        return False
+
+    def installTorch(requirement: str) -> bool:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            return False  # the PyTorch extension is not installed: plain pip
+        return PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=False, torchVersionRequirement=requirement.replace("torch", "")) is not None
+
+    with slicer.util.WaitCursor():
+        Dependencies.installRequirements(missing, slicer.util.pip_install, installTorch)
+    return True
+
+
+class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None, logic: Optional[ScarEnhanceLogic] = None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = logic  # injected in tests; made in setup otherwise
+        self._parameterNode: Optional[ScarEnhanceParameterNode] = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._onJobDone = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(250)
+        self._timer.timeout.connect(self._pollJob)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/ScarEnhance.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = self.logic or ScarEnhanceLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmentHeartButton.connect("clicked(bool)", self.onSegmentHeart)
+        self.ui.editRoiButton.connect("clicked(bool)", self.onEditRoi)
+        self.ui.applyButton.connect("clicked(bool)", self.onApply)
+        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateSegmentSelector)
+        self.ui.roiSegmentSelector.connect("currentSegmentChanged(QString)", self._onRoiSegmentChanged)
+        self.ui.roiSegmentSelector.noneEnabled = False
+        self.ui.roiSegmentSelector.segmentationNodeSelectorVisible = False
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, inputParameterNode: Optional[ScarEnhanceParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self._updateSegmentSelector()
+            self._updateButtons()
+
+    # ------------------------------------------------------------------ GUI state
+    def _updateSegmentSelector(self, *_unused) -> None:
+        segmentation = self._parameterNode.segmentation if self._parameterNode else None
+        self.ui.roiSegmentSelector.setCurrentNode(segmentation)
+        if segmentation and self._parameterNode.roiSegmentId:
+            self.ui.roiSegmentSelector.setCurrentSegmentID(self._parameterNode.roiSegmentId)
+
+    def _onRoiSegmentChanged(self, segmentId: str) -> None:
+        if self._parameterNode and segmentId:
+            self._parameterNode.roiSegmentId = segmentId
+
+    def _updateButtons(self, *_unused) -> None:
+        node = self._parameterNode
+        busy = self._job is not None
+        hasVolume = bool(node and node.inputVolume)
+        hasRoi = bool(hasVolume and node.segmentation and node.roiSegmentId)
+        self.ui.segmentHeartButton.enabled = hasVolume and not busy
+        self.ui.editRoiButton.enabled = hasRoi and not busy
+        self.ui.applyButton.enabled = busy or hasRoi
+        self.ui.applyButton.text = _("Cancel") if busy else _("Enhance")
+
+    # ------------------------------------------------------------------ actions
+    def onSegmentHeart(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Heart segmentation failed."), waitCursor=True):
+            if not ensureDependencies():
+                return
+            node = self._parameterNode
+            job = self.logic.startSegmentHeart(node.inputVolume, device=node.device)
+            self._runJob(job, _("Segmenting the heart"), self._showSegmentation)
+
+    def _showSegmentation(self, segmentation) -> None:
+        self._parameterNode.segmentation = segmentation
+        self._parameterNode.roiSegmentId = ROI_SEGMENT_ID
+        self._updateSegmentSelector()
+        self.ui.statusLabel.text = _("Heart segmented. Check the Heart ROI segment and correct it if needed.")
+
+    def onEditRoi(self) -> None:
+        node = self._parameterNode
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(node.segmentation)
+        editor.setSourceVolumeNode(node.inputVolume)
+        editor.setCurrentSegmentID(node.roiSegmentId)
+
+    def onApply(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Enhancement failed to start."), waitCursor=True):
+            node = self._parameterNode
+            parameters = node.enhanceParameters().validate()
+            if not self._confirmSlowRun(parameters) or not ensureDependencies():
+                return
+            job = self.logic.startEnhance(node.inputVolume, node.segmentation, node.roiSegmentId, parameters,
+                                          node.outputVolume)
+            self._runJob(job, _("Enhancing"), self._showOutputs)
+
+    def _confirmSlowRun(self, parameters: EnhanceParameters) -> bool:
+        dimensions = self._parameterNode.inputVolume.GetImageData().GetDimensions()
+        onGpu = parameters.device != "cpu" and self.logic.gpuAvailable()
+        seconds = estimated_seconds(min(dimensions), parameters, onGpu)
+        if seconds < SLOW_RUN_SECONDS:
+            return True
+        return slicer.util.confirmOkCancelDisplay(
+            _("This will take about {minutes} minutes on the {device}. Fewer samples (k) or steps make it faster. "
+              "Continue?").format(minutes=max(1, round(seconds / 60)), device="GPU" if onGpu else "CPU"))
+
+    def _showOutputs(self, outputs) -> None:
+        original = self._parameterNode.inputVolume
+        enhanced = outputs.enhancedVolume
+        self._parameterNode.outputVolume = enhanced
+        for node in (enhanced, outputs.uncertaintyVolume):
+            node.CreateDefaultDisplayNodes()
+        source = original.GetDisplayNode()
+        if source is not None:
+            enhanced.GetDisplayNode().SetAutoWindowLevel(False)
+            enhanced.GetDisplayNode().SetWindowLevel(source.GetWindow(), source.GetLevel())
+        showSideBySide(original, enhanced)
+        rows = cnrSummary(outputs.readouts)
+        self.ui.cnrLabel.text = "<table>" + "".join(
+            f"<tr><td>{name}:&nbsp;</td><td><b>{value}</b></td></tr>" for name, value in rows.items()) + "</table>"
+        self.ui.statusLabel.text = _("Done: '{enhanced}', '{uncertainty}' and table '{table}'.").format(
+            enhanced=enhanced.GetName(), uncertainty=outputs.uncertaintyVolume.GetName(),
+            table=outputs.cnrTable.GetName())
+
+    # ------------------------------------------------------------------ background job
+    def _runJob(self, job, description: str, onDone) -> None:
+        self._job, self._onJobDone = job, onDone
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.visible = True
+        self.ui.statusLabel.text = description + "..."
+        self._updateButtons()
+        self._timer.start()
+
+    def _pollJob(self) -> None:
+        job = self._job
+        self.ui.progressBar.value = int(job.progress * 1000)
+        self.ui.statusLabel.text = job.message
+        if job.isRunning():
+            return
+        self._timer.stop()
+        self._job = None
+        self.ui.progressBar.visible = False
+        self._updateButtons()
+        from ScarEnhanceModuleLib.Process import JobCancelled
+        try:
+            result = job.result()
+        except JobCancelled:
+            self.ui.statusLabel.text = _("Cancelled.")
+            return
+        except Exception as error:
+            self.ui.statusLabel.text = ""
+            slicer.util.errorDisplay(_("ScarEnhance failed: {error}").format(error=error))
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not show the results."), waitCursor=True):
+            self._onJobDone(result)
+
+
+def showSideBySide(original, enhanced) -> None:
+    """Original in the red view, enhanced in the yellow one, both in the volume's slice plane, linked."""
+    layoutManager = slicer.app.layoutManager()
+    layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    for viewName, volume in (("Red", original), ("Yellow", enhanced)):
+        sliceWidget = layoutManager.sliceWidget(viewName)
+        composite = sliceWidget.mrmlSliceCompositeNode()
+        composite.SetBackgroundVolumeID(volume.GetID())
+        composite.SetForegroundVolumeID(None)
+        composite.SetLinkedControl(True)
+        sliceWidget.mrmlSliceNode().RotateToVolumePlane(original)
+        sliceWidget.sliceLogic().FitSliceToAll()
+
+
+class ScarEnhanceTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer (Developer mode > Reload and Test): segments and enhances the bundled sample volume."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_segment_and_enhance_the_sample()
+        self.setUp()
+        self.test_cancel_leaves_no_output()
+
+    def _sample(self):
+        from ScarEnhanceLib.sample import SAMPLE_IMAGE
+        self.assertTrue(ensureDependencies(ask=False))
+        return slicer.util.loadVolume(str(SAMPLE_IMAGE))
+
+    def test_segment_and_enhance_the_sample(self):
+        self.delayDisplay("Segmenting and enhancing the sample volume")
+        volume = self._sample()
+        voxels = slicer.util.arrayFromVolume(volume).copy()
+        logic = ScarEnhanceLogic()
+        segmentation = logic.segmentHeart(volume)
+        self.assertTrue(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, ROI_SEGMENT_ID, volume).any())
+        outputs = logic.enhance(volume, segmentation, ROI_SEGMENT_ID, EnhanceParameters(k=2, steps=10))
+        enhanced = slicer.util.arrayFromVolume(outputs.enhancedVolume)
+        self.assertEqual(enhanced.shape, voxels.shape)
+        inputMatrix, outputMatrix = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(inputMatrix)
+        outputs.enhancedVolume.GetIJKToRASMatrix(outputMatrix)
+        for row in range(4):
+            for column in range(4):
+                self.assertAlmostEqual(inputMatrix.GetElement(row, column), outputMatrix.GetElement(row, column), 6)
+        roi = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, ROI_SEGMENT_ID, volume) > 0
+        self.assertTrue((enhanced[~roi] == voxels[~roi]).all())
+        self.assertTrue((slicer.util.arrayFromVolume(volume) == voxels).all())
+        self.assertEqual(outputs.cnrTable.GetNumberOfRows() >= 2, True)
+        self.delayDisplay("Segment and enhance passed")
+
+    def test_cancel_leaves_no_output(self):
+        from ScarEnhanceModuleLib.Process import JobCancelled
+        volume = self._sample()
+        logic = ScarEnhanceLogic()
+        segmentation = logic.segmentHeart(volume)
+        volumes = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+        job = logic.startEnhance(volume, segmentation, ROI_SEGMENT_ID, EnhanceParameters(k=5, steps=50))
+        job.cancel()
+        with self.assertRaises(JobCancelled):
+            job.result()
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), volumes)
+        self.delayDisplay("Cancel passed")

@@ -1,0 +1,40 @@
+"""First-use installation of the module's Python packages: what is missing, and how it is installed."""
+import sys
+from importlib import metadata
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "ScarEnhance"))
+
+from ScarEnhanceModuleLib.Dependencies import REQUIREMENTS, TORCH_REQUIREMENT, installRequirements, missingRequirements  # noqa: E402,E501
+
+
+def _versions(**installed):
+    def version(name):
+        if name not in installed:
+            raise metadata.PackageNotFoundError(name)
+        return installed[name]
+    return version
+
+
+def test_missing_and_too_old_packages_are_found():
+    everything = {r.split(">=")[0]: "99.0" for r in (TORCH_REQUIREMENT, *REQUIREMENTS)}
+    assert missingRequirements(_versions(**everything)) == []
+    too_old = dict(everything, monai="1.2.0", torch="2.13.0+cu128")
+    del too_old["tqdm"]
+    assert missingRequirements(_versions(**too_old)) == ["monai>=1.4", "tqdm>=4.64"]
+
+
+def test_this_environment_has_everything():
+    assert missingRequirements() == []
+
+
+def test_torch_goes_through_pytorchutils_and_simpleitk_is_never_installed():
+    pip_calls, torch_calls = [], []
+    installRequirements([TORCH_REQUIREMENT, "monai>=1.4"], pip_calls.append,
+                        lambda requirement: torch_calls.append(requirement) or True)
+    assert torch_calls == [TORCH_REQUIREMENT] and pip_calls == [["monai>=1.4"]]
+    pip_calls.clear()
+    installRequirements([TORCH_REQUIREMENT], pip_calls.append, None)
+    assert pip_calls == [[TORCH_REQUIREMENT]]
+    assert not any("simpleitk" in r.lower() for r in (TORCH_REQUIREMENT, *REQUIREMENTS))
