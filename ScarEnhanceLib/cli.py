@@ -165,35 +165,61 @@ def cmd_enhance(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def _evaluation_cases(args):
     from .datasets import DatasetSpec, load_cases
-    from .evaluate import evaluate, markdown_table
     from .splits import SPLITS_FILE, load_splits
-    from .weights import ENHANCEMENT
     spec = DatasetSpec.load(args.dataset)
-    if not spec.labels_scar:
-        raise ValueError(f"{args.dataset} has no scar labels: the evaluation needs them")
     splits_path = args.splits or SPLITS_FILE
     split = load_splits(splits_path).get(Path(args.dataset).resolve().name) if splits_path.exists() else None
     names = split[args.split] if split and args.split != "all" else None
-    cases = load_cases(spec, names)
+    return spec, load_cases(spec, names)
+
+
+def _enhancement_variants(args) -> dict:
+    """name -> (model, parameters): the chosen settings, plus the ablation's and other models' variants."""
+    from dataclasses import replace
+    from .weights import ENHANCEMENT, load
     parameters = _enhance_parameters(args)
-    variants = {f"{parameters.sampler}, k={parameters.k}": parameters}
-    if args.ablation:
-        from dataclasses import replace
-        variants.update({"fast, k=1": replace(parameters, sampler="fast", k=1),
-                         "ddpm-250, k=%d" % parameters.k: replace(parameters, sampler="ddpm")})
-    results = {}
     model = _load(ENHANCEMENT, args)
-    for name, variant in variants.items():
-        _seed(args)
-        results[name] = evaluate(cases, model, variant)
+    variants = {f"{parameters.sampler}, k={parameters.k}": (model, parameters)}
+    if args.ablation:
+        variants[f"{parameters.sampler}, k=1"] = (model, replace(parameters, k=1))
+        if parameters.sampler == "fast":
+            variants[f"ddpm-{parameters.lam}, k={parameters.k}"] = (model, replace(parameters, sampler="ddpm"))
+    for label, folder in args.compare_models:
+        variants[f"{label}, {parameters.sampler}, k={parameters.k}"] = (load(ENHANCEMENT, folder, _device(args)),
+                                                                       parameters)
+    return variants
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate, evaluate_segmentation, markdown_table, segmentation_table
+    from .weights import SEGMENTATION
+    spec, cases = _evaluation_cases(args)
+    if args.task == "segmentation":
+        results = {spec.root.name: evaluate_segmentation(cases, _load(SEGMENTATION, args), merge_scar=not spec.labels_scar)}
+        table = segmentation_table(results)
+    else:
+        if not spec.labels_scar:
+            raise ValueError(f"{args.dataset} has no scar labels: the enhancement evaluation needs them")
+        results = {}
+        for name, (model, parameters) in _enhancement_variants(args).items():
+            _seed(args)
+            print(f"evaluating {name}", flush=True)
+            results[name] = evaluate(cases, model, parameters)
+        table = markdown_table(results)
     args.output.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(results)
-    (args.output / "evaluation.md").write_text(table)
-    (args.output / "evaluation.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.output / f"evaluation_{args.task}.md").write_text(table)
+    (args.output / f"evaluation_{args.task}.json").write_text(json.dumps(results, indent=1) + "\n")
     print(table)
     return 0
+
+
+def _label_and_folder(text: str) -> tuple:
+    label, separator, folder = text.partition("=")
+    if not separator or not label or not folder:
+        raise argparse.ArgumentTypeError(f"expected LABEL=FOLDER, got {text!r}")
+    return label, Path(folder)
 
 
 def cmd_phantom(args) -> int:
@@ -329,11 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(enh)
     enh.set_defaults(func=cmd_enhance)
 
-    ev = commands.add_parser("evaluate", help="SSIM, PSNR and CNR table over a labelled dataset")
+    ev = commands.add_parser("evaluate", help="SSIM, PSNR and CNR table (or segmentation Dice) over a labelled dataset")
     ev.add_argument("dataset", type=Path)
     ev.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     ev.add_argument("--splits", type=Path, default=None)
-    ev.add_argument("--ablation", action="store_true", help="also single sample and ddpm-250")
+    ev.add_argument("--task", default="enhancement", choices=("enhancement", "segmentation"),
+                    help="enhancement: SSIM/PSNR/CNR table; segmentation: Dice of the heart U-Net")
+    ev.add_argument("--ablation", action="store_true", help="also a single sample (k=1) and ddpm-<lambda>")
+    ev.add_argument("--compare-models", type=_label_and_folder, action="append", default=[], metavar="LABEL=FOLDER",
+                    help="also evaluate the enhancement model in FOLDER (e.g. trained with whole-image noise)")
     ev.add_argument("-o", "--output", type=Path, required=True)
     _add_enhance_arguments(ev)
     _add_model_arguments(ev)

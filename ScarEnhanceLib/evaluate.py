@@ -76,6 +76,36 @@ def evaluate(cases: list[Case], model: LoadedModel, parameters: EnhanceParameter
     return {"rows": rows, "summary": summarise(rows)}
 
 
+def evaluate_segmentation(cases: list[Case], model: LoadedModel, merge_scar: bool = False) -> dict:
+    """Dice per case and class of the post-processed U-Net prediction; ``merge_scar`` for data without scar labels."""
+    from .metrics import dice_per_class
+    from .segmentation import postprocess, predict_slices
+    device = next(model.network.parameters()).device
+    rows = []
+    for case in cases:
+        predicted = postprocess(predict_slices(model.network, case.images, case.spacing, model.config, device))
+        truth = case.labels
+        if merge_scar:
+            predicted, truth = (np.where(a == L.SCAR, L.MYOCARDIUM, a) for a in (predicted, truth))
+        scores = dice_per_class(predicted, truth)
+        if merge_scar:
+            del scores["scar"]
+        rows.append({"case": case.name, **scores})
+    keys = [k for k in rows[0] if k != "case"] if rows else []
+    summary = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+    summary["cases"] = len(rows)
+    return {"rows": rows, "summary": summary}
+
+
+def segmentation_table(results: dict[str, dict]) -> str:
+    lines = ["| data | cases | Dice ROI | blood pool | myocardium | scar |", "|---|---|---|---|---|---|"]
+    for name, result in results.items():
+        s = result["summary"]
+        cells = [f"{s[k]:.3f}" if k in s else "n/a" for k in ("roi", "blood_pool", "myocardium", "scar")]
+        lines.append(f"| {name} | {s['cases']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(results: dict[str, dict]) -> str:
     """One line per variant, in the paper's form."""
     lines = ["| variant | cases | SSIM (%) | PSNR (dB) | CNR scar/myo orig -> enh | CNR scar/blood orig -> enh |",

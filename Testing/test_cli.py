@@ -103,11 +103,15 @@ def test_evaluate_writes_the_papers_table(tiny_models, tmp_path):
         (tmp_path / "p" / "phantom_labels.nii.gz").rename(data / f"case{seed}_manual.nii.gz")
     out = tmp_path / "eval"
     assert main(["evaluate", str(data), "--split", "all", "-o", str(out), "--models", str(tiny_models), "--ablation",
-                 *FAST]) == 0
-    results = json.loads((out / "evaluation.json").read_text())
-    assert set(results) == {"fast, k=2", "fast, k=1", "ddpm-250, k=2"}
+                 "--compare-models", f"other={tiny_models}", *FAST]) == 0
+    results = json.loads((out / "evaluation_enhancement.json").read_text())
+    assert set(results) == {"fast, k=2", "fast, k=1", "ddpm-250, k=2", "other, fast, k=2"}
     assert all(r["summary"]["cases"] == 2 and 0 < r["summary"]["ssim"] <= 1 for r in results.values())
-    assert "| fast, k=2 | 2 |" in (out / "evaluation.md").read_text()
+    assert "| fast, k=2 | 2 |" in (out / "evaluation_enhancement.md").read_text()
+    assert main(["evaluate", str(data), "--split", "all", "-o", str(out), "--models", str(tiny_models),
+                 "--task", "segmentation"]) == 0
+    dice = json.loads((out / "evaluation_segmentation.json").read_text())["data"]
+    assert dice["summary"]["cases"] == 2 and all(0 <= r["roi"] <= 1 for r in dice["rows"])
 
 
 def test_module_entry_point_runs():
