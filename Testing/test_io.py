@@ -1,0 +1,59 @@
+"""Reading images: files of each format and DICOM series folders."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ScarEnhanceLib.io import check_outputs_apart, read_image, write_image
+from ScarEnhanceLib.volume import InputError, same_geometry
+
+
+@pytest.mark.parametrize("suffix", ["nii.gz", "nrrd", "mha"])
+def test_formats_round_trip_with_geometry(phantom, tmp_path, suffix):
+    image, _ = phantom
+    path = write_image(image, tmp_path / f"lge.{suffix}")
+    back = read_image(path)
+    assert same_geometry(back, image)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
+
+
+def _write_dicom_series(image: sitk.Image, folder, series_uid: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    for z in range(image.GetDepth()):
+        slice2d = image[:, :, z]
+        origin = image.TransformIndexToPhysicalPoint((0, 0, z))
+        for key, value in (("0020|000e", series_uid), ("0020|0032", "\\".join(f"{v:f}" for v in origin)),
+                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0020|0013", str(z + 1)),
+                           ("0018|0050", f"{image.GetSpacing()[2]:f}"), ("0008|0060", "MR")):
+            slice2d.SetMetaData(key, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.Execute(slice2d)
+
+
+def test_a_dicom_series_folder_reads_as_one_volume(phantom, tmp_path):
+    image, _ = phantom
+    _write_dicom_series(image, tmp_path / "series", "1.2.826.0.1.3680043.2.1125.1.1")
+    volume = read_image(tmp_path / "series")
+    assert volume.GetSize() == image.GetSize()
+    np.testing.assert_allclose(volume.GetSpacing(), image.GetSpacing(), atol=1e-3)
+
+
+def test_two_series_in_one_folder_are_refused(phantom, tmp_path):
+    image, _ = phantom
+    _write_dicom_series(image, tmp_path / "mixed", "1.2.826.0.1.3680043.2.1125.1.1")
+    _write_dicom_series(image, tmp_path / "other", "1.2.826.0.1.3680043.2.1125.1.2")
+    for path in (tmp_path / "other").iterdir():
+        path.rename(tmp_path / "mixed" / f"b_{path.name}")
+    with pytest.raises(InputError, match="2 DICOM series"):
+        read_image(tmp_path / "mixed")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no DICOM series"):
+        read_image(tmp_path / "empty")
+
+
+def test_outputs_may_not_overwrite_inputs(tmp_path):
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        check_outputs_apart([tmp_path / "a.nii.gz"], [tmp_path / "b.nii.gz", tmp_path / "a.nii.gz"])
+    check_outputs_apart([tmp_path / "a.nii.gz", None], [tmp_path / "b.nii.gz"])

@@ -1,0 +1,91 @@
+"""Training: datasets in both layouts, resumable checkpoints, EMA weights, snapshots, bundling."""
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ScarEnhanceLib import labels as L
+from ScarEnhanceLib.cli import main
+from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
+from ScarEnhanceLib.train import TrainSettings, train_diffusion, train_segmentation
+from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load
+
+from conftest import TINY_DIFFUSION, TINY_SEGMENTATION, phantom_case
+
+
+def _png_dataset(root, cases=2, slices=3):
+    """EMIDEC layout: train/ and trainannot/ PNG slices, EMIDEC label values (4 = no-reflow)."""
+    for folder in ("train", "trainannot"):
+        (root / folder).mkdir(parents=True)
+    for c in range(cases):
+        case = phantom_case(seed=c, slices=slices)
+        for s in range(slices):
+            image = np.clip(case.images[s] / case.images.max() * 255, 0, 255).astype(np.uint8)
+            raw = case.labels[s].copy()
+            raw[(raw == L.SCAR) & (np.arange(raw.shape[1])[None, :] % 2 == 0)] = 4
+            sitk.WriteImage(sitk.GetImageFromArray(image), str(root / "train" / f"Case_P{c:03d}_slice{s:03d}.png"))
+            sitk.WriteImage(sitk.GetImageFromArray(raw), str(root / "trainannot" / f"Case_P{c:03d}_slice{s:03d}.png"))
+    return root
+
+
+def test_png_layout_reads_cases_and_maps_emidec_labels(tmp_path):
+    spec = DatasetSpec.load(_png_dataset(tmp_path / "emidec"))
+    assert spec.layout == "png" and spec.labels_scar
+    assert case_names(spec) == ["Case_P000", "Case_P001"]
+    cases = load_cases(spec)
+    assert cases[0].images.shape[0] == 3 and set(np.unique(cases[0].labels)) <= {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="not found"):
+        load_cases(spec, ["Case_X"])
+
+
+def test_nifti_layout_guesses_mscmrseg_values(tmp_path):
+    case = phantom_case(seed=1)
+    raw = np.select([case.labels == L.BLOOD_POOL, case.labels >= L.MYOCARDIUM], [500, 200], 0).astype(np.uint16)
+    (tmp_path / "ms").mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(case.images), str(tmp_path / "ms" / "p1_LGE.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(raw), str(tmp_path / "ms" / "p1_LGE_manual.nii.gz"))
+    spec = DatasetSpec.load(tmp_path / "ms")
+    assert spec.layout == "nifti" and not spec.labels_scar
+    loaded = load_cases(spec)[0]
+    np.testing.assert_array_equal(loaded.labels > 0, case.labels[case.labels.reshape(len(case.labels), -1).any(1)] > 0)
+
+
+def test_diffusion_training_checkpoints_resumes_and_keeps_snapshots(tmp_path):
+    cases = [phantom_case(seed=s) for s in range(2)]
+    settings = TrainSettings(run_dir=tmp_path / "run", iterations=4, batch_size=2, checkpoint_every=2,
+                             snapshot_every=2, device="cpu", max_timestep=300)
+    train_diffusion(cases, TINY_DIFFUSION, settings, validation_cases=cases[:1])
+    first = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [h["iteration"] for h in first["history"]] == [2, 4] and "val_loss" in first["history"][0]
+    settings.iterations = 6
+    train_diffusion(cases, TINY_DIFFUSION, settings)
+    resumed = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [h["iteration"] for h in resumed["history"]] == [2, 4, 6]
+    assert resumed["max_timestep"] == 300
+    assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == [
+        "model_000002.safetensors", "model_000004.safetensors", "model_000006.safetensors"]
+
+
+def test_segmentation_training_with_data_that_lacks_scar(tmp_path):
+    labelled = [phantom_case(seed=0)]
+    unlabelled = [phantom_case(seed=1)]
+    unlabelled[0].labels[unlabelled[0].labels == L.SCAR] = L.MYOCARDIUM
+    settings = TrainSettings(run_dir=tmp_path / "seg", iterations=2, batch_size=2, checkpoint_every=2, device="cpu")
+    train_segmentation(labelled, unlabelled, TINY_SEGMENTATION, settings, validation_cases=labelled)
+    history = json.loads((tmp_path / "seg" / "config.json").read_text())["history"]
+    assert history[-1]["iteration"] == 2 and 0 <= history[-1]["val_dice_roi"] <= 1
+
+
+def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
+    cases = [phantom_case(seed=0)]
+    train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "run", iterations=2, batch_size=2,
+                                                         checkpoint_every=2, device="cpu", max_timestep=300))
+    models = tmp_path / "models"
+    assert main(["bundle", str(tmp_path / "run"), "--name", ENHANCEMENT, "--data", "phantoms", "--license", "test",
+                 "--models", str(models)]) == 0
+    entry = json.loads((models / "manifest.json").read_text())[ENHANCEMENT]
+    assert entry["training"]["max_timestep"] == 300 and entry["license"] == "test" and len(entry["sha256"]) == 64
+    assert load(ENHANCEMENT, models).info["training"]["data"] == "phantoms"
+    with pytest.raises(Exception, match="not in"):
+        load(SEGMENTATION, models)
