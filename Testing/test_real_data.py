@@ -1,0 +1,62 @@
+"""Checks on the real LGE in ../shared/data (skipped where it is absent) and on the bundled sample."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
+from ScarEnhanceLib.evaluate import evaluate, evaluate_segmentation
+from ScarEnhanceLib.io import read_image
+from ScarEnhanceLib.metrics import cnr_readouts
+from ScarEnhanceLib.parameters import EnhanceParameters
+from ScarEnhanceLib.pipeline import enhance
+from ScarEnhanceLib.sample import SAMPLE_IMAGE, SAMPLE_LABELS
+from ScarEnhanceLib.splits import load_splits
+from ScarEnhanceLib.weights import ENHANCEMENT, MODELS_DIR, SEGMENTATION, load
+
+from conftest import SHARED_DATA, needs_shared_data
+
+needs_models = pytest.mark.skipif(not (MODELS_DIR / "manifest.json").exists(), reason="no bundled models")
+
+
+@pytest.mark.parametrize("dataset", ["emidec", "mscmrseg19_lge"])
+def test_splits_are_case_level_and_cover_every_case(dataset):
+    if not (SHARED_DATA / dataset).exists():
+        pytest.skip(f"real data not present at {SHARED_DATA / dataset}")
+    split = load_splits()[dataset]
+    parts = [set(split[name]) for name in ("train", "val", "test")]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert set().union(*parts) == set(case_names(DatasetSpec.load(SHARED_DATA / dataset)))
+
+
+def test_the_sample_case_is_held_out():
+    assert "Case_P050" in load_splits()["emidec"]["test"]
+
+
+@needs_models
+@needs_shared_data("emidec")
+@needs_shared_data("mscmrseg19_lge")
+def test_bundled_segmentation_finds_the_heart_on_held_out_cases():
+    model = load(SEGMENTATION)
+    splits = load_splits()
+    for dataset, merge in (("emidec", False), ("mscmrseg19_lge", True)):
+        cases = load_cases(DatasetSpec.load(SHARED_DATA / dataset), splits[dataset]["test"][-2:])
+        summary = evaluate_segmentation(cases, model, merge_scar=merge)["summary"]
+        assert summary["roi"] > 0.6, (dataset, summary)
+
+
+@needs_models
+def test_bundled_enhancement_raises_scar_contrast_on_the_held_out_sample():
+    image, labels = read_image(SAMPLE_IMAGE), read_image(SAMPLE_LABELS)
+    result = enhance(image, labels, load(ENHANCEMENT), EnhanceParameters(k=3, seed=1))
+    original, enhanced, truth = (sitk.GetArrayFromImage(i).astype(np.float32) for i in (image, result.enhanced, labels))
+    volume = cnr_readouts(original, enhanced, truth.astype(np.uint8))["volume"]
+    assert volume["cnr_scar_myo_enhanced"] > 1.1 * volume["cnr_scar_myo_original"], volume
+    np.testing.assert_array_equal(enhanced[truth == 0], original[truth == 0])
+
+
+@needs_models
+@needs_shared_data("emidec")
+def test_bundled_enhancement_stays_close_to_the_gamma_target_on_a_held_out_case():
+    cases = load_cases(DatasetSpec.load(SHARED_DATA / "emidec"), ["Case_P007"])
+    summary = evaluate(cases, load(ENHANCEMENT), EnhanceParameters(k=3))["summary"]
+    assert summary["ssim"] > 0.9 and summary["cnr_scar_myo_enhanced"] > summary["cnr_scar_myo_original"], summary
