@@ -136,7 +136,7 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentHeartButton.connect("clicked(bool)", self.onSegmentHeart)
         self.ui.editRoiButton.connect("clicked(bool)", self.onEditRoi)
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
-        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateSegmentSelector)
+        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._showSegmentsOf)
         self.ui.roiSegmentSelector.connect("currentSegmentChanged(QString)", self._onRoiSegmentChanged)
         self.ui.roiSegmentSelector.noneEnabled = False
         self.ui.roiSegmentSelector.segmentationNodeSelectorVisible = False
@@ -180,11 +180,15 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()
 
     # ------------------------------------------------------------------ GUI state
-    def _updateSegmentSelector(self, *_unused) -> None:
-        segmentation = self._parameterNode.segmentation if self._parameterNode else None
+    def _updateSegmentSelector(self) -> None:
+        self._showSegmentsOf(self._parameterNode.segmentation if self._parameterNode else None)
+
+    def _showSegmentsOf(self, segmentation) -> None:
+        """The segment selector follows the segmentation selector (the signal passes the new node)."""
         self.ui.roiSegmentSelector.setCurrentNode(segmentation)
-        if segmentation and self._parameterNode.roiSegmentId:
-            self.ui.roiSegmentSelector.setCurrentSegmentID(self._parameterNode.roiSegmentId)
+        segmentId = self._parameterNode.roiSegmentId if self._parameterNode else ""
+        if segmentation and segmentId and segmentation.GetSegmentation().GetSegment(segmentId):
+            self.ui.roiSegmentSelector.setCurrentSegmentID(segmentId)
 
     def _onRoiSegmentChanged(self, segmentId: str) -> None:
         if self._parameterNode and segmentId:
