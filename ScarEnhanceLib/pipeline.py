@@ -95,7 +95,7 @@ def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, model: LoadedModel, 
     original = torch.from_numpy(crops / 127.5 - 1.0).float()[:, None].to(device)
     mask = torch.from_numpy(masks).float()[:, None].to(device)
     settings = parameters.sampler_settings()
-    batch = parameters.batch_size or default_batch_size(device)
+    batch = parameters.batch_size or default_batch_size(device, config)
     total = -(-len(original) * settings.k // batch) * diffusion.count_network_calls(settings, config)
     done = [0]
 
@@ -139,8 +139,21 @@ def check_lambda_trained(model: LoadedModel, lam: int) -> None:
         raise InputError(f"lambda {lam} is above the noise levels this model was trained on (up to {trained})")
 
 
-def default_batch_size(device: torch.device) -> int:
-    return 256 if device.type == "cuda" else 32
+CPU_BATCH = 32  # larger batches gain nothing on a CPU and cost memory
+
+
+def batch_for_free_memory(free_bytes: int, config: diffusion.DiffusionConfig) -> int:
+    """Samples per network call that fit in half of ``free_bytes`` (activations of one sample: a rough
+    upper bound of 16 float32 feature maps per level at full resolution)."""
+    per_sample = 16 * 4 * config.image_size ** 2 * sum(config.block_out_channels)
+    return int(min(1024, max(1, free_bytes // 2 // per_sample)))
+
+
+def default_batch_size(device: torch.device, config: Optional[diffusion.DiffusionConfig] = None) -> int:
+    if device.type != "cuda":
+        return CPU_BATCH
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    return batch_for_free_memory(free_bytes, config or diffusion.DiffusionConfig())
 
 
 def segment(image: sitk.Image, model: LoadedModel, progress: Optional[Progress] = None) -> sitk.Image:

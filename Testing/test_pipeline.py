@@ -149,3 +149,12 @@ def test_lambda_above_the_trained_noise_levels_is_refused(phantom, tiny):
     with pytest.raises(InputError, match="trained on"):
         enhance(image, labels, limited, EnhanceParameters(lam=400, steps=4, k=1))
     enhance(image, labels, limited, EnhanceParameters(lam=300, steps=2, k=1))
+
+
+def test_gpu_batch_follows_free_memory():
+    from ScarEnhanceLib.diffusion import DiffusionConfig
+    from ScarEnhanceLib.pipeline import batch_for_free_memory
+    config = DiffusionConfig()
+    small, large = batch_for_free_memory(2 * 2**30, config), batch_for_free_memory(40 * 2**30, config)
+    assert 1 <= small < large <= 1024
+    assert batch_for_free_memory(0, config) == 1
