@@ -87,6 +87,8 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings,
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # a resumed run takes the learning rate it is given now
+            group["lr"] = settings.learning_rate
         start, history = state["iteration"], state["history"]
         torch.set_rng_state(state["torch_rng"])
     trained = distributed.wrap(model)
@@ -105,7 +107,8 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings,
         progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         done = iteration + 1
         if distributed.main and (done % settings.checkpoint_every == 0 or done == settings.iterations):
-            record = {"iteration": done, "loss": float(np.mean(losses[-settings.checkpoint_every:]))}
+            record = {"iteration": done, "loss": float(np.mean(losses[-settings.checkpoint_every:])),
+                      "learning_rate": settings.learning_rate}
             if validate is not None:
                 record.update(validate(ema.module))
             history.append(record)

@@ -59,9 +59,11 @@ def test_diffusion_training_checkpoints_resumes_and_keeps_snapshots(tmp_path):
     first = json.loads((tmp_path / "run" / "config.json").read_text())
     assert [h["iteration"] for h in first["history"]] == [2, 4] and "val_loss" in first["history"][0]
     settings.iterations = 6
+    settings.learning_rate = 5e-4
     train_diffusion(cases, TINY_DIFFUSION, settings)
     resumed = json.loads((tmp_path / "run" / "config.json").read_text())
     assert [h["iteration"] for h in resumed["history"]] == [2, 4, 6]
+    assert [h["learning_rate"] for h in resumed["history"]] == [2e-4, 2e-4, 5e-4]
     assert resumed["max_timestep"] == 300
     assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == [
         "model_000002.safetensors", "model_000004.safetensors", "model_000006.safetensors"]
