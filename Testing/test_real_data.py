@@ -1,4 +1,6 @@
 """Checks on the real LGE in ../shared/data (skipped where it is absent) and on the bundled sample."""
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -60,3 +62,16 @@ def test_bundled_enhancement_stays_close_to_the_gamma_target_on_a_held_out_case(
     cases = load_cases(DatasetSpec.load(SHARED_DATA / "emidec"), ["Case_P007"])
     summary = evaluate(cases, load(ENHANCEMENT), EnhanceParameters(k=3))["summary"]
     assert summary["ssim"] > 0.9 and summary["cnr_scar_myo_enhanced"] > summary["cnr_scar_myo_original"], summary
+
+
+@needs_models
+def test_demo_segments_enhances_and_reports(tmp_path, capsys):
+    from ScarEnhanceLib.cli import main
+    assert main(["demo", "-o", str(tmp_path), "-k", "2", "--steps", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "segmentation Dice" in out and "CNR scar/myocardium" in out
+    readouts = json.loads((tmp_path / "cnr.json").read_text())
+    assert readouts["slices_with_scar"] == 4  # CNR in the reference labels: scar on 4 of the 6 slices of P050
+    roi = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "roi.nii.gz")))
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE_LABELS)))
+    assert 2 * (roi.astype(bool) & (reference > 0)).sum() / (roi.astype(bool).sum() + (reference > 0).sum()) > 0.7
