@@ -8,7 +8,8 @@ so outside the ROI x_t is the clean image scaled by sqrt(abar_t): a noise-free c
 tells the network the noise level. The network sees concat(original, x_t) and predicts eps; its
 prediction outside the ROI is ignored (zeroed), as the training loss is masked by m. After each
 reverse step the outside is reset to sqrt(abar_prev) * original, so the result equals the input
-exactly outside the ROI.
+exactly outside the ROI. (The whole-image-noise ablation noises and denoises everything, as it was
+trained, and only its final result is pasted into the ROI.)
 
 Inference is partial: the *original* is noised to step ``lam`` (default 250) and the reverse
 chain runs from there, k times with fresh noise; the mean is the enhanced image and the per-pixel
@@ -132,7 +133,8 @@ def sample(denoiser: Denoiser, original: torch.Tensor, mask: torch.Tensor, confi
         x = scheduler.step(eps, t, x, generator=generator).prev_sample
         previous = int(timesteps[index + 1]) if index + 1 < len(timesteps) else -1
         abar_previous = abar[previous] if previous >= 0 else torch.ones((), device=original.device)
-        x = mask * x + outside * abar_previous.sqrt() * original
+        if config.localized:  # the whole-image ablation denoises the outside too, as it was trained
+            x = mask * x + outside * abar_previous.sqrt() * original
         if on_step is not None:
             on_step()
     return mask * x + outside * original
