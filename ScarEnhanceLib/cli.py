@@ -172,7 +172,11 @@ def _evaluation_cases(args):
     splits_path = args.splits or SPLITS_FILE
     split = load_splits(splits_path).get(Path(args.dataset).resolve().name) if splits_path.exists() else None
     names = split[args.split] if split and args.split != "all" else None
-    return spec, load_cases(spec, names)
+    cases = load_cases(spec, names)
+    if args.max_cases:
+        relevant = [c for c in cases if c.has_scar] if args.task == "enhancement" else cases
+        cases = relevant[:args.max_cases]
+    return spec, cases
 
 
 def _enhancement_variants(args) -> dict:
@@ -365,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--splits", type=Path, default=None)
     ev.add_argument("--task", default="enhancement", choices=("enhancement", "segmentation"),
                     help="enhancement: SSIM/PSNR/CNR table; segmentation: Dice of the heart U-Net")
+    ev.add_argument("--max-cases", type=int, default=0, help="only the first N cases (with scar, for enhancement)")
     ev.add_argument("--ablation", action="store_true", help="also a single sample (k=1) and ddpm-<lambda>")
     ev.add_argument("--compare-models", type=_label_and_folder, action="append", default=[], metavar="LABEL=FOLDER",
                     help="also evaluate the enhancement model in FOLDER (e.g. trained with whole-image noise)")

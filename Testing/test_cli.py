@@ -109,9 +109,9 @@ def test_evaluate_writes_the_papers_table(tiny_models, tmp_path):
     assert all(r["summary"]["cases"] == 2 and 0 < r["summary"]["ssim"] <= 1 for r in results.values())
     assert "| fast, k=2 | 2 |" in (out / "evaluation_enhancement.md").read_text()
     assert main(["evaluate", str(data), "--split", "all", "-o", str(out), "--models", str(tiny_models),
-                 "--task", "segmentation"]) == 0
+                 "--task", "segmentation", "--max-cases", "1"]) == 0
     dice = json.loads((out / "evaluation_segmentation.json").read_text())["data"]
-    assert dice["summary"]["cases"] == 2 and all(0 <= r["roi"] <= 1 for r in dice["rows"])
+    assert dice["summary"]["cases"] == 1 and all(0 <= r["roi"] <= 1 for r in dice["rows"])
 
 
 def test_module_entry_point_runs():
