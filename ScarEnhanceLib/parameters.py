@@ -65,11 +65,12 @@ class EnhanceParameters:
         return asdict(self)
 
 
-# Seconds per network evaluation of one slice-sample with the bundled model, batched, and the fixed cost
-# of a run (start-up, model loading, segmentation of the ROI crop). Measured by benchmarks/benchmark_enhance.py
-# (see benchmarks/RESULTS.md); used only to warn before a long run.
-SECONDS_PER_EVALUATION = {"cpu": 0.0021, "gpu": 0.00004}
-SECONDS_OVERHEAD = {"cpu": 6.0, "gpu": 4.0}
+# Seconds per network evaluation of one slice-sample with the bundled model (batched), and the fixed cost of
+# a run in a fresh process (imports, model loading). CPU: measured by benchmarks/benchmark_enhance.py on 2 cores
+# (benchmarks/RESULTS.md). GPU: not measured (no GPU in this project's sessions), a guess. Only used to warn
+# before a long run.
+SECONDS_PER_EVALUATION = {"cpu": 0.0103, "gpu": 0.0002}
+SECONDS_OVERHEAD = {"cpu": 6.0, "gpu": 8.0}
 
 
 def network_evaluations(parameters: EnhanceParameters) -> int:
