@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -74,8 +75,8 @@ class ScarEnhanceLogic:
 
     def _importLabels(self, labelsPath: Path, volumeNode, segmentationNode):
         scene = slicer.mrmlScene
-        labelmap = _readLabelmap(labelsPath)
-        try:
+        with _temporaryLabelmap() as labelmap:
+            _readVolume(labelsPath, labelmap)
             if segmentationNode is None:
                 segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
                                                            scene.GenerateUniqueName(f"{volumeNode.GetName()} heart"))
@@ -89,8 +90,6 @@ class ScarEnhanceLogic:
             labels = slicer.util.arrayFromVolume(labelmap)
             _importArray(labels, labelmap, segmentationNode, [segment[0] for segment in CLASS_SEGMENTS])
             _importArray((labels > 0).astype(np.uint8), labelmap, segmentationNode, [ROI_SEGMENT_ID])
-        finally:
-            scene.RemoveNode(labelmap)
         segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         return segmentationNode
 
@@ -227,54 +226,44 @@ def _readVolume(path: Path, volumeNode) -> None:
         raise RuntimeError(f"could not read the result {path}")
 
 
-def _readLabelmap(path: Path):
+@contextmanager
+def _temporaryLabelmap(array: Optional[np.ndarray] = None, geometry=None):
+    """A labelmap node, removed from the scene afterwards; holding ``array`` on ``geometry``'s grid if given."""
     labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
     try:
-        _readVolume(path, labelmap)
-    except Exception:
+        if array is not None:
+            slicer.util.updateVolumeFromArray(labelmap, array)
+            labelmap.CopyOrientation(geometry)
+        yield labelmap
+    finally:
         slicer.mrmlScene.RemoveNode(labelmap)
-        raise
-    return labelmap
 
 
 def _writeArray(array: np.ndarray, referenceVolume, path: Path) -> None:
     """A label array on the reference volume's grid, written as a labelmap file."""
-    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-    try:
-        slicer.util.updateVolumeFromArray(labelmap, array)
-        labelmap.CopyOrientation(referenceVolume)
+    with _temporaryLabelmap(array, referenceVolume) as labelmap:
         _writeVolume(labelmap, path)
-    finally:
-        slicer.mrmlScene.RemoveNode(labelmap)
 
 
 def _segmentArray(segmentationNode, segmentId: str, referenceVolume) -> np.ndarray:
     """Boolean mask of one segment on the reference volume's voxel grid."""
     ids = vtk.vtkStringArray()
     ids.InsertNextValue(segmentId)
-    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-    try:
+    with _temporaryLabelmap() as labelmap:
         if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
                 segmentationNode, ids, labelmap, referenceVolume):
             raise RuntimeError(f"could not export segment {segmentId!r}")
         return slicer.util.arrayFromVolume(labelmap) > 0
-    finally:
-        slicer.mrmlScene.RemoveNode(labelmap)
 
 
 def _importArray(array: np.ndarray, geometry, segmentationNode, segmentIds: List[str]) -> None:
     """Label value i + 1 of ``array`` (on ``geometry``'s grid) into segment ``segmentIds[i]``."""
-    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-    try:
-        slicer.util.updateVolumeFromArray(labelmap, array)
-        labelmap.CopyOrientation(geometry)
-        ids = vtk.vtkStringArray()
-        for segmentId in segmentIds:
-            ids.InsertNextValue(segmentId)
+    ids = vtk.vtkStringArray()
+    for segmentId in segmentIds:
+        ids.InsertNextValue(segmentId)
+    with _temporaryLabelmap(array, geometry) as labelmap:
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentationNode, ids):
             raise RuntimeError("could not import the heart labels into the segmentation")
-    finally:
-        slicer.mrmlScene.RemoveNode(labelmap)
 
 
 def cnrSummary(readouts: dict) -> Dict[str, str]:
