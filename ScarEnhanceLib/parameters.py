@@ -5,7 +5,7 @@ the background process, in a Python that may not have torch yet.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 SAMPLERS = ("ddpm", "fast")
 DEVICES = ("auto", "cuda", "cpu")
@@ -60,9 +60,6 @@ class EnhanceParameters:
 
     def sampler_settings(self) -> SamplerSettings:
         return SamplerSettings(sampler=self.sampler, lam=self.lam, steps=self.steps, k=self.k)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # Seconds per network evaluation of one slice-sample with the bundled model (batched), and the fixed cost of

@@ -129,7 +129,7 @@ def _sample_with_fallback(model: LoadedModel, original: torch.Tensor, mask: torc
                 warnings.warn("GPU out of memory even with one sample per batch: continuing on the CPU")
                 model.network.to("cpu")
                 original, mask = original.cpu(), mask.cpu()
-                batch = default_batch_size(original.device)
+                batch = default_batch_size(original.device, model.config)
 
 
 def check_lambda_trained(model: LoadedModel, lam: int) -> None:
@@ -149,11 +149,11 @@ def batch_for_free_memory(free_bytes: int, config: diffusion.DiffusionConfig) ->
     return int(min(1024, max(1, free_bytes // 2 // per_sample)))
 
 
-def default_batch_size(device: torch.device, config: Optional[diffusion.DiffusionConfig] = None) -> int:
+def default_batch_size(device: torch.device, config: diffusion.DiffusionConfig) -> int:
     if device.type != "cuda":
         return CPU_BATCH
     free_bytes, _ = torch.cuda.mem_get_info(device)
-    return batch_for_free_memory(free_bytes, config or diffusion.DiffusionConfig())
+    return batch_for_free_memory(free_bytes, config)
 
 
 def segment(image: sitk.Image, model: LoadedModel, progress: Optional[Progress] = None) -> sitk.Image:
