@@ -30,6 +30,12 @@ def case_volume(case: Case) -> tuple[sitk.Image, sitk.Image]:
     return image, labels
 
 
+def heart_crop_ssim_psnr(prediction255: np.ndarray, reference255: np.ndarray, truth: np.ndarray) -> dict:
+    """SSIM and PSNR on a square crop around the heart ROI of ``truth``; (n, h, w) stacks on the [0, 255] scale."""
+    box = CropBox.around(L.heart_roi(truth), margin=1.3)
+    return ssim_psnr(box.extract(prediction255), box.extract(reference255))
+
+
 def evaluate_case(case: Case, model: LoadedModel, parameters: EnhanceParameters) -> dict:
     image, labels = case_volume(case)
     result = enhance(image, labels, model, replace(parameters, dilation_mm=0.0))
@@ -41,9 +47,8 @@ def evaluate_case(case: Case, model: LoadedModel, parameters: EnhanceParameters)
     original255, enhanced255 = scale.forward(original), scale.forward(enhanced)
     with_roi = np.flatnonzero(truth.reshape(len(truth), -1).any(axis=1))
     target255 = np.stack([gamma_target(original255[i], truth[i]) for i in with_roi])
-    box = CropBox.around(L.heart_roi(truth[with_roi]), margin=1.3)
     row = {"case": case.name, "slices": int(len(with_roi))}
-    row.update(ssim_psnr(box.extract(enhanced255[with_roi]), box.extract(target255)))
+    row.update(heart_crop_ssim_psnr(enhanced255[with_roi], target255, truth[with_roi]))
     row.update(cnr_readouts(original, enhanced, truth)["volume"])
     return row
 

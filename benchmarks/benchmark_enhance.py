@@ -29,13 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ScarEnhanceLib import labels as L  # noqa: E402
-from ScarEnhanceLib.metrics import cnr_pair, ssim_psnr  # noqa: E402
+from ScarEnhanceLib.evaluate import heart_crop_ssim_psnr  # noqa: E402
+from ScarEnhanceLib.metrics import cnr_pair  # noqa: E402
 from ScarEnhanceLib.parameters import EnhanceParameters  # noqa: E402
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom  # noqa: E402
 from ScarEnhanceLib.pipeline import enhance, resolve_device  # noqa: E402
 from ScarEnhanceLib.sample import SAMPLE_IMAGE, SAMPLE_LABELS  # noqa: E402
-from ScarEnhanceLib.volume import CropBox, SliceScale  # noqa: E402
+from ScarEnhanceLib.volume import SliceScale  # noqa: E402
 from ScarEnhanceLib.weights import ENHANCEMENT, MODELS_DIR, load  # noqa: E402
 
 PAPER_FRAME = 256
@@ -102,9 +102,8 @@ def quality(original: sitk.Image, output: sitk.Image, reference: sitk.Image, lab
     truth = sitk.GetArrayFromImage(labels)
     scale = SliceScale.of(sitk.GetArrayFromImage(original).astype(np.float32))
     out255, ref255 = (scale.forward(sitk.GetArrayFromImage(i).astype(np.float32)) for i in (output, reference))
-    box = CropBox.around(L.heart_roi(truth), margin=1.3)
     values = cnr_pair(sitk.GetArrayFromImage(output).astype(np.float32), truth)
-    values.update(ssim_psnr(box.extract(out255), box.extract(ref255)))
+    values.update(heart_crop_ssim_psnr(out255, ref255, truth))
     return values
 
 
