@@ -62,14 +62,20 @@ def _add_enhance_arguments(parser: argparse.ArgumentParser) -> None:
                         help="partial diffusion: noise the original to this step (of 1000)")
     parser.add_argument("-k", type=int, default=defaults.k, help="samples averaged; their SD is the uncertainty")
     parser.add_argument("--dilation-mm", type=float, default=defaults.dilation_mm, help="in-plane ROI dilation")
+    parser.add_argument("--crop-margin", type=float, default=defaults.crop_margin,
+                        help="the model sees a square crop this many times the ROI's extent")
     parser.add_argument("--batch-size", type=int, default=0, help="samples per network call (0: automatic)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network (CUDA graphs on a GPU); costs tens of seconds to start, "
+                             "so it pays off only for many slices or cases")
 
 
 def _enhance_parameters(args):
     from .pipeline import EnhanceParameters
     return EnhanceParameters(sampler=args.sampler, lam=args.lam, steps=args.steps, k=args.k,
-                             dilation_mm=getattr(args, "dilation_mm", 0.0), seed=args.seed,
-                             batch_size=args.batch_size, device=args.device).validate()
+                             dilation_mm=args.dilation_mm, crop_margin=args.crop_margin, seed=args.seed,
+                             batch_size=args.batch_size, device=args.device,
+                             compile_network=args.compile).validate()
 
 
 def _load(name: str, args):

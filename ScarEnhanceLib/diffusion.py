@@ -64,17 +64,32 @@ def build_denoiser(config: DiffusionConfig) -> UNet2DModel:
     )
 
 
-def as_denoiser(model: UNet2DModel) -> Denoiser:
+# torch.compile backend; tests swap in "aot_eager" to check the traced path without a C++ build
+COMPILE_BACKEND = "inductor"
+
+
+def as_denoiser(model: UNet2DModel, compile_network: bool = False) -> Denoiser:
     """The network as a denoiser for sampling: channels-last memory (about 25 % faster convolutions on CPU)
-    and, on a GPU, float16 autocast; the result is always float32."""
+    and, on a GPU, float16 autocast; the result is always float32.
+
+    ``compile_network``: torch.compile the network first (on CUDA in "reduce-overhead" mode, which replays CUDA
+    graphs). Compiling costs tens of seconds up front, so it pays only for long runs.
+    """
     model.to(memory_format=torch.channels_last)
+    network = _compiled(model) if compile_network else model
 
     def denoise(model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         on_gpu = model_input.device.type == "cuda"
         with torch.autocast("cuda", dtype=torch.float16, enabled=on_gpu):
-            return model(model_input.contiguous(memory_format=torch.channels_last), t).sample.float()
+            return network(model_input.contiguous(memory_format=torch.channels_last), t).sample.float()
 
     return denoise
+
+
+def _compiled(model: UNet2DModel) -> torch.nn.Module:
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    mode = "reduce-overhead" if on_gpu and COMPILE_BACKEND == "inductor" else None
+    return torch.compile(model, backend=COMPILE_BACKEND, mode=mode, dynamic=False)
 
 
 def _schedule_kwargs(config: DiffusionConfig) -> dict:

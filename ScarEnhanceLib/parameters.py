@@ -45,6 +45,7 @@ class EnhanceParameters:
     seed: int = 0
     batch_size: int = 0  # 0: chosen for the device
     device: str = "auto"
+    compile_network: bool = False  # torch.compile: slow to start, pays off only over many slices or volumes
 
     def validate(self) -> "EnhanceParameters":
         self.sampler_settings().validate()
@@ -57,6 +58,13 @@ class EnhanceParameters:
         if self.device not in DEVICES:
             raise InputError(f"device must be one of {DEVICES}, got {self.device!r}")
         return self
+
+    def command_line(self) -> list[str]:
+        """The ``scarenhance enhance`` options that give these parameters (the Slicer module runs the CLI)."""
+        options = ["--sampler", self.sampler, "--steps", str(self.steps), "--lambda", str(self.lam), "-k", str(self.k),
+                   "--dilation-mm", str(self.dilation_mm), "--crop-margin", str(self.crop_margin),
+                   "--seed", str(self.seed), "--batch-size", str(self.batch_size), "--device", self.device]
+        return options + (["--compile"] if self.compile_network else [])
 
     def sampler_settings(self) -> SamplerSettings:
         return SamplerSettings(sampler=self.sampler, lam=self.lam, steps=self.steps, k=self.k)

@@ -1,5 +1,6 @@
 """The command line end to end, with tiny untrained models (what is checked is the plumbing)."""
 import json
+from dataclasses import fields
 import subprocess
 import sys
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ScarEnhanceLib.cli import main
+from ScarEnhanceLib.cli import _enhance_parameters, build_parser, main
+from ScarEnhanceLib.parameters import EnhanceParameters
 from ScarEnhanceLib.volume import same_geometry
 
 from conftest import ROOT
@@ -138,3 +140,14 @@ def test_enhance_inside_a_separate_roi_and_report_progress_lines(phantom_files, 
     original = sitk.GetArrayFromImage(sitk.ReadImage(str(image_path)))
     enhanced = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "enhanced.nii.gz")))
     np.testing.assert_array_equal(enhanced[roi_array == 0], original[roi_array == 0])
+
+
+def test_every_enhancement_parameter_survives_the_command_line():
+    """The Slicer module passes its parameters to the CLI with ``command_line()``: nothing may get lost."""
+    chosen = EnhanceParameters(sampler="ddpm", lam=200, steps=30, k=3, dilation_mm=2.5, crop_margin=1.6, seed=7,
+                               batch_size=8, device="cpu", compile_network=True)
+    assert {f.name for f in fields(chosen)} == {name for name, value in vars(chosen).items()
+                                                if value != getattr(EnhanceParameters(), name)}
+    for parameters in (chosen, EnhanceParameters()):
+        args = build_parser().parse_args(["enhance", "in.nii.gz", "-o", "out", *parameters.command_line()])
+        assert _enhance_parameters(args) == parameters

@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 
+from ScarEnhanceLib import diffusion
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.diffusion import training_scheduler
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance, segment
@@ -158,3 +161,27 @@ def test_gpu_batch_follows_free_memory():
     small, large = batch_for_free_memory(2 * 2**30, config), batch_for_free_memory(40 * 2**30, config)
     assert 1 <= small < large <= 1024
     assert batch_for_free_memory(0, config) == 1
+
+
+def test_compile_option_runs_the_traced_network_with_the_same_result(phantom, tiny, monkeypatch):
+    traced = []
+
+    def recording_backend(graph_module, example_inputs):  # stands in for inductor: no C++ build in the unit suite
+        traced.append(graph_module)
+        return graph_module.forward
+    monkeypatch.setattr(diffusion, "COMPILE_BACKEND", recording_backend)
+    torch._dynamo.reset()
+    image, labels = phantom
+    eager = enhance(image, labels, tiny, FAST)
+    compiled = enhance(image, labels, tiny, replace(FAST, compile_network=True))
+    assert traced, "the network did not go through torch.compile"
+    np.testing.assert_allclose(*_arrays(compiled.enhanced, eager.enhanced), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_network_matches_eager(phantom, tiny):
+    torch._dynamo.reset()
+    image, labels = phantom
+    eager = enhance(image, labels, tiny, FAST)
+    compiled = enhance(image, labels, tiny, replace(FAST, compile_network=True))
+    np.testing.assert_allclose(*_arrays(compiled.enhanced, eager.enhanced), atol=1e-2)

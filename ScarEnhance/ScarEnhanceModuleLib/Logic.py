@@ -118,9 +118,7 @@ class ScarEnhanceLogic:
         command = libraryCommand(self.pythonExecutable, [
             "enhance", str(workDir / "image.nrrd"), "--labels", str(workDir / "labels.nrrd"),
             "--roi", str(workDir / "roi.nrrd"), "-o", str(output), "--format", "nrrd",
-            "--sampler", parameters.sampler, "--steps", str(parameters.steps), "--lambda", str(parameters.lam),
-            "-k", str(parameters.k), "--dilation-mm", str(parameters.dilation_mm), "--seed", str(parameters.seed),
-            "--device", parameters.device, *self._modelArguments()])
+            *parameters.command_line(), *self._modelArguments()])
 
         def loadOutputs():
             return self._loadOutputs(output, volumeNode, outputVolumeNode)
