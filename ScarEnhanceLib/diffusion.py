@@ -113,15 +113,13 @@ def masked_loss(predicted: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor
 
 
 def _reverse_scheduler(config: DiffusionConfig, settings: SamplerSettings, device):
-    """A diffusers scheduler whose timesteps run from lam-1 down to 0."""
+    """A diffusers scheduler that runs ``settings.timesteps()``."""
     if settings.sampler == "ddpm":
         scheduler = DDPMScheduler(**_schedule_kwargs(config), clip_sample=True)
-        scheduler.set_timesteps(timesteps=list(range(settings.lam - 1, -1, -1)), device=device)
     else:
         scheduler = DPMSolverMultistepScheduler(**_schedule_kwargs(config), algorithm_type="dpmsolver++",
                                                 solver_order=2, final_sigmas_type="zero")
-        spaced = torch.linspace(settings.lam - 1, 0, settings.steps).round().long().unique_consecutive()
-        scheduler.set_timesteps(timesteps=spaced.tolist(), device=device)
+    scheduler.set_timesteps(timesteps=settings.timesteps(), device=device)
     return scheduler
 
 
@@ -176,8 +174,3 @@ def sample_ensemble(denoiser: Denoiser, original: torch.Tensor, mask: torch.Tens
     samples = torch.cat(chunks).reshape(n, settings.k, *original.shape[2:])
     return EnsembleResult(samples.mean(dim=1, keepdim=True), samples.std(dim=1, correction=0, keepdim=True),
                           samples)
-
-
-def count_network_calls(settings: SamplerSettings, config: DiffusionConfig) -> int:
-    """Denoiser evaluations per sample (the reverse chain's length)."""
-    return len(_reverse_scheduler(config, settings.validate(config.num_train_timesteps), "cpu").timesteps)

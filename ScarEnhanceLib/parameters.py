@@ -33,6 +33,15 @@ class SamplerSettings:
             raise InputError(f"k must be between 1 and 64, got {self.k}")
         return self
 
+    def timesteps(self) -> list[int]:
+        """The reverse chain, from lam - 1 down to 0: one network evaluation per timestep. The fast sampler's
+        are evenly spaced (distinct, as steps <= lam)."""
+        if self.sampler == "ddpm":
+            return list(range(self.lam - 1, -1, -1))
+        if self.steps == 1:
+            return [self.lam - 1]
+        return [round((self.lam - 1) * (1.0 - i / (self.steps - 1))) for i in range(self.steps)]
+
 
 @dataclass(frozen=True)
 class EnhanceParameters:
@@ -80,7 +89,7 @@ SECONDS_OVERHEAD = {"cpu": 6.0, "gpu": 8.0}
 
 def network_evaluations(parameters: EnhanceParameters) -> int:
     """Denoiser evaluations per slice-sample: the reverse chain's length."""
-    return parameters.steps if parameters.sampler == "fast" else parameters.lam
+    return len(parameters.sampler_settings().timesteps())
 
 
 def estimated_seconds(slices: int, parameters: EnhanceParameters, on_gpu: bool) -> float:

@@ -96,7 +96,7 @@ def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, model: LoadedModel, 
     mask = torch.from_numpy(masks).float()[:, None].to(device)
     settings = parameters.sampler_settings()
     batch = parameters.batch_size or default_batch_size(device, config)
-    total = -(-len(original) * settings.k // batch) * diffusion.count_network_calls(settings, config)
+    total = -(-len(original) * settings.k // batch) * len(settings.timesteps())
     done = [0]
 
     def on_step():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ScarEnhanceLib.diffusion import (DiffusionConfig, SamplerSettings, add_masked_noise, build_denoiser,
-                                      count_network_calls, masked_loss, sample, sample_ensemble, training_scheduler)
+                                      masked_loss, sample, sample_ensemble, training_scheduler)
 
 CONFIG = DiffusionConfig(image_size=16, block_out_channels=(8, 16), attention_head_dim=8)
 
@@ -47,10 +47,18 @@ def test_ensemble_with_oracle_has_zero_spread_and_keeps_slices_apart():
     assert float(result.std.max()) < 1e-4
 
 
-def test_partial_chain_lengths():
-    assert count_network_calls(SamplerSettings(sampler="ddpm", lam=250), CONFIG) == 250
-    assert count_network_calls(SamplerSettings(sampler="fast", lam=250, steps=20), CONFIG) == 20
-    assert count_network_calls(SamplerSettings(sampler="ddpm", lam=100), CONFIG) == 100
+@pytest.mark.parametrize("settings", [SamplerSettings(sampler="ddpm", lam=100), SamplerSettings(steps=20),
+                                      SamplerSettings(steps=250), SamplerSettings(steps=1)])
+def test_the_sampler_evaluates_the_network_once_per_planned_timestep(settings):
+    """The duration estimate and the progress bar count ``settings.timesteps()``: the sampler must run exactly those."""
+    seen = []
+
+    def recording_denoiser(model_input, t):
+        seen.append(int(t[0]))
+        return torch.zeros_like(model_input[:, 1:])
+    source, _, mask = _problem(batch=1)
+    sample(recording_denoiser, source, mask, CONFIG, settings)
+    assert seen == settings.timesteps()
 
 
 def test_masked_noise_is_zero_outside_the_roi():
