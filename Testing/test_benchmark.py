@@ -3,19 +3,36 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
-def test_benchmark_reports_speed_memory_and_quality(tiny_models, tmp_path):
-    output = tmp_path / "bench.json"
+def _run_benchmark(models, output, *options):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "benchmark_enhance.py"), "--device", "cpu",
-                             "--models", str(tiny_models), "--slices", "3", "-k", "2", "--paper-evaluations", "3",
-                             "--threads", "1", "--output", str(output)], capture_output=True, text=True, cwd=tmp_path)
+                             "--models", str(models), "--slices", "3", "-k", "2", "--paper-evaluations", "3",
+                             "--threads", "1", "--output", str(output), *options],
+                            capture_output=True, text=True, cwd=output.parent)
     assert result.returncode == 0, result.stderr
-    report = json.loads(output.read_text())
+    return json.loads(output.read_text()), result.stdout
+
+
+def test_benchmark_reports_speed_memory_and_quality(tiny_models, tmp_path):
+    report, stdout = _run_benchmark(tiny_models, tmp_path / "bench.json")
     paper = report["paper_protocol"]
     assert paper["total_evaluations"] == 3 * 2 * 250 and paper["timed_evaluations"] == 3 and paper["extrapolated"]
     assert report["speedup_vs_paper_protocol"] == paper["seconds"] / report["fast"]["seconds"]
     assert report["fast"]["peak_rss_mb"] > 0 and 0 < report["fast"]["ssim"] <= 1
     assert set(report["quality_difference_vs_ddpm_250"]) == {"cnr_scar_myo", "cnr_scar_blood", "ssim_loss"}
-    assert "speed-up:" in result.stdout
+    between_seeds = report["quality_difference_between_ddpm_250_seeds"]
+    assert set(between_seeds) == {"cnr_scar_myo", "cnr_scar_blood", "ssim_loss"} and between_seeds["ssim_loss"] > 0
+    assert "speed-up:" in stdout and "between two ddpm-250 runs" in stdout
+
+
+@pytest.mark.slow
+def test_benchmark_times_the_compiled_fast_path(tiny_models, tmp_path):
+    report, stdout = _run_benchmark(tiny_models, tmp_path / "bench.json", "--compile")
+    compiled = report["fast_compiled"]
+    assert compiled["first_run_seconds"] > 0 and compiled["seconds"] > 0
+    assert compiled["max_abs_difference_vs_eager"] < 1.0  # intensity units of the sample (0-255 range)
+    assert "fast path compiled" in stdout
