@@ -117,3 +117,9 @@ def test_whole_image_noise_ablation_noises_outside_too():
 def test_invalid_sampler_settings_are_explained(settings, message):
     with pytest.raises(ValueError, match=message):
         settings.validate()
+
+
+def test_attention_uses_torchs_fused_scaled_dot_product_kernel():
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+    processors = [m.processor for m in build_denoiser(CONFIG).modules() if isinstance(m, Attention)]
+    assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
