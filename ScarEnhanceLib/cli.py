@@ -195,7 +195,11 @@ def _enhancement_variants(args) -> dict:
     if args.ablation:
         variants[f"{parameters.sampler}, k=1"] = (model, replace(parameters, k=1))
         if parameters.sampler == "fast":
-            variants[f"ddpm-{parameters.lam}, k={parameters.k}"] = (model, replace(parameters, sampler="ddpm"))
+            ddpm = replace(parameters, sampler="ddpm")
+            variants[f"ddpm-{parameters.lam}, k={parameters.k}"] = (model, ddpm)
+            # the same with other noise: how far apart two ddpm runs are, the floor for the fast sampler's gap
+            variants[f"ddpm-{parameters.lam}, k={parameters.k}, seed {ddpm.seed + 1}"] = (
+                model, replace(ddpm, seed=ddpm.seed + 1))
     for label, folder in args.compare_models:
         variants[f"{label}, {parameters.sampler}, k={parameters.k}"] = (load(ENHANCEMENT, folder, _device(args)),
                                                                        parameters)
@@ -376,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", default="enhancement", choices=("enhancement", "segmentation"),
                     help="enhancement: SSIM/PSNR/CNR table; segmentation: Dice of the heart U-Net")
     ev.add_argument("--max-cases", type=int, default=0, help="only the first N cases (with scar, for enhancement)")
-    ev.add_argument("--ablation", action="store_true", help="also a single sample (k=1) and ddpm-<lambda>")
+    ev.add_argument("--ablation", action="store_true",
+                    help="also a single sample (k=1) and ddpm-<lambda>, twice with different seeds (their gap is "
+                         "the smallest any sampler can show)")
     ev.add_argument("--compare-models", type=_label_and_folder, action="append", default=[], metavar="LABEL=FOLDER",
                     help="also evaluate the enhancement model in FOLDER (e.g. trained with whole-image noise)")
     ev.add_argument("-o", "--output", type=Path, required=True)
