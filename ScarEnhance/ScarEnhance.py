@@ -62,13 +62,13 @@ class ScarEnhanceParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     segmentation: vtkMRMLSegmentationNode
     roiSegmentId: str = ROI_SEGMENT_ID
-    dilationMm: Annotated[float, WithinRange(0.0, 30.0)] = 0.0
-    sampler: Annotated[str, Choice(list(SAMPLERS))] = "fast"
-    steps: Annotated[int, WithinRange(1, 250)] = 20
-    lam: Annotated[int, WithinRange(1, 1000)] = 250
-    k: Annotated[int, WithinRange(1, 64)] = 5
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
-    seed: Annotated[int, WithinRange(0, 1000000)] = 0
+    dilationMm: Annotated[float, WithinRange(0.0, 30.0)] = EnhanceParameters.dilation_mm
+    sampler: Annotated[str, Choice(list(SAMPLERS))] = EnhanceParameters.sampler
+    steps: Annotated[int, WithinRange(1, 250)] = EnhanceParameters.steps
+    lam: Annotated[int, WithinRange(1, 1000)] = EnhanceParameters.lam
+    k: Annotated[int, WithinRange(1, 64)] = EnhanceParameters.k
+    device: Annotated[str, Choice(list(DEVICES))] = EnhanceParameters.device
+    seed: Annotated[int, WithinRange(0, 1000000)] = EnhanceParameters.seed
     outputVolume: vtkMRMLScalarVolumeNode
 
     def enhanceParameters(self) -> EnhanceParameters:

@@ -56,7 +56,7 @@ def _add_enhance_arguments(parser: argparse.ArgumentParser) -> None:
     from .pipeline import EnhanceParameters
     defaults = EnhanceParameters()
     parser.add_argument("--sampler", default=defaults.sampler, choices=("fast", "ddpm"),
-                        help="fast: DPM-Solver++ with --steps steps; ddpm: the paper's lambda ancestral steps")
+                        help="fast: SDE DPM-Solver++ with --steps steps; ddpm: the paper's lambda ancestral steps")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--lam", "--lambda", dest="lam", type=int, default=defaults.lam,
                         help="partial diffusion: noise the original to this step (of 1000)")

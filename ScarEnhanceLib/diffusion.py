@@ -14,7 +14,9 @@ trained, and only its final result is pasted into the ROI.)
 Inference is partial: the *original* is noised to step ``lam`` (default 250) and the reverse
 chain runs from there, k times with fresh noise; the mean is the enhanced image and the per-pixel
 standard deviation the uncertainty. Two samplers, both from diffusers:
-``ddpm`` (the paper's ``lam`` ancestral steps) and ``fast`` (DPM-Solver++, ``steps`` steps).
+``ddpm`` (the paper's ``lam`` ancestral steps) and ``fast`` (DPM-Solver++ in its SDE form, ``steps`` steps):
+stochastic like ddpm, its mean of k samples stays as close to ddpm's as a second ddpm run with other noise
+(benchmarks/RESULTS.md), where the deterministic ODE form gives a smoother, systematically different mean.
 """
 from __future__ import annotations
 
@@ -117,7 +119,7 @@ def _reverse_scheduler(config: DiffusionConfig, settings: SamplerSettings, devic
     if settings.sampler == "ddpm":
         scheduler = DDPMScheduler(**_schedule_kwargs(config), clip_sample=True)
     else:
-        scheduler = DPMSolverMultistepScheduler(**_schedule_kwargs(config), algorithm_type="dpmsolver++",
+        scheduler = DPMSolverMultistepScheduler(**_schedule_kwargs(config), algorithm_type="sde-dpmsolver++",
                                                 solver_order=2, final_sigmas_type="zero")
     scheduler.set_timesteps(timesteps=settings.timesteps(), device=device)
     return scheduler

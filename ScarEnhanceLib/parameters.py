@@ -17,9 +17,9 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    sampler: str = "fast"  # fast (DPM-Solver++, ``steps`` steps) | ddpm (the paper's ``lam`` ancestral steps)
+    sampler: str = "fast"  # fast (SDE DPM-Solver++, ``steps`` steps) | ddpm (the paper's ``lam`` ancestral steps)
     lam: int = 250  # partial diffusion: start of the reverse chain
-    steps: int = 20  # fast sampler only
+    steps: int = 30  # fast sampler only
     k: int = 5  # samples averaged
 
     def validate(self, num_train_timesteps: int = 1000) -> "SamplerSettings":
@@ -47,7 +47,7 @@ class SamplerSettings:
 class EnhanceParameters:
     sampler: str = "fast"
     lam: int = 250
-    steps: int = 20
+    steps: int = 30
     k: int = 5
     dilation_mm: float = 0.0  # in-plane ROI dilation
     crop_margin: float = 1.3
