@@ -83,7 +83,7 @@ class EnhanceParameters:
 # a run in a fresh process (imports, model loading). CPU: measured by benchmarks/benchmark_enhance.py on 2 cores
 # (benchmarks/RESULTS.md). GPU: not measured (no GPU in this project's sessions), a guess. Only used to warn
 # before a long run.
-SECONDS_PER_EVALUATION = {"cpu": 0.0103, "gpu": 0.0002}
+SECONDS_PER_EVALUATION = {"cpu": 0.0112, "gpu": 0.0002}
 SECONDS_OVERHEAD = {"cpu": 6.0, "gpu": 8.0}
 
 

@@ -145,7 +145,7 @@ def test_enhance_inside_a_separate_roi_and_report_progress_lines(phantom_files, 
 
 def test_every_enhancement_parameter_survives_the_command_line():
     """The Slicer module passes its parameters to the CLI with ``command_line()``: nothing may get lost."""
-    chosen = EnhanceParameters(sampler="ddpm", lam=200, steps=30, k=3, dilation_mm=2.5, crop_margin=1.6, seed=7,
+    chosen = EnhanceParameters(sampler="ddpm", lam=200, steps=40, k=3, dilation_mm=2.5, crop_margin=1.6, seed=7,
                                batch_size=8, device="cpu", compile_network=True)
     assert {f.name for f in fields(chosen)} == {name for name, value in vars(chosen).items()
                                                 if value != getattr(EnhanceParameters(), name)}
