@@ -66,7 +66,7 @@ def build_denoiser(config: DiffusionConfig) -> UNet2DModel:
     )
 
 
-# torch.compile backend; tests swap in "aot_eager" to check the traced path without a C++ build
+# torch.compile backend; unit tests swap in a recording backend to check the traced path without a C++ build
 COMPILE_BACKEND = "inductor"
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/benchmark_enhance.py [--device auto|cpu|cuda] [--output results.json]
 
-Three runs of the same 12-slice volume (the bundled sample, tiled to 12 slices) with k=5:
+Runs of the same 12-slice volume (the bundled sample, tiled to 12 slices) with k=5:
 - fast: the default path (SDE DPM-Solver++, 30 steps, all k samples and slices batched, heart crop);
 - ddpm-250: the paper's sampler (250 ancestral steps from lambda=250) on the same crop, batched: the
   quality reference the fast path must stay within 3 % of;
