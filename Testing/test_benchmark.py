@@ -34,5 +34,5 @@ def test_benchmark_times_the_compiled_fast_path(tiny_models, tmp_path):
     report, stdout = _run_benchmark(tiny_models, tmp_path / "bench.json", "--compile")
     compiled = report["fast_compiled"]
     assert compiled["first_run_seconds"] > 0 and compiled["seconds"] > 0
-    assert compiled["max_abs_difference_vs_eager"] < 1.0  # intensity units of the sample (0-255 range)
+    assert compiled["max_abs_difference_vs_eager"] <= 1.0  # float noise may round to one step of the integer type
     assert "fast path compiled" in stdout
