@@ -15,8 +15,8 @@ Inference is partial: the *original* is noised to step ``lam`` (default 250) and
 chain runs from there, k times with fresh noise; the mean is the enhanced image and the per-pixel
 standard deviation the uncertainty. Two samplers, both from diffusers:
 ``ddpm`` (the paper's ``lam`` ancestral steps) and ``fast`` (DPM-Solver++ in its SDE form, ``steps`` steps):
-stochastic like ddpm, its mean of k samples stays as close to ddpm's as a second ddpm run with other noise
-(benchmarks/RESULTS.md), where the deterministic ODE form gives a smoother, systematically different mean.
+stochastic like ddpm, its mean of k samples is as close to ddpm's (SSIM, PSNR) as a second ddpm run with
+other noise (benchmarks/RESULTS.md); the deterministic ODE form gives a smoother, systematically different mean.
 """
 from __future__ import annotations
 
