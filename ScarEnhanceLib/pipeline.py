@@ -104,7 +104,7 @@ def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, model: LoadedModel, 
         if progress is not None:
             progress(min(1.0, done[0] / total), f"denoising step {done[0]} of {total}")
 
-    result = _sample_with_fallback(model, original, mask, settings, batch, parameters, on_step)
+    result = _sample_with_fallback(model, original, mask, parameters, batch, on_step)
     mean255 = (result.mean[:, 0].float().cpu().numpy() + 1.0) * 127.5
     std255 = result.std[:, 0].float().cpu().numpy() * 127.5
     canvas = np.zeros_like(slices255)
@@ -114,15 +114,14 @@ def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, model: LoadedModel, 
 
 
 def _sample_with_fallback(model: LoadedModel, original: torch.Tensor, mask: torch.Tensor,
-                          settings: diffusion.SamplerSettings, batch: int, parameters: EnhanceParameters,
-                          on_step) -> diffusion.EnsembleResult:
+                          parameters: EnhanceParameters, batch: int, on_step) -> diffusion.EnsembleResult:
     """Sample in batches of ``batch``; on GPU out-of-memory halve the batch, and below 1 fall back to the CPU."""
     while True:
         try:
             with torch.inference_mode():
                 denoiser = diffusion.as_denoiser(model.network, parameters.compile_network)
-                return diffusion.sample_ensemble(denoiser, original, mask, model.config, settings, batch_size=batch,
-                                                 seed=parameters.seed, on_step=on_step)
+                return diffusion.sample_ensemble(denoiser, original, mask, model.config, parameters.sampler_settings(),
+                                                 batch_size=batch, seed=parameters.seed, on_step=on_step)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if batch > 1:
