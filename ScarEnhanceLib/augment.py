@@ -31,10 +31,14 @@ class DiffusionSamples:
         if not self.slices:
             raise ValueError("no slice with a heart ROI in the training cases")
         self.size = image_size
-        self.rng = rng
         self.intensity = Compose([RandAdjustContrastd(["image"], prob=0.5, gamma=(0.7, 1.5)),
                                   RandBiasFieldd(["image"], prob=0.3, coeff_range=(0.0, 0.2))])
         self.spatial = Compose(_spatial(["stack"], "bilinear"))
+        self.reseed(rng)
+
+    def reseed(self, rng: np.random.Generator) -> None:
+        """Draw from ``rng`` from now on (each data-loader worker gets its own)."""
+        self.rng = rng
         for transform in (self.intensity, self.spatial):
             transform.set_random_state(seed=int(rng.integers(2**31)))
 
@@ -68,7 +72,6 @@ class SegmentationSamples:
     def __init__(self, cases: list[Case], config: SegmentationConfig, rng: np.random.Generator):
         self.cases = cases
         self.config = config
-        self.rng = rng
         size = (config.patch_size,) * 2
         keys = ["image", "label"]
         self.transform = Compose(_spatial(keys, ("bilinear", "nearest")) + [
@@ -78,8 +81,13 @@ class SegmentationSamples:
             RandBiasFieldd(["image"], prob=0.3, coeff_range=(0.0, 0.2)),
             RandGaussianNoised(["image"], prob=0.3, std=0.03),
         ])
-        self.transform.set_random_state(seed=int(rng.integers(2**31)))
         self.index = [(c, i) for c in cases for i in range(len(c.images))]
+        self.reseed(rng)
+
+    def reseed(self, rng: np.random.Generator) -> None:
+        """Draw from ``rng`` from now on (each data-loader worker gets its own)."""
+        self.rng = rng
+        self.transform.set_random_state(seed=int(rng.integers(2**31)))
 
     def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self._one(*self.index[self.rng.integers(len(self.index))]) for _ in range(batch_size)]

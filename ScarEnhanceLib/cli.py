@@ -294,6 +294,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser, iterations: int, ba
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="data-loader processes for augmentation (0: in the training process; a GPU needs several)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                        help="stop after this many minutes of training, with a checkpoint (resume later)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -320,7 +324,8 @@ def _settings(args, **extra):
         torch.set_num_threads(args.threads)
     return TrainSettings(run_dir=args.run_dir, iterations=args.iterations, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, checkpoint_every=args.checkpoint_every,
-                         seed=args.seed, device=args.device, **extra)
+                         seed=args.seed, device=args.device, workers=args.workers,
+                         time_limit_minutes=args.time_limit, **extra)
 
 
 def cmd_train_segmentation(args) -> int:

@@ -6,12 +6,14 @@ resumable state), and the EMA weights as ``model.safetensors`` with ``config.jso
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -42,6 +44,32 @@ class TrainSettings:
     device: str = "auto"
     max_timestep: int = 1000  # diffusion: draw t below this (inference never goes above lambda)
     snapshot_every: int = 1000  # keep the EMA weights of every this many iterations (equal-budget comparisons)
+    workers: int = 0  # data-loader processes drawing augmented batches; a GPU starves without them
+    time_limit_minutes: Optional[float] = None  # stop (checkpointed) after this much training time
+
+
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Endless batches from ``samples`` (a callable with ``reseed``), each worker with its own random stream."""
+
+    def __init__(self, samples, batch_size: int, seed: int):
+        self.samples, self.batch_size, self.seed = samples, batch_size, seed
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        self.samples.reseed(np.random.default_rng([self.seed, worker.id if worker else 0]))
+        while True:
+            yield self.samples(self.batch_size)
+
+
+def _batches(samples, settings: TrainSettings, rank: int, start: int, pin_memory: bool) -> Iterator[tuple]:
+    """Training batches: drawn in this process, or with ``settings.workers`` data-loader processes, seeded
+    by (seed, rank, start iteration) so that ranks differ and a resumed run does not replay its start."""
+    if settings.workers == 0:
+        return (samples(settings.batch_size) for _ in itertools.count())
+    seed = int(np.random.SeedSequence([settings.seed, rank, start]).generate_state(1)[0])
+    loader = torch.utils.data.DataLoader(_BatchStream(samples, settings.batch_size, seed), batch_size=None,
+                                         num_workers=settings.workers, pin_memory=pin_memory, prefetch_factor=4)
+    return iter(loader)
 
 
 class _Distributed:
@@ -64,15 +92,25 @@ class _Distributed:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on one, so that all ranks stop together."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor(float(flag), device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value)
+
     @property
     def main(self) -> bool:
         return self.rank == 0
 
 
-def _train(model: torch.nn.Module, config: dict, settings: TrainSettings,
-           loss_of_batch: Callable[[torch.nn.Module, int], torch.Tensor],
+def _train(model: torch.nn.Module, config: dict, settings: TrainSettings, samples,
+           loss_of_batch: Callable[[torch.nn.Module, tuple], torch.Tensor],
            validate: Optional[Callable[[torch.nn.Module], dict]] = None) -> dict:
-    """Generic loop: AdamW, EMA, checkpoints every ``checkpoint_every`` iterations, resume."""
+    """Generic loop: AdamW, EMA, checkpoints every ``checkpoint_every`` iterations, resume.
+
+    ``samples(batch_size)`` draws a batch of tensors for ``loss_of_batch(model, batch)``."""
     distributed = _Distributed(resolve_device(settings.device))
     device = distributed.device
     run_dir = Path(settings.run_dir)
@@ -90,14 +128,17 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings,
         for group in optimizer.param_groups:  # a resumed run takes the learning rate it is given now
             group["lr"] = settings.learning_rate
         start, history = state["iteration"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it to the GPU
     trained = distributed.wrap(model)
+    batches = _batches(samples, settings, distributed.rank, start, pin_memory=device.type == "cuda")
     losses = []
+    started = time.monotonic()
     progress = tqdm(range(start, settings.iterations), initial=start, total=settings.iterations,
                     disable=not distributed.main, desc=run_dir.name, mininterval=5)
     for iteration in progress:
         trained.train()
-        loss = loss_of_batch(trained, iteration)
+        batch = tuple(part.to(device, non_blocking=True) for part in next(batches))
+        loss = loss_of_batch(trained, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -106,7 +147,9 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings,
         losses.append(float(loss.detach()))
         progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         done = iteration + 1
-        if distributed.main and (done % settings.checkpoint_every == 0 or done == settings.iterations):
+        out_of_time = distributed.any(settings.time_limit_minutes is not None
+                                      and time.monotonic() - started > 60 * settings.time_limit_minutes)
+        if distributed.main and (done % settings.checkpoint_every == 0 or done == settings.iterations or out_of_time):
             record = {"iteration": done, "loss": float(np.mean(losses[-settings.checkpoint_every:])),
                       "learning_rate": settings.learning_rate}
             if validate is not None:
@@ -117,6 +160,8 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings,
                 snapshots = run_dir / "snapshots"
                 snapshots.mkdir(exist_ok=True)
                 shutil.copyfile(run_dir / "model.safetensors", snapshots / f"model_{done:06d}.safetensors")
+        if out_of_time:
+            break
     if distributed.enabled:
         dist.destroy_process_group()
     return {"history": history}
@@ -140,9 +185,9 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
     scheduler = training_scheduler(config)
     max_t = min(settings.max_timestep, config.num_train_timesteps)
 
-    def loss_of_batch(model, iteration):
-        device = next(model.parameters()).device
-        original, target, mask = (part.to(device) for part in samples(settings.batch_size))
+    def loss_of_batch(model, batch):
+        original, target, mask = batch
+        device = original.device
         noise_mask = mask if config.localized else torch.ones_like(mask)
         noise = torch.randn_like(target)
         t = torch.randint(0, max_t, (len(target),), device=device)
@@ -166,7 +211,7 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
             return {"val_loss": float(masked_loss(model(torch.cat([original, noisy], 1), t).sample, noise, mask))}
 
     run_config = {"kind": "diffusion", "model": config.to_dict(), "max_timestep": max_t}
-    return _train(build_denoiser(config), run_config, settings, loss_of_batch, validate)
+    return _train(build_denoiser(config), run_config, settings, samples, loss_of_batch, validate)
 
 
 def _merged_scar_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -180,17 +225,13 @@ def train_segmentation(scar_labelled: list[Case], scar_unlabelled: list[Case], c
     """Cases in ``scar_unlabelled`` (e.g. MS-CMRSeg) count scar as myocardium: their loss merges the two."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed + int(os.environ.get("RANK", "0")))
-    sources = [(SegmentationSamples(c, config, rng), merged) for c, merged in
-               ((scar_labelled, False), (scar_unlabelled, True)) if c]
-    weights = np.array([len(s.index) for s, _ in sources], dtype=float)
+    samples = _MixedSegmentationSamples([scar_labelled, scar_unlabelled], config, rng)
     loss = DiceCELoss(to_onehot_y=True, softmax=True)
 
-    def loss_of_batch(model, iteration):
-        device = next(model.parameters()).device
-        sampler, merged = sources[rng.choice(len(sources), p=weights / weights.sum())]
-        image, label = (part.to(device) for part in sampler(settings.batch_size))
+    def loss_of_batch(model, batch):
+        image, label, merged = batch
         logits = model(image)
-        if merged:
+        if merged.item():
             return loss(_merged_scar_logits(logits), torch.where(label == L.SCAR, L.MYOCARDIUM, label))
         return loss(logits, label)
 
@@ -206,4 +247,25 @@ def train_segmentation(scar_labelled: list[Case], scar_unlabelled: list[Case], c
             return {f"val_dice_{k}": float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
 
     run_config = {"kind": "segmentation", "model": config.to_dict()}
-    return _train(build_segmenter(config), run_config, settings, loss_of_batch, validate)
+    return _train(build_segmenter(config), run_config, settings, samples, loss_of_batch, validate)
+
+
+class _MixedSegmentationSamples:
+    """Batches from the scar-labelled or the scar-unlabelled cases, chosen in proportion to their slices;
+    each batch carries a flag: its scar is merged into myocardium."""
+
+    def __init__(self, case_groups: list[list[Case]], config: SegmentationConfig, rng: np.random.Generator):
+        self.sources = [(SegmentationSamples(cases, config, rng), merged)
+                        for cases, merged in zip(case_groups, (False, True)) if cases]
+        weights = np.array([len(source.index) for source, _ in self.sources], dtype=float)
+        self.weights = weights / weights.sum()
+        self.rng = rng
+
+    def reseed(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        for source, _ in self.sources:
+            source.reseed(rng)
+
+    def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        source, merged = self.sources[self.rng.choice(len(self.sources), p=self.weights)]
+        return (*source(batch_size), torch.tensor(merged))

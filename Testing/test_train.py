@@ -4,11 +4,13 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
-from ScarEnhanceLib.train import TrainSettings, train_diffusion, train_segmentation
+from ScarEnhanceLib.augment import DiffusionSamples
+from ScarEnhanceLib.train import TrainSettings, _batches, train_diffusion, train_segmentation
 from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load
 
 from conftest import TINY_DIFFUSION, TINY_SEGMENTATION, phantom_case
@@ -67,6 +69,25 @@ def test_diffusion_training_checkpoints_resumes_and_keeps_snapshots(tmp_path):
     assert resumed["max_timestep"] == 300
     assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == [
         "model_000002.safetensors", "model_000004.safetensors", "model_000006.safetensors"]
+
+
+def test_data_loader_workers_draw_different_batches_and_resume_draws_new_ones():
+    samples = DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0))
+    settings = TrainSettings(run_dir=None, batch_size=2, workers=2)
+    first = _batches(samples, settings, rank=0, start=0, pin_memory=False)
+    originals = [next(first)[0] for _ in range(4)]  # the loader alternates between its two workers
+    assert not torch.equal(originals[0], originals[1])
+    resumed = _batches(samples, settings, rank=0, start=100, pin_memory=False)
+    assert not torch.equal(next(resumed)[0], originals[0])
+
+
+def test_training_with_workers_stops_at_the_time_limit_with_a_checkpoint(tmp_path):
+    settings = TrainSettings(run_dir=tmp_path / "run", iterations=10_000, batch_size=2, checkpoint_every=1000,
+                             device="cpu", workers=1, time_limit_minutes=0.0)
+    train_diffusion([phantom_case(seed=0)], TINY_DIFFUSION, settings)
+    history = json.loads((tmp_path / "run" / "config.json").read_text())["history"]
+    assert [h["iteration"] for h in history] == [1]
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_segmentation_training_with_data_that_lacks_scar(tmp_path):
