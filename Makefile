@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Machines without an NVIDIA driver get the CPU build of torch first (a bare `torch` pulls a multi-GB CUDA build).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: venv test test-slow demo benchmark clean
+.PHONY: venv test test-slow test-gpu demo benchmark clean
 
 venv: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ test: venv
 
 test-slow: venv
 	$(BIN)/python -m pytest -m slow -q
+
+# CUDA paths: float16 autocast, out-of-memory fallback, training workers (skipped without a GPU)
+test-gpu: venv
+	$(BIN)/python -m pytest Testing/test_gpu.py -q
 
 demo: venv
 	$(BIN)/scarenhance demo -o demo_output
