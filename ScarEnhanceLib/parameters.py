@@ -80,8 +80,8 @@ class EnhanceParameters:
 
 
 # Seconds per network evaluation of one slice-sample with the bundled model (batched), and the fixed cost of
-# a run in a fresh process (imports, model loading). CPU: measured by benchmarks/benchmark_enhance.py on 2 cores
-# (benchmarks/RESULTS.md). GPU: not measured (no GPU in this project's sessions), a guess. Only used to warn
+# a run in a fresh process (imports, model loading). Per evaluation: measured by benchmarks/benchmark_enhance.py
+# on 2 CPU cores and on an H200 (benchmarks/RESULTS.md); the GPU's fixed cost is a guess. Only used to warn
 # before a long run.
 SECONDS_PER_EVALUATION = {"cpu": 0.0112, "gpu": 0.0002}
 SECONDS_OVERHEAD = {"cpu": 6.0, "gpu": 8.0}

@@ -13,7 +13,8 @@ It prints the speed ratio, peak memory and the quality differences, and writes t
 differences are put beside those between two ddpm-250 runs with different seeds: each output is a mean
 of k random samples, so that is the smallest difference any sampler can show.
 ``--large`` also enhances a 30-slice 512x512 phantom and reports its peak memory; ``--compile`` also
-times the fast path with torch.compile (its first run, which compiles, and a second one).
+times the fast path with torch.compile (its first run, which compiles, and later ones); ``--repeats``
+times the fast runs several times and reports the median (use it on a GPU, where one run is short).
 """
 from __future__ import annotations
 
@@ -82,6 +83,15 @@ def timed_enhance(image, labels, model, parameters: EnhanceParameters, device: t
     return result.enhanced, stats
 
 
+def repeated_enhance(image, labels, model, parameters: EnhanceParameters, device: torch.device,
+                     repeats: int) -> tuple[sitk.Image, dict]:
+    """``timed_enhance`` ``repeats`` times: the first run's output, the median time and every time."""
+    runs = [timed_enhance(image, labels, model, parameters, device) for _ in range(repeats)]
+    output, stats = runs[0]
+    seconds = [run_stats["seconds"] for _, run_stats in runs]
+    return output, {**stats, "seconds": float(np.median(seconds)), "seconds_each": seconds}
+
+
 @torch.inference_mode()
 def paper_protocol_seconds(model, device: torch.device, slices: int, k: int, lam: int, evaluations: int) -> dict:
     """Seconds for slices x k x lam unbatched evaluations at 256x256, from ``evaluations`` timed ones."""
@@ -114,7 +124,9 @@ def relative_difference(a: float, b: float) -> float:
     return abs(a - b) / abs(b) if b else float("inf")
 
 
-def run(args) -> dict:
+def run(args, save=lambda report: None) -> dict:
+    """The report; ``save`` gets it after each part, so that a run stopped during the optional parts
+    (large volume, then compiling) still leaves the rest behind."""
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,8 +136,8 @@ def run(args) -> dict:
     fast = EnhanceParameters(k=args.k, device=args.device)
     ddpm = replace(fast, sampler="ddpm")
 
-    timed_enhance(image, labels, model, replace(fast, k=1, steps=2), device)  # warm-up
-    fast_output, fast_stats = timed_enhance(image, labels, model, fast, device)
+    timed_enhance(image, labels, model, replace(fast, steps=2), device)  # warm-up with the same batch shapes
+    fast_output, fast_stats = repeated_enhance(image, labels, model, fast, device, args.repeats)
     ddpm_output, ddpm_stats = timed_enhance(image, labels, model, ddpm, device)
     paper = paper_protocol_seconds(model, device, args.slices, args.k, ddpm.lam, args.paper_evaluations)
 
@@ -149,10 +161,13 @@ def run(args) -> dict:
         "ddpm_250_other_seed": other_seed_quality,
         "quality_difference_between_ddpm_250_seeds": quality_difference(other_seed_quality, ddpm_quality),
     }
-    if args.compile:
-        report["fast_compiled"] = compiled_timings(image, labels, model, fast, fast_output, device)
+    save(report)
     if args.large:
         report["large_volume"] = large_volume_memory(model, args)
+        save(report)
+    if args.compile:
+        report["fast_compiled"] = compiled_timings(image, labels, model, fast, fast_output, device, args.repeats)
+        save(report)
     return report
 
 
@@ -163,12 +178,12 @@ def quality_difference(output: dict, reference: dict) -> dict:
 
 
 def compiled_timings(image, labels, model, fast: EnhanceParameters, eager_output: sitk.Image,
-                     device: torch.device) -> dict:
-    """The fast path with torch.compile: the first run includes compiling, the second reuses it; the output is
+                     device: torch.device, repeats: int) -> dict:
+    """The fast path with torch.compile: the first run includes compiling, later ones reuse it; the output is
     compared with the eager run's (same seed)."""
     compiled = replace(fast, compile_network=True)
     first_output, first = timed_enhance(image, labels, model, compiled, device)
-    _, again = timed_enhance(image, labels, model, compiled, device)
+    _, again = repeated_enhance(image, labels, model, compiled, device, repeats)
     difference = np.abs(sitk.GetArrayFromImage(first_output).astype(np.float32)
                         - sitk.GetArrayFromImage(eager_output).astype(np.float32)).max()
     return {"first_run_seconds": first["seconds"], "seconds": again["seconds"],
@@ -188,10 +203,10 @@ def print_report(report: dict) -> None:
     quality_difference = report["quality_difference_vs_ddpm_250"]
     print(f"machine: {report['machine']}")
     print(f"volume: {report['volume']}")
-    print(f"fast path (SDE DPM-Solver++ {fast['steps']} steps, batched): {fast['seconds']:.1f} s, "
+    print(f"fast path (SDE DPM-Solver++ {fast['steps']} steps, batched): {fast['seconds']:.2f} s, "
           f"peak RSS {fast['peak_rss_mb']:.0f} MB" + (f", peak GPU {fast['peak_gpu_mb']:.0f} MB"
                                                        if "peak_gpu_mb" in fast else ""))
-    print(f"ddpm-250 batched on the crop: {ddpm['seconds']:.1f} s")
+    print(f"ddpm-250 batched on the crop: {ddpm['seconds']:.2f} s")
     note = (f" (extrapolated from {paper['timed_evaluations']} of {paper['total_evaluations']} evaluations)"
             if paper["extrapolated"] else "")
     print(f"paper protocol (ddpm-250, 256x256, unbatched): {paper['seconds']:.0f} s{note}")
@@ -206,10 +221,10 @@ def print_report(report: dict) -> None:
     if "fast_compiled" in report:
         compiled = report["fast_compiled"]
         print(f"fast path compiled: first run {compiled['first_run_seconds']:.1f} s (compiling), then "
-              f"{compiled['seconds']:.1f} s; max difference from eager {compiled['max_abs_difference_vs_eager']:.3g}")
+              f"{compiled['seconds']:.2f} s; max difference from eager {compiled['max_abs_difference_vs_eager']:.3g}")
     if "large_volume" in report:
         large = report["large_volume"]
-        print(f"30x512x512 volume: {large['seconds']:.1f} s, peak RSS {large['peak_rss_mb']:.0f} MB")
+        print(f"30x512x512 volume: {large['seconds']:.2f} s, peak RSS {large['peak_rss_mb']:.0f} MB")
 
 
 def main(argv=None) -> int:
@@ -221,14 +236,16 @@ def main(argv=None) -> int:
     parser.add_argument("--paper-evaluations", type=int, default=0,
                         help="unbatched evaluations to time for the paper protocol (0: all of them)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--repeats", type=int, default=1, help="time the fast path this many times (median)")
     parser.add_argument("--large", action="store_true", help="also the 30-slice 512x512 memory check")
     parser.add_argument("--compile", action="store_true", help="also time the fast path with torch.compile")
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
-    report = run(args)
-    print_report(report)
-    if args.output:
-        args.output.write_text(json.dumps(report, indent=1) + "\n")
+    def save(report: dict) -> None:
+        if args.output:
+            args.output.write_text(json.dumps(report, indent=1) + "\n")
+
+    print_report(run(args, save))
     return 0
 
 
