@@ -64,9 +64,10 @@ class _BatchStream(torch.utils.data.IterableDataset):
 def _batches(samples, settings: TrainSettings, rank: int, start: int, pin_memory: bool) -> Iterator[tuple]:
     """Training batches: drawn in this process, or with ``settings.workers`` data-loader processes, seeded
     by (seed, rank, start iteration) so that ranks differ and a resumed run does not replay its start."""
-    if settings.workers == 0:
-        return (samples(settings.batch_size) for _ in itertools.count())
     seed = int(np.random.SeedSequence([settings.seed, rank, start]).generate_state(1)[0])
+    if settings.workers == 0:
+        samples.reseed(np.random.default_rng([seed, 0]))
+        return (samples(settings.batch_size) for _ in itertools.count())
     loader = torch.utils.data.DataLoader(_BatchStream(samples, settings.batch_size, seed), batch_size=None,
                                          num_workers=settings.workers, pin_memory=pin_memory, prefetch_factor=4)
     return iter(loader)
@@ -180,7 +181,7 @@ def _save(run_dir: Path, model, ema, optimizer, iteration: int, history: list, c
 def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainSettings,
                     validation_cases: Optional[list[Case]] = None) -> dict:
     torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed + int(os.environ.get("RANK", "0")))
+    rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
     samples = DiffusionSamples(cases, config.image_size, rng)
     scheduler = training_scheduler(config)
     max_t = min(settings.max_timestep, config.num_train_timesteps)
@@ -224,7 +225,7 @@ def train_segmentation(scar_labelled: list[Case], scar_unlabelled: list[Case], c
                        settings: TrainSettings, validation_cases: Optional[list[Case]] = None) -> dict:
     """Cases in ``scar_unlabelled`` (e.g. MS-CMRSeg) count scar as myocardium: their loss merges the two."""
     torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed + int(os.environ.get("RANK", "0")))
+    rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
     samples = _MixedSegmentationSamples([scar_labelled, scar_unlabelled], config, rng)
     loss = DiceCELoss(to_onehot_y=True, softmax=True)
 

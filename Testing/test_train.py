@@ -81,6 +81,15 @@ def test_data_loader_workers_draw_different_batches_and_resume_draws_new_ones():
     assert not torch.equal(next(resumed)[0], originals[0])
 
 
+def test_in_process_batches_are_reproducible_and_resume_draws_new_ones():
+    samples = DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0))
+    settings = TrainSettings(run_dir=None, batch_size=2)
+    first = next(_batches(samples, settings, rank=0, start=0, pin_memory=False))[0]
+    assert torch.equal(next(_batches(samples, settings, rank=0, start=0, pin_memory=False))[0], first)
+    assert not torch.equal(next(_batches(samples, settings, rank=0, start=100, pin_memory=False))[0], first)
+    assert not torch.equal(next(_batches(samples, settings, rank=1, start=0, pin_memory=False))[0], first)
+
+
 def test_training_with_workers_stops_at_the_time_limit_with_a_checkpoint(tmp_path):
     settings = TrainSettings(run_dir=tmp_path / "run", iterations=10_000, batch_size=2, checkpoint_every=1000,
                              device="cpu", workers=1, time_limit_minutes=0.0)
