@@ -18,7 +18,9 @@ def _run_benchmark(models, output, *options):
 
 
 def test_benchmark_reports_speed_memory_and_quality(tiny_models, tmp_path):
-    report, stdout = _run_benchmark(tiny_models, tmp_path / "bench.json")
+    report, stdout = _run_benchmark(tiny_models, tmp_path / "bench.json", "--repeats", "3")
+    assert len(report["fast"]["seconds_each"]) == 3
+    assert report["fast"]["seconds"] == sorted(report["fast"]["seconds_each"])[1]  # the median
     paper = report["paper_protocol"]
     assert paper["total_evaluations"] == 3 * 2 * 250 and paper["timed_evaluations"] == 3 and paper["extrapolated"]
     assert report["speedup_vs_paper_protocol"] == paper["seconds"] / report["fast"]["seconds"]

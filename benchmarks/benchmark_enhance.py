@@ -241,6 +241,7 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time the fast path with torch.compile")
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
+
     def save(report: dict) -> None:
         if args.output:
             args.output.write_text(json.dumps(report, indent=1) + "\n")
