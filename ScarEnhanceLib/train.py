@@ -252,8 +252,8 @@ def train_segmentation(scar_labelled: list[Case], scar_unlabelled: list[Case], c
 
 
 class _MixedSegmentationSamples:
-    """Batches from the scar-labelled or the scar-unlabelled cases, chosen in proportion to their slices;
-    each batch carries a flag: its scar is merged into myocardium."""
+    """Batches from the scar-labelled or the scar-unlabelled cases (``case_groups``, in that order), chosen in
+    proportion to their slices; each batch carries a flag: its scar is merged into myocardium."""
 
     def __init__(self, case_groups: list[list[Case]], config: SegmentationConfig, rng: np.random.Generator):
         self.sources = [(SegmentationSamples(cases, config, rng), merged)
