@@ -15,7 +15,7 @@ import SimpleITK as sitk
 import torch
 
 from . import diffusion, segmentation
-from .parameters import EnhanceParameters
+from .parameters import EnhanceParameters, network_evaluations
 from .volume import (CropBox, InputError, SliceScale, as_slices, check_roi, from_slices, like, mask_to_model,
                      resize, same_geometry, slice_axis, to_array)
 from .weights import LoadedModel
@@ -94,9 +94,8 @@ def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, model: LoadedModel, 
     device = next(model.network.parameters()).device
     original = torch.from_numpy(crops / 127.5 - 1.0).float()[:, None].to(device)
     mask = torch.from_numpy(masks).float()[:, None].to(device)
-    settings = parameters.sampler_settings()
     batch = parameters.batch_size or default_batch_size(device, config)
-    total = -(-len(original) * settings.k // batch) * len(settings.timesteps())
+    total = -(-len(original) * parameters.k // batch) * network_evaluations(parameters)
     done = [0]
 
     def on_step():
