@@ -55,8 +55,8 @@ class _BatchStream(torch.utils.data.IterableDataset):
         self.samples, self.batch_size, self.seed = samples, batch_size, seed
 
     def __iter__(self):
-        worker = torch.utils.data.get_worker_info()
-        self.samples.reseed(np.random.default_rng([self.seed, worker.id if worker else 0]))
+        worker = torch.utils.data.get_worker_info()  # only used in data-loader workers
+        self.samples.reseed(np.random.default_rng([self.seed, worker.id]))
         while True:
             yield self.samples(self.batch_size)
 
@@ -148,8 +148,8 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings, sample
         losses.append(float(loss.detach()))
         progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         done = iteration + 1
-        out_of_time = distributed.any(settings.time_limit_minutes is not None
-                                      and time.monotonic() - started > 60 * settings.time_limit_minutes)
+        out_of_time = settings.time_limit_minutes is not None and distributed.any(
+            time.monotonic() - started > 60 * settings.time_limit_minutes)  # no collective per step without a limit
         if distributed.main and (done % settings.checkpoint_every == 0 or done == settings.iterations or out_of_time):
             record = {"iteration": done, "loss": float(np.mean(losses[-settings.checkpoint_every:])),
                       "learning_rate": settings.learning_rate}
