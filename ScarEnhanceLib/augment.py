@@ -23,7 +23,8 @@ def _spatial(keys, modes):
 
 
 class DiffusionSamples:
-    """(original, target, mask) triples at model size, in [-1, 1], from slices with a heart ROI."""
+    """(original, target, roi, scar) at model size, from slices with a heart ROI: images in [-1, 1], the ROI
+    0/1 (every pixel that touches it), scar as the fraction of each pixel that is scar (inside the ROI)."""
 
     def __init__(self, cases: list[Case], image_size: int, rng: np.random.Generator):
         self.slices = [(c.images[i], c.labels[i]) for c in cases for i in range(len(c.images))
@@ -58,12 +59,14 @@ class DiffusionSamples:
         box = CropBox(box.row0 + jitter[0], box.col0 + jitter[1], box.size)
         crops = [resize(box.extract(a[None]), self.size)[0] for a in (image255, target)]
         mask = mask_to_model(box.extract(roi[None]), self.size)[0].astype(np.float32)
-        stack = torch.as_tensor(np.stack(crops + [mask]))
+        scar = resize(box.extract((labels == L.SCAR)[None]).astype(np.float32), self.size)[0]  # area fraction
+        stack = torch.as_tensor(np.stack(crops + [mask, scar]))
         stack = torch.as_tensor(np.asarray(self.spatial({"stack": stack})["stack"]))
         original, target_crop = stack[:2] / 127.5 - 1.0
         mask = (stack[2] > 0.5).float()
+        scar = stack[3].clamp(0.0, 1.0) * mask
         target_crop = mask * target_crop + (1 - mask) * original
-        return original[None], target_crop[None], mask[None]
+        return original[None], target_crop[None], mask[None], scar[None]
 
 
 class SegmentationSamples:

@@ -110,7 +110,7 @@ def add_masked_noise(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Te
 
 
 def masked_loss(predicted: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of the noise prediction over ROI pixels only."""
+    """Mean squared error of the noise prediction over ROI pixels only; a non-binary ``mask`` weighs pixels."""
     return ((predicted - noise) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)
 
 

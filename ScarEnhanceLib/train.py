@@ -43,6 +43,7 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"
     max_timestep: int = 1000  # diffusion: draw t below this (inference never goes above lambda)
+    scar_weight: float = 1.0  # diffusion: loss weight of scar pixels (1 for the ROI's other pixels)
     snapshot_every: int = 1000  # keep the EMA weights of every this many iterations (equal-budget comparisons)
     workers: int = 0  # data-loader processes drawing augmented batches; a GPU starves without them
     time_limit_minutes: Optional[float] = None  # stop (checkpointed) after this much training time
@@ -180,6 +181,8 @@ def _save(run_dir: Path, model, ema, optimizer, iteration: int, history: list, c
 
 def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainSettings,
                     validation_cases: Optional[list[Case]] = None) -> dict:
+    if not settings.scar_weight > 0:
+        raise ValueError(f"the scar weight must be positive, got {settings.scar_weight}")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
     samples = DiffusionSamples(cases, config.image_size, rng)
@@ -187,14 +190,15 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
     max_t = min(settings.max_timestep, config.num_train_timesteps)
 
     def loss_of_batch(model, batch):
-        original, target, mask = batch
+        original, target, mask, scar = batch
         device = original.device
         noise_mask = mask if config.localized else torch.ones_like(mask)
         noise = torch.randn_like(target)
         t = torch.randint(0, max_t, (len(target),), device=device)
         noisy = add_masked_noise(scheduler, target, noise, t, noise_mask)
         predicted = model(torch.cat([original, noisy], dim=1), t).sample
-        return masked_loss(predicted, noise, noise_mask)
+        # scar is a few percent of the ROI, yet the one place where the target brightens the image
+        return masked_loss(predicted, noise, noise_mask * (1.0 + (settings.scar_weight - 1.0) * scar))
 
     validate = None
     if validation_cases:
@@ -202,16 +206,20 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
 
         @torch.no_grad()
         def validate(model):
+            """Unweighted ROI loss (comparable across scar weights) and the loss on scar pixels alone."""
             device = next(model.parameters()).device
-            original, target, mask = (part.to(device) for part in validation)
+            original, target, mask, scar = (part.to(device) for part in validation)
             generator = torch.Generator(device=device).manual_seed(0)
             noise = torch.randn(target.shape, generator=generator, device=device)
             t = torch.linspace(0, max_t - 1, len(target), device=device).long()
             noisy = add_masked_noise(scheduler, target, noise, t, mask)
             model.eval()
-            return {"val_loss": float(masked_loss(model(torch.cat([original, noisy], 1), t).sample, noise, mask))}
+            predicted = model(torch.cat([original, noisy], 1), t).sample
+            return {"val_loss": float(masked_loss(predicted, noise, mask)),
+                    "val_scar_loss": float(masked_loss(predicted, noise, scar))}
 
-    run_config = {"kind": "diffusion", "model": config.to_dict(), "max_timestep": max_t}
+    run_config = {"kind": "diffusion", "model": config.to_dict(), "max_timestep": max_t,
+                  "scar_weight": settings.scar_weight}
     return _train(build_denoiser(config), run_config, settings, samples, loss_of_batch, validate)
 
 

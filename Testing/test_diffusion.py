@@ -79,6 +79,13 @@ def test_masked_loss_ignores_pixels_outside_the_roi():
     assert float(masked_loss(noise + 1.0, noise, mask)) == pytest.approx(1.0)
 
 
+def test_masked_loss_weighs_pixels_by_the_mask():
+    noise = torch.zeros(1, 1, 1, 4)
+    predicted = torch.tensor([[[[1.0, 0.0, 0.0, 9.0]]]])  # squared errors 1, 0, 0 in the ROI; 81 outside
+    weights = torch.tensor([[[[5.0, 1.0, 1.0, 0.0]]]])  # the first pixel weighs 5 (scar), the last is outside
+    assert float(masked_loss(predicted, noise, weights)) == pytest.approx(5.0 / 7.0)
+
+
 def test_real_network_samples_are_reproducible_with_a_seed_and_vary_across_k():
     torch.manual_seed(0)
     network = build_denoiser(CONFIG).eval()

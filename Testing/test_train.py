@@ -71,6 +71,30 @@ def test_diffusion_training_checkpoints_resumes_and_keeps_snapshots(tmp_path):
         "model_000002.safetensors", "model_000004.safetensors", "model_000006.safetensors"]
 
 
+def test_diffusion_samples_mark_scar_inside_the_roi_where_the_target_brightens():
+    original, target, roi, scar = DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0))(8)
+    assert scar.sum() > 0 and bool((scar <= roi).all()) and bool((scar >= 0).all())
+    brightening = (target - original)[scar > 0.9]  # gamma > 1 on scar (antialiasing blurs the odd pixel)
+    assert float(brightening.mean()) > 0.02 and float((brightening > 0).float().mean()) > 0.95
+    healthy = (roi > 0) & (scar == 0)
+    assert float((target - original)[healthy].mean()) <= 0  # blood darker, myocardium unchanged
+
+
+def test_scar_weight_enters_the_training_loss_and_is_recorded(tmp_path):
+    cases = [phantom_case(seed=0)]
+    first_losses = {}
+    for weight in (1.0, 5.0):
+        run = tmp_path / f"weight_{weight}"
+        train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1,
+                                                             device="cpu", scar_weight=weight), validation_cases=cases)
+        config = json.loads((run / "config.json").read_text())
+        assert config["scar_weight"] == weight and config["history"][0]["val_scar_loss"] > 0
+        first_losses[weight] = config["history"][0]["loss"]
+    assert first_losses[1.0] != pytest.approx(first_losses[5.0])  # same seed, same batch: only the weight differs
+    with pytest.raises(ValueError, match="scar weight must be positive"):
+        train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "bad", device="cpu", scar_weight=0))
+
+
 def test_data_loader_workers_draw_different_batches_and_resume_draws_new_ones():
     samples = DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0))
     settings = TrainSettings(run_dir=None, batch_size=2, workers=2)
@@ -112,12 +136,14 @@ def test_segmentation_training_with_data_that_lacks_scar(tmp_path):
 def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
     cases = [phantom_case(seed=0)]
     train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "run", iterations=2, batch_size=2,
-                                                         checkpoint_every=2, device="cpu", max_timestep=300))
+                                                         checkpoint_every=2, device="cpu", max_timestep=300,
+                                                         scar_weight=3.0))
     models = tmp_path / "models"
     assert main(["bundle", str(tmp_path / "run"), "--name", ENHANCEMENT, "--data", "phantoms", "--license", "test",
                  "--models", str(models)]) == 0
     entry = json.loads((models / "manifest.json").read_text())[ENHANCEMENT]
-    assert entry["training"]["max_timestep"] == 300 and entry["license"] == "test" and len(entry["sha256"]) == 64
+    assert entry["training"]["max_timestep"] == 300 and entry["training"]["scar_weight"] == 3.0
+    assert entry["license"] == "test" and len(entry["sha256"]) == 64
     assert load(ENHANCEMENT, models).info["training"]["data"] == "phantoms"
     with pytest.raises(Exception, match="not in"):
         load(SEGMENTATION, models)
