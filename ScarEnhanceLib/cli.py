@@ -275,7 +275,7 @@ def cmd_bundle(args) -> int:
     config = json.loads((args.run_dir / "config.json").read_text())
     kind = config["kind"]
     info = {"training": {"data": args.data, "iterations": config["iteration"], "history": config["history"][-3:],
-                         **{key: config[key] for key in ("max_timestep", "scar_weight") if key in config}},
+                         **{key: config[key] for key in ("max_timestep", "scar_weight", "init_weights") if key in config}},
             "split": "Resources/splits.json", "license": args.license}
     entry = install(args.run_dir / "model.safetensors", args.name, kind, config["model"], _models_dir(args), **info)
     print(f"installed {args.name}: sha256 {entry['sha256']}")
@@ -349,8 +349,9 @@ def cmd_train_diffusion(args) -> int:
     if unusable:
         raise ValueError(f"the diffusion targets need scar labels, which {', '.join(unusable)} lacks")
     config = DiffusionConfig(image_size=args.image_size, block_out_channels=tuple(args.channels),
-                             localized=not args.whole_image_noise)
-    settings = _settings(args, max_timestep=args.max_timestep, scar_weight=args.scar_weight)
+                             localized=not args.whole_image_noise, noise_hint=args.noise_hint)
+    settings = _settings(args, max_timestep=args.max_timestep, scar_weight=args.scar_weight,
+                         init_weights=args.init_weights)
     train_diffusion([c for _, t, _ in datasets for c in t], config, settings, [c for _, _, v in datasets for c in v])
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
@@ -434,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train on t below this only (inference starts at lambda, 250 by default)")
     dif.add_argument("--scar-weight", type=float, default=1.0,
                      help="loss weight of scar pixels relative to the ROI's others (1: the paper's plain masked loss)")
+    dif.add_argument("--noise-hint", action="store_true",
+                     help="give the network the noise x_t holds where the target equals the original (3rd input)")
+    dif.add_argument("--init-weights", type=Path, default=None,
+                     help="start a new run from these weights (same network; with or without the noise hint)")
     dif.add_argument("--whole-image-noise", action="store_true", help="ablation: noise the whole image, not the ROI")
     dif.set_defaults(func=cmd_train_diffusion)
     return parser

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -28,7 +28,8 @@ from . import labels as L
 from .augment import DiffusionSamples, SegmentationSamples
 from .datasets import Case
 from .pipeline import resolve_device
-from .diffusion import DiffusionConfig, add_masked_noise, build_denoiser, masked_loss, training_scheduler
+from .diffusion import (DiffusionConfig, add_masked_noise, build_denoiser, masked_loss, training_scheduler,
+                        warm_start)
 from .segmentation import SegmentationConfig, build_segmenter
 
 
@@ -44,6 +45,7 @@ class TrainSettings:
     device: str = "auto"
     max_timestep: int = 1000  # diffusion: draw t below this (inference never goes above lambda)
     scar_weight: float = 1.0  # diffusion: loss weight of scar pixels (1 for the ROI's other pixels)
+    init_weights: Optional[Path] = None  # diffusion: start a new run from these weights (see diffusion.warm_start)
     snapshot_every: int = 1000  # keep the EMA weights of every this many iterations (equal-budget comparisons)
     workers: int = 0  # data-loader processes drawing augmented batches; a GPU starves without them
     time_limit_minutes: Optional[float] = None  # stop (checkpointed) after this much training time
@@ -218,9 +220,13 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
             return {"val_loss": float(masked_loss(predicted, noise, mask)),
                     "val_scar_loss": float(masked_loss(predicted, noise, scar))}
 
+    network = build_denoiser(config)
     run_config = {"kind": "diffusion", "model": config.to_dict(), "max_timestep": max_t,
                   "scar_weight": settings.scar_weight}
-    return _train(build_denoiser(config), run_config, settings, samples, loss_of_batch, validate)
+    if settings.init_weights and not (Path(settings.run_dir) / "checkpoint.pt").exists():
+        warm_start(network, load_file(str(settings.init_weights)))
+        run_config["init_weights"] = Path(settings.init_weights).name
+    return _train(network, run_config, settings, samples, loss_of_batch, validate)
 
 
 def _merged_scar_logits(logits: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from ScarEnhanceLib.diffusion import (DiffusionConfig, SamplerSettings, add_masked_noise, build_denoiser,
-                                      masked_loss, sample, sample_ensemble, training_scheduler)
+from ScarEnhanceLib.diffusion import (DiffusionConfig, NoiseHintDenoiser, SamplerSettings, add_masked_noise,
+                                      build_denoiser, masked_loss, sample, sample_ensemble, training_scheduler,
+                                      warm_start)
 
 CONFIG = DiffusionConfig(image_size=16, block_out_channels=(8, 16), attention_head_dim=8)
 
@@ -130,3 +131,35 @@ def test_attention_uses_torchs_fused_scaled_dot_product_kernel():
     from diffusers.models.attention_processor import Attention, AttnProcessor2_0
     processors = [m.processor for m in build_denoiser(CONFIG).modules() if isinstance(m, Attention)]
     assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
+
+
+class _ThirdChannel(torch.nn.Module):
+    """Stands in for the U-Net: returns the hint channel it is given."""
+
+    def forward(self, model_input, timestep):
+        return type("Output", (), {"sample": model_input[:, 2:3]})()
+
+
+def test_noise_hint_is_the_noise_where_the_target_equals_the_original():
+    source, _, mask = _problem()
+    noise = torch.randn_like(source)
+    t = torch.tensor([0, 120, 299])
+    unchanged_target = add_masked_noise(training_scheduler(CONFIG), source, noise, t, mask)
+    hint = NoiseHintDenoiser(_ThirdChannel(), CONFIG)(torch.cat([source, unchanged_target], 1), t).sample
+    inside = (mask > 0) & (noise.abs() < NoiseHintDenoiser.HINT_LIMIT)
+    assert torch.allclose(hint[inside], noise[inside], atol=1e-3)
+    assert torch.allclose(hint[mask == 0], torch.zeros(()), atol=1e-4)  # no noise outside the ROI
+    brighter = add_masked_noise(training_scheduler(CONFIG), source + 1.0, noise, t[:1].repeat(3), mask)
+    clipped = NoiseHintDenoiser(_ThirdChannel(), CONFIG)(torch.cat([source, brighter], 1), t[:1].repeat(3)).sample
+    assert float(clipped.max()) == NoiseHintDenoiser.HINT_LIMIT  # t = 0 amplifies a changed target 100-fold
+
+
+def test_a_noise_hint_network_warm_started_from_plain_weights_predicts_the_same():
+    torch.manual_seed(0)
+    plain = build_denoiser(CONFIG).eval()
+    hinted = build_denoiser(DiffusionConfig(**{**CONFIG.to_dict(), "noise_hint": True})).eval()
+    warm_start(hinted, plain.state_dict())
+    model_input, t = torch.randn(2, 2, 16, 16), torch.tensor([5, 250])
+    with torch.no_grad():
+        assert torch.allclose(hinted(model_input, t).sample, plain(model_input, t).sample, atol=1e-6)
+    assert float(hinted.unet.conv_in.weight.detach()[:, 2].abs().max()) == 0.0

@@ -10,6 +10,7 @@ from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
 from ScarEnhanceLib.augment import DiffusionSamples
+from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser
 from ScarEnhanceLib.train import TrainSettings, _batches, train_diffusion, train_segmentation
 from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load
 
@@ -93,6 +94,33 @@ def test_scar_weight_enters_the_training_loss_and_is_recorded(tmp_path):
     assert first_losses[1.0] != pytest.approx(first_losses[5.0])  # same seed, same batch: only the weight differs
     with pytest.raises(ValueError, match="scar weight must be positive"):
         train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "bad", device="cpu", scar_weight=0))
+
+
+def test_noise_hint_training_warm_starts_from_plain_weights_and_bundles(tmp_path):
+    cases = [phantom_case(seed=0)]
+    settings = dict(iterations=1, batch_size=2, checkpoint_every=1, device="cpu", max_timestep=300)
+    train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "plain", **settings))
+    hinted = DiffusionConfig(**{**TINY_DIFFUSION.to_dict(), "noise_hint": True})
+    train_diffusion(cases, hinted, TrainSettings(run_dir=tmp_path / "hint", init_weights=tmp_path / "plain" /
+                                                 "model.safetensors", **settings))
+    config = json.loads((tmp_path / "hint" / "config.json").read_text())
+    assert config["model"]["noise_hint"] and config["init_weights"] == "model.safetensors"
+    models = tmp_path / "models"
+    assert main(["bundle", str(tmp_path / "hint"), "--name", ENHANCEMENT, "--data", "phantoms", "--license", "test",
+                 "--models", str(models)]) == 0
+    loaded = load(ENHANCEMENT, models)
+    assert isinstance(loaded.network, NoiseHintDenoiser) and loaded.info["training"]["init_weights"]
+
+
+def test_train_diffusion_command_passes_the_scar_weight_hint_and_warm_start(tmp_path):
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
+    common = ["train-diffusion", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
+              "--image-size", "32", "--channels", "16", "32", "--max-timestep", "300", "--device", "cpu"]
+    assert main(common + ["--run-dir", str(tmp_path / "plain")]) == 0
+    assert main(common + ["--run-dir", str(tmp_path / "hint"), "--noise-hint", "--scar-weight", "3",
+                          "--init-weights", str(tmp_path / "plain" / "model.safetensors")]) == 0
+    config = json.loads((tmp_path / "hint" / "config.json").read_text())
+    assert config["model"]["noise_hint"] and config["scar_weight"] == 3.0 and config["init_weights"]
 
 
 def test_data_loader_workers_draw_different_batches_and_resume_draws_new_ones():
