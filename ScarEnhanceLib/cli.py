@@ -270,12 +270,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+TRAINING_SETTINGS_RECORDED = ("max_timestep", "scar_weight", "min_snr_gamma", "init_weights")  # run -> manifest
+
+
 def cmd_bundle(args) -> int:
     from .weights import install
     config = json.loads((args.run_dir / "config.json").read_text())
     kind = config["kind"]
     info = {"training": {"data": args.data, "iterations": config["iteration"], "history": config["history"][-3:],
-                         **{key: config[key] for key in ("max_timestep", "scar_weight", "init_weights") if key in config}},
+                         **{key: config[key] for key in TRAINING_SETTINGS_RECORDED if key in config}},
             "split": "Resources/splits.json", "license": args.license}
     entry = install(args.run_dir / "model.safetensors", args.name, kind, config["model"], _models_dir(args), **info)
     print(f"installed {args.name}: sha256 {entry['sha256']}")
@@ -351,7 +354,7 @@ def cmd_train_diffusion(args) -> int:
     config = DiffusionConfig(image_size=args.image_size, block_out_channels=tuple(args.channels),
                              localized=not args.whole_image_noise, noise_hint=args.noise_hint)
     settings = _settings(args, max_timestep=args.max_timestep, scar_weight=args.scar_weight,
-                         init_weights=args.init_weights)
+                         init_weights=args.init_weights, min_snr_gamma=args.min_snr_gamma)
     train_diffusion([c for _, t, _ in datasets for c in t], config, settings, [c for _, _, v in datasets for c in v])
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
@@ -439,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="give the network the noise x_t holds where the target equals the original (3rd input)")
     dif.add_argument("--init-weights", type=Path, default=None,
                      help="start a new run from these weights (same network; with or without the noise hint)")
+    dif.add_argument("--min-snr-gamma", type=float, default=0.0,
+                     help="weigh timesteps by min(SNR, gamma)/SNR (Min-SNR; 5 is usual); 0: the paper's plain loss")
     dif.add_argument("--whole-image-noise", action="store_true", help="ablation: noise the whole image, not the ROI")
     dif.set_defaults(func=cmd_train_diffusion)
     return parser

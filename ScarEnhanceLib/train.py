@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
 from monai.losses import DiceCELoss
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -46,6 +47,7 @@ class TrainSettings:
     max_timestep: int = 1000  # diffusion: draw t below this (inference never goes above lambda)
     scar_weight: float = 1.0  # diffusion: loss weight of scar pixels (1 for the ROI's other pixels)
     init_weights: Optional[Path] = None  # diffusion: start a new run from these weights (see diffusion.warm_start)
+    min_snr_gamma: float = 0.0  # diffusion: > 0 weighs each timestep by min(SNR, gamma) / SNR (Min-SNR); 0: plain
     snapshot_every: int = 1000  # keep the EMA weights of every this many iterations (equal-budget comparisons)
     workers: int = 0  # data-loader processes drawing augmented batches; a GPU starves without them
     time_limit_minutes: Optional[float] = None  # stop (checkpointed) after this much training time
@@ -185,6 +187,8 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
                     validation_cases: Optional[list[Case]] = None) -> dict:
     if not settings.scar_weight > 0:
         raise ValueError(f"the scar weight must be positive, got {settings.scar_weight}")
+    if settings.min_snr_gamma < 0:
+        raise ValueError(f"the Min-SNR gamma must be positive (or 0: off), got {settings.min_snr_gamma}")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
     samples = DiffusionSamples(cases, config.image_size, rng)
@@ -200,7 +204,11 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
         noisy = add_masked_noise(scheduler, target, noise, t, noise_mask)
         predicted = model(torch.cat([original, noisy], dim=1), t).sample
         # scar is a few percent of the ROI, yet the one place where the target brightens the image
-        return masked_loss(predicted, noise, noise_mask * (1.0 + (settings.scar_weight - 1.0) * scar))
+        weights = noise_mask * (1.0 + (settings.scar_weight - 1.0) * scar)
+        if settings.min_snr_gamma > 0:  # the plain noise loss is dominated by t near 0, where eps is tiny in x0
+            snr = compute_snr(scheduler, t)
+            weights = weights * (snr.clamp(max=settings.min_snr_gamma) / snr).view(-1, 1, 1, 1)
+        return masked_loss(predicted, noise, weights)
 
     validate = None
     if validation_cases:
@@ -222,7 +230,7 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
 
     network = build_denoiser(config)
     run_config = {"kind": "diffusion", "model": config.to_dict(), "max_timestep": max_t,
-                  "scar_weight": settings.scar_weight}
+                  "scar_weight": settings.scar_weight, "min_snr_gamma": settings.min_snr_gamma}
     if settings.init_weights and not (Path(settings.run_dir) / "checkpoint.pt").exists():
         warm_start(network, load_file(str(settings.init_weights)))
         run_config["init_weights"] = Path(settings.init_weights).name

@@ -81,19 +81,25 @@ def test_diffusion_samples_mark_scar_inside_the_roi_where_the_target_brightens()
     assert float((target - original)[healthy].mean()) <= 0  # blood darker, myocardium unchanged
 
 
-def test_scar_weight_enters_the_training_loss_and_is_recorded(tmp_path):
+@pytest.mark.parametrize("option", [{"scar_weight": 5.0}, {"min_snr_gamma": 5.0}])
+def test_loss_weightings_enter_the_training_loss_and_are_recorded(tmp_path, option):
     cases = [phantom_case(seed=0)]
-    first_losses = {}
-    for weight in (1.0, 5.0):
-        run = tmp_path / f"weight_{weight}"
-        train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1,
-                                                             device="cpu", scar_weight=weight), validation_cases=cases)
+    first_losses = []
+    for run, extra in ((tmp_path / "plain", {}), (tmp_path / "weighted", option)):
+        settings = TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1, device="cpu", **extra)
+        train_diffusion(cases, TINY_DIFFUSION, settings, validation_cases=cases)
         config = json.loads((run / "config.json").read_text())
-        assert config["scar_weight"] == weight and config["history"][0]["val_scar_loss"] > 0
-        first_losses[weight] = config["history"][0]["loss"]
-    assert first_losses[1.0] != pytest.approx(first_losses[5.0])  # same seed, same batch: only the weight differs
-    with pytest.raises(ValueError, match="scar weight must be positive"):
-        train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "bad", device="cpu", scar_weight=0))
+        assert all(config[key] == value for key, value in extra.items())
+        assert config["history"][0]["val_scar_loss"] > 0
+        first_losses.append(config["history"][0]["loss"])
+    assert first_losses[0] != pytest.approx(first_losses[1])  # same seed, same batch: only the weighting differs
+
+
+@pytest.mark.parametrize("option, message", [({"scar_weight": 0}, "scar weight must be positive"),
+                                             ({"min_snr_gamma": -1}, "Min-SNR gamma must be positive")])
+def test_bad_loss_weightings_are_refused(tmp_path, option, message):
+    with pytest.raises(ValueError, match=message):
+        train_diffusion([phantom_case(seed=0)], TINY_DIFFUSION, TrainSettings(run_dir=tmp_path, device="cpu", **option))
 
 
 def test_noise_hint_training_warm_starts_from_plain_weights_and_bundles(tmp_path):
@@ -112,15 +118,16 @@ def test_noise_hint_training_warm_starts_from_plain_weights_and_bundles(tmp_path
     assert isinstance(loaded.network, NoiseHintDenoiser) and loaded.info["training"]["init_weights"]
 
 
-def test_train_diffusion_command_passes_the_scar_weight_hint_and_warm_start(tmp_path):
+def test_train_diffusion_command_passes_the_loss_weightings_hint_and_warm_start(tmp_path):
     dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
     common = ["train-diffusion", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
               "--image-size", "32", "--channels", "16", "32", "--max-timestep", "300", "--device", "cpu"]
     assert main(common + ["--run-dir", str(tmp_path / "plain")]) == 0
     assert main(common + ["--run-dir", str(tmp_path / "hint"), "--noise-hint", "--scar-weight", "3",
-                          "--init-weights", str(tmp_path / "plain" / "model.safetensors")]) == 0
+                          "--min-snr-gamma", "5", "--init-weights", str(tmp_path / "plain" / "model.safetensors")]) == 0
     config = json.loads((tmp_path / "hint" / "config.json").read_text())
-    assert config["model"]["noise_hint"] and config["scar_weight"] == 3.0 and config["init_weights"]
+    assert config["model"]["noise_hint"] and config["scar_weight"] == 3.0 and config["min_snr_gamma"] == 5.0
+    assert config["init_weights"] == "model.safetensors"
 
 
 def test_data_loader_workers_draw_different_batches_and_resume_draws_new_ones():
