@@ -43,7 +43,7 @@ class DiffusionConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     localized: bool = True  # False: whole-image noise (the ablation)
-    noise_hint: bool = False  # True: the network also sees the noise that x_t holds if the target is the original
+    noise_hint: bool = False  # True: predict eps as (the noise x_t holds if the target is the original) + a residual
 
     @staticmethod
     def from_dict(values: dict) -> "DiffusionConfig":
@@ -57,7 +57,7 @@ class DiffusionConfig:
 
 def build_denoiser(config: DiffusionConfig) -> torch.nn.Module:
     """diffusers U-Net: input concat(original, x_t), 1 output (eps); attention at the coarsest level.
-    With ``config.noise_hint`` it is wrapped in a :class:`NoiseHintDenoiser` (a third input channel)."""
+    With ``config.noise_hint`` it is wrapped in a :class:`NoiseHintDenoiser`."""
     levels = len(config.block_out_channels)
     unet = UNet2DModel(
         sample_size=config.image_size, in_channels=3 if config.noise_hint else 2, out_channels=1,
@@ -70,13 +70,13 @@ def build_denoiser(config: DiffusionConfig) -> torch.nn.Module:
 
 
 class NoiseHintDenoiser(torch.nn.Module):
-    """Called like the U-Net with concat(original, x_t), it adds a third channel: the noise that x_t holds
-    if the target equals the original, (x_t - sqrt(abar_t) original) / sqrt(1 - abar_t).
+    """Called like the U-Net with concat(original, x_t): predicts eps as hint + U-Net(original, x_t, hint), where
+    the hint is the noise x_t holds if the target equals the original, (x_t - sqrt(abar_t) original) / sqrt(1 - abar_t).
 
-    Most of the ROI (myocardium) is unchanged by the target, and there this hint *is* the noise to predict;
-    without it the network has to compute that t-dependent difference itself, and its small errors show as
-    texture the enhanced myocardium did not have (a wider myocardium SD, so a lower CNR). Clipped at
-    +-HINT_LIMIT, where only scar and blood pool (which the target changes) reach at small t.
+    Most of the ROI (myocardium) is unchanged by the target; there the hint *is* the noise, so the U-Net has only to
+    output zero, and learns just the change (scar brighter, blood darker). A plain U-Net has to copy the original's
+    texture through its normalised layers, and its small errors widen the enhanced myocardium's SD (lower CNR).
+    The hint is clipped at +-HINT_LIMIT, which only changed tissue reaches (at small t), so the residual stays bounded.
     """
 
     HINT_LIMIT = 5.0
@@ -91,19 +91,23 @@ class NoiseHintDenoiser(torch.nn.Module):
         original, noisy = model_input[:, :1], model_input[:, 1:]
         abar = self.abar[timestep.long()].view(-1, 1, 1, 1)
         hint = ((noisy - abar.sqrt() * original) / (1.0 - abar).sqrt()).clamp(-self.HINT_LIMIT, self.HINT_LIMIT)
-        return self.unet(torch.cat([model_input, hint.to(model_input.dtype)], dim=1), timestep)
+        hint = hint.to(model_input.dtype)
+        output = self.unet(torch.cat([model_input, hint], dim=1), timestep)
+        output.sample = hint + output.sample
+        return output
 
 
 def warm_start(network: torch.nn.Module, weights: dict) -> None:
-    """Load weights of the same U-Net trained with or without the noise hint: a missing hint channel
-    starts at zero weight, so the network begins exactly where the given weights left off."""
-    if isinstance(network, NoiseHintDenoiser):
-        weights = {(k if k.startswith("unet.") else f"unet.{k}"): v for k, v in weights.items()}
+    """Load weights of the same U-Net trained with or without the noise hint. From plain weights, the hint
+    channel's input weights start at zero and the output layer at zero: the network begins as the identity
+    enhancement (eps = hint), on the plain network's features."""
+    if isinstance(network, NoiseHintDenoiser) and not any(k.startswith("unet.") for k in weights):
+        weights = {f"unet.{k}": v for k, v in weights.items()}
         key = "unet.conv_in.weight"
-        missing = network.state_dict()[key].shape[1] - weights[key].shape[1]
-        if missing > 0:
-            zeros = weights[key].new_zeros(weights[key].shape[0], missing, *weights[key].shape[2:])
-            weights[key] = torch.cat([weights[key], zeros], dim=1)
+        zeros = weights[key].new_zeros(weights[key].shape[0], 1, *weights[key].shape[2:])
+        weights[key] = torch.cat([weights[key], zeros], dim=1)
+        weights["unet.conv_out.weight"] = torch.zeros_like(weights["unet.conv_out.weight"])
+        weights["unet.conv_out.bias"] = torch.zeros_like(weights["unet.conv_out.bias"])
     network.load_state_dict(weights)
 
 

@@ -11,6 +11,8 @@ from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
 from ScarEnhanceLib.augment import DiffusionSamples
 from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser
+from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
+from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
 from ScarEnhanceLib.train import TrainSettings, _batches, train_diffusion, train_segmentation
 from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load
 
@@ -116,6 +118,10 @@ def test_noise_hint_training_warm_starts_from_plain_weights_and_bundles(tmp_path
                  "--models", str(models)]) == 0
     loaded = load(ENHANCEMENT, models)
     assert isinstance(loaded.network, NoiseHintDenoiser) and loaded.info["training"]["init_weights"]
+    image, labels = make_phantom(PhantomSpec(matrix=80, slices=2, spacing_mm=1.6, seed=0))
+    enhanced = sitk.GetArrayFromImage(enhance(image, labels, loaded, EnhanceParameters(k=2, steps=3)).enhanced)
+    outside = sitk.GetArrayFromImage(labels) == 0
+    assert np.isfinite(enhanced).all() and np.array_equal(enhanced[outside], sitk.GetArrayFromImage(image)[outside])
 
 
 def test_train_diffusion_command_passes_the_loss_weightings_hint_and_warm_start(tmp_path):
