@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("--scar-weight", type=float, default=1.0,
                      help="loss weight of scar pixels relative to the ROI's others (1: the paper's plain masked loss)")
     dif.add_argument("--noise-hint", action="store_true",
-                     help="give the network the noise x_t holds where the target equals the original (3rd input)")
+                     help="predict the noise as the noise x_t holds where the target equals the original + a residual")
     dif.add_argument("--init-weights", type=Path, default=None,
                      help="start a new run from these weights (same network; with or without the noise hint)")
     dif.add_argument("--min-snr-gamma", type=float, default=0.0,

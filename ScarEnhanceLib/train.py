@@ -231,9 +231,13 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
     network = build_denoiser(config)
     run_config = {"kind": "diffusion", "model": config.to_dict(), "max_timestep": max_t,
                   "scar_weight": settings.scar_weight, "min_snr_gamma": settings.min_snr_gamma}
-    if settings.init_weights and not (Path(settings.run_dir) / "checkpoint.pt").exists():
-        warm_start(network, load_file(str(settings.init_weights)))
+    if settings.init_weights:
         run_config["init_weights"] = Path(settings.init_weights).name
+        if not (Path(settings.run_dir) / "checkpoint.pt").exists():  # a resumed run continues from its checkpoint
+            try:
+                warm_start(network, load_file(str(settings.init_weights)))
+            except RuntimeError as error:
+                raise ValueError(f"{settings.init_weights} does not fit this network: {error}") from error
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
 
 

@@ -113,6 +113,9 @@ def test_noise_hint_training_warm_starts_from_plain_weights_and_bundles(tmp_path
                                                  "model.safetensors", **settings))
     config = json.loads((tmp_path / "hint" / "config.json").read_text())
     assert config["model"]["noise_hint"] and config["init_weights"] == "model.safetensors"
+    with pytest.raises(ValueError, match="does not fit this network"):  # hint weights into a plain network
+        train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "bad", init_weights=tmp_path / "hint" /
+                                                             "model.safetensors", **settings))
     models = tmp_path / "models"
     assert main(["bundle", str(tmp_path / "hint"), "--name", ENHANCEMENT, "--data", "phantoms", "--license", "test",
                  "--models", str(models)]) == 0
