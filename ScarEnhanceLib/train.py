@@ -34,6 +34,9 @@ from .diffusion import (DiffusionConfig, add_masked_noise, build_denoiser, maske
 from .segmentation import SegmentationConfig, build_segmenter
 
 
+CHECKPOINT = "checkpoint.pt"  # resumable state in the run folder
+
+
 @dataclass
 class TrainSettings:
     run_dir: Path
@@ -125,7 +128,7 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings, sample
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
     start, history = 0, []
-    checkpoint_path = run_dir / "checkpoint.pt"
+    checkpoint_path = run_dir / CHECKPOINT
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -176,8 +179,9 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings, sample
 def _save(run_dir: Path, model, ema, optimizer, iteration: int, history: list, config: dict) -> None:
     state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
              "iteration": iteration, "history": history, "torch_rng": torch.get_rng_state()}
-    torch.save(state, run_dir / "checkpoint.pt.tmp")
-    os.replace(run_dir / "checkpoint.pt.tmp", run_dir / "checkpoint.pt")  # never a half-written checkpoint
+    partial = run_dir / f"{CHECKPOINT}.tmp"
+    torch.save(state, partial)
+    os.replace(partial, run_dir / CHECKPOINT)  # never a half-written checkpoint
     weights = {k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()}
     save_file(weights, str(run_dir / "model.safetensors"))
     (run_dir / "config.json").write_text(json.dumps({**config, "iteration": iteration, "history": history}, indent=1))
@@ -233,7 +237,7 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
                   "scar_weight": settings.scar_weight, "min_snr_gamma": settings.min_snr_gamma}
     if settings.init_weights:
         run_config["init_weights"] = Path(settings.init_weights).name
-        if not (Path(settings.run_dir) / "checkpoint.pt").exists():  # a resumed run continues from its checkpoint
+        if not (Path(settings.run_dir) / CHECKPOINT).exists():  # a resumed run continues from its checkpoint
             try:
                 warm_start(network, load_file(str(settings.init_weights)))
             except RuntimeError as error:
