@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.transforms import (Compose, RandAdjustContrastd, RandBiasFieldd, RandFlipd, RandGaussianNoised,
-                              RandRotated, RandCropByPosNegLabeld, SpatialPadd)
+from monai.transforms import (Compose, Rand2DElasticd, RandAdjustContrastd, RandAffined, RandBiasFieldd, RandFlipd,
+                              RandGaussianNoised, RandGaussianSmoothd, RandHistogramShiftd, RandRotated,
+                              RandCropByPosNegLabeld, SpatialPadd)
 
 from . import labels as L
 from .datasets import Case
 from .gamma import gamma_target
+from .parameters import AUGMENTATIONS
 from .segmentation import SegmentationConfig, normalise_for_segmentation, resample_slice
 from .volume import CropBox, mask_to_model, resize
 
 SCALE_RANGE = (0.7, 1.4)
 CROP_MARGIN = 1.3  # also the default at inference
+
+
+def _strong_intensity():
+    """Beyond contrast and bias field: noise, blur and a non-linear intensity curve, each before the target is
+    computed, so the target stays the gamma correction of the image the network sees."""
+    return [RandGaussianNoised(["image"], prob=0.3, std=0.02),
+            RandGaussianSmoothd(["image"], prob=0.2, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0)),
+            RandHistogramShiftd(["image"], prob=0.3, num_control_points=(5, 10))]
+
+
+def _strong_spatial(keys):
+    """Beyond rotation and flips: shear, anisotropic scale and elastic deformation (hearts differ in shape)."""
+    return [RandAffined(keys, prob=0.5, shear_range=(0.1, 0.1), scale_range=(0.1, 0.1), mode="bilinear",
+                        padding_mode="zeros"),
+            Rand2DElasticd(keys, spacing=(16, 16), magnitude_range=(1.0, 2.0), prob=0.3, mode="bilinear",
+                           padding_mode="zeros")]
 
 
 def _spatial(keys, modes):
@@ -26,15 +44,19 @@ class DiffusionSamples:
     """(original, target, roi, scar) at model size, from slices with a heart ROI: images in [-1, 1], the ROI
     0/1 (every pixel that touches it), scar as the fraction of each pixel that is scar (inside the ROI)."""
 
-    def __init__(self, cases: list[Case], image_size: int, rng: np.random.Generator):
+    def __init__(self, cases: list[Case], image_size: int, rng: np.random.Generator, augmentation: str = "standard"):
+        if augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
+        strong = augmentation == "strong"
         self.slices = [(c.images[i], c.labels[i]) for c in cases for i in range(len(c.images))
                        if (c.labels[i] > 0).any()]
         if not self.slices:
             raise ValueError("no slice with a heart ROI in the training cases")
         self.size = image_size
         self.intensity = Compose([RandAdjustContrastd(["image"], prob=0.5, gamma=(0.7, 1.5)),
-                                  RandBiasFieldd(["image"], prob=0.3, coeff_range=(0.0, 0.2))])
-        self.spatial = Compose(_spatial(["stack"], "bilinear"))
+                                  RandBiasFieldd(["image"], prob=0.3, coeff_range=(0.0, 0.2))] +
+                                 (_strong_intensity() if strong else []))
+        self.spatial = Compose(_spatial(["stack"], "bilinear") + (_strong_spatial(["stack"]) if strong else []))
         self.reseed(rng)
 
     def reseed(self, rng: np.random.Generator) -> None:

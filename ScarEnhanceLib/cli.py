@@ -270,7 +270,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-TRAINING_SETTINGS_RECORDED = ("max_timestep", "scar_weight", "min_snr_gamma", "init_weights")  # run -> manifest
+TRAINING_SETTINGS_RECORDED = ("max_timestep", "scar_weight", "min_snr_gamma", "augmentation", "init_weights")  # run -> manifest
 
 
 def cmd_bundle(args) -> int:
@@ -354,13 +354,15 @@ def cmd_train_diffusion(args) -> int:
     config = DiffusionConfig(image_size=args.image_size, block_out_channels=tuple(args.channels),
                              localized=not args.whole_image_noise, noise_hint=args.noise_hint)
     settings = _settings(args, max_timestep=args.max_timestep, scar_weight=args.scar_weight,
-                         init_weights=args.init_weights, min_snr_gamma=args.min_snr_gamma)
+                         init_weights=args.init_weights, min_snr_gamma=args.min_snr_gamma,
+                         augmentation=args.augmentation)
     train_diffusion([c for _, t, _ in datasets for c in t], config, settings, [c for _, _, v in datasets for c in v])
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .parameters import AUGMENTATIONS  # torch-free, so --help stays fast
     parser = argparse.ArgumentParser(prog="scarenhance", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -444,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start a new run from these weights (same network; with or without the noise hint)")
     dif.add_argument("--min-snr-gamma", type=float, default=0.0,
                      help="weigh timesteps by min(SNR, gamma)/SNR (Min-SNR; 5 is usual); 0: the paper's plain loss")
+    dif.add_argument("--augmentation", choices=AUGMENTATIONS, default="standard",
+                     help="standard: contrast, bias field, scale, rotation, flips; strong: also noise, blur, "
+                          "intensity curves, shear and elastic deformation")
     dif.add_argument("--whole-image-noise", action="store_true", help="ablation: noise the whole image, not the ROI")
     dif.set_defaults(func=cmd_train_diffusion)
     return parser

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 SAMPLERS = ("ddpm", "fast")
 DEVICES = ("auto", "cuda", "cpu")
+AUGMENTATIONS = ("standard", "strong")  # of the diffusion training samples (augment.py)
 
 
 class InputError(ValueError):

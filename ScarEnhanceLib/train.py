@@ -50,6 +50,7 @@ class TrainSettings:
     max_timestep: int = 1000  # diffusion: draw t below this (inference never goes above lambda)
     scar_weight: float = 1.0  # diffusion: loss weight of scar pixels (1 for the ROI's other pixels)
     init_weights: Optional[Path] = None  # diffusion: start a new run from these weights (see diffusion.warm_start)
+    augmentation: str = "standard"  # diffusion: standard | strong (adds noise, blur, intensity curves, elastic)
     min_snr_gamma: float = 0.0  # diffusion: > 0 weighs each timestep by min(SNR, gamma) / SNR (Min-SNR); 0: plain
     snapshot_every: int = 1000  # keep the EMA weights of every this many iterations (equal-budget comparisons)
     workers: int = 0  # data-loader processes drawing augmented batches; a GPU starves without them
@@ -195,7 +196,7 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
         raise ValueError(f"the Min-SNR gamma must be positive (or 0: off), got {settings.min_snr_gamma}")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
-    samples = DiffusionSamples(cases, config.image_size, rng)
+    samples = DiffusionSamples(cases, config.image_size, rng, settings.augmentation)
     scheduler = training_scheduler(config)
     max_t = min(settings.max_timestep, config.num_train_timesteps)
 
@@ -234,7 +235,8 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
 
     network = build_denoiser(config)
     run_config = {"kind": "diffusion", "model": config.to_dict(), "max_timestep": max_t,
-                  "scar_weight": settings.scar_weight, "min_snr_gamma": settings.min_snr_gamma}
+                  "scar_weight": settings.scar_weight, "min_snr_gamma": settings.min_snr_gamma,
+                  "augmentation": settings.augmentation}
     if settings.init_weights:
         run_config["init_weights"] = Path(settings.init_weights).name
         if not (Path(settings.run_dir) / CHECKPOINT).exists():  # a resumed run continues from its checkpoint

@@ -83,7 +83,19 @@ def test_diffusion_samples_mark_scar_inside_the_roi_where_the_target_brightens()
     assert float((target - original)[healthy].mean()) <= 0  # blood darker, myocardium unchanged
 
 
-@pytest.mark.parametrize("option", [{"scar_weight": 5.0}, {"min_snr_gamma": 5.0}])
+def test_strong_augmentation_keeps_the_target_the_gamma_correction_of_the_augmented_image():
+    standard = DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0))(8)
+    strong = DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0), augmentation="strong")(8)
+    assert not torch.allclose(standard[0], strong[0])  # same draws, more transforms
+    original, target, roi, scar = strong
+    assert bool((scar <= roi).all()) and torch.equal(target[roi == 0], original[roi == 0])
+    brightening = (target - original)[scar > 0.9]
+    assert float(brightening.mean()) > 0.02 and float((brightening > 0).float().mean()) > 0.9
+    with pytest.raises(ValueError, match="augmentation must be one of"):
+        DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0), augmentation="heavy")
+
+
+@pytest.mark.parametrize("option", [{"scar_weight": 5.0}, {"min_snr_gamma": 5.0}, {"augmentation": "strong"}])
 def test_loss_weightings_enter_the_training_loss_and_are_recorded(tmp_path, option):
     cases = [phantom_case(seed=0)]
     first_losses = []
@@ -135,9 +147,11 @@ def test_train_diffusion_command_passes_the_loss_weightings_hint_and_warm_start(
               "--image-size", "32", "--channels", "16", "32", "--max-timestep", "300", "--device", "cpu"]
     assert main(common + ["--run-dir", str(tmp_path / "plain")]) == 0
     assert main(common + ["--run-dir", str(tmp_path / "hint"), "--noise-hint", "--scar-weight", "3",
-                          "--min-snr-gamma", "5", "--init-weights", str(tmp_path / "plain" / "model.safetensors")]) == 0
+                          "--min-snr-gamma", "5", "--augmentation", "strong",
+                          "--init-weights", str(tmp_path / "plain" / "model.safetensors")]) == 0
     config = json.loads((tmp_path / "hint" / "config.json").read_text())
     assert config["model"]["noise_hint"] and config["scar_weight"] == 3.0 and config["min_snr_gamma"] == 5.0
+    assert config["augmentation"] == "strong"
     assert config["init_weights"] == "model.safetensors"
 
 
