@@ -12,14 +12,14 @@ import SimpleITK as sitk
 from . import labels as L
 from .datasets import Case
 from .gamma import gamma_target
-from .metrics import cnr_readouts, ssim_psnr
+from .metrics import cnr_readouts, myocardium_error_by_boundary, ssim_psnr
 from .pipeline import EnhanceParameters, enhance
 from .volume import CropBox, SliceScale, as_slices, slice_axis
 from .weights import LoadedModel
 
 SLICE_THICKNESS_MM = 10.0  # EMIDEC-like; only used to make a volume of a case's slices
 METRICS = ("ssim", "psnr", "cnr_scar_myo_original", "cnr_scar_myo_enhanced",
-           "cnr_scar_blood_original", "cnr_scar_blood_enhanced")
+           "cnr_scar_blood_original", "cnr_scar_blood_enhanced", "myo_error_near_border", "myo_error_inner")
 
 
 def case_volume(case: Case) -> tuple[sitk.Image, sitk.Image]:
@@ -49,6 +49,7 @@ def evaluate_case(case: Case, model: LoadedModel, parameters: EnhanceParameters)
     target255 = np.stack([gamma_target(original255[i], truth[i]) for i in with_roi])
     row = {"case": case.name, "slices": int(len(with_roi))}
     row.update(heart_crop_ssim_psnr(enhanced255[with_roi], target255, truth[with_roi]))
+    row.update(myocardium_error_by_boundary(enhanced255[with_roi], target255, truth[with_roi]))
     row.update(cnr_readouts(original, enhanced, truth)["volume"])
     return row
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from monai.metrics import PSNRMetric, SSIMMetric
+from scipy import ndimage
 
 from . import labels as L
 
@@ -57,6 +58,24 @@ def ssim_psnr(prediction255: np.ndarray, target255: np.ndarray) -> dict[str, flo
     psnr = PSNRMetric(max_val=255.0)(prediction, target)
     return {"ssim": float(ssim.mean()), "psnr": float(psnr[torch.isfinite(psnr)].mean()) if torch.isfinite(psnr).any()
             else float("inf")}
+
+
+def myocardium_error_by_boundary(prediction: np.ndarray, target: np.ndarray, labels: np.ndarray,
+                                 near_px: float = 2.5) -> dict[str, float]:
+    """RMS of prediction - target on healthy myocardium near blood pool or scar (within ``near_px`` pixels,
+    in-plane) and farther in; (n, h, w) stacks. The target leaves myocardium unchanged, so error there widens
+    its SD, the denominator of CNR(scar, myo); near the borders it shows changes spilling over from neighbours."""
+    myocardium = labels == L.MYOCARDIUM
+    changed_neighbours = (labels == L.BLOOD_POOL) | (labels == L.SCAR)
+    distance = np.stack([ndimage.distance_transform_edt(~region) if region.any() else np.full(region.shape, np.inf)
+                         for region in changed_neighbours])
+    error = prediction.astype(np.float64) - target
+    near = myocardium & (distance <= near_px)
+
+    def rms(region):
+        return float(np.sqrt(np.mean(error[region] ** 2))) if region.any() else float("nan")
+
+    return {"myo_error_near_border": rms(near), "myo_error_inner": rms(myocardium & ~near)}
 
 
 def scar_burden(image: np.ndarray, labels: np.ndarray, n_sd: float = 5.0) -> dict[str, float]:

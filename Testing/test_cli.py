@@ -110,6 +110,7 @@ def test_evaluate_writes_the_papers_table(tiny_models, tmp_path):
     assert set(results) == {"fast, k=2", "fast, k=1", "ddpm-250, k=2", "ddpm-250, k=2, seed 1", "other, fast, k=2"}
     assert results["ddpm-250, k=2"]["summary"]["psnr"] != results["ddpm-250, k=2, seed 1"]["summary"]["psnr"]
     assert all(r["summary"]["cases"] == 2 and 0 < r["summary"]["ssim"] <= 1 for r in results.values())
+    assert all(r["summary"]["myo_error_near_border"] >= 0 for r in results.values())
     assert "| fast, k=2 | 2 |" in (out / "evaluation_enhancement.md").read_text()
     assert main(["evaluate", str(data), "--split", "all", "-o", str(out), "--models", str(tiny_models),
                  "--task", "segmentation", "--max-cases", "1"]) == 0

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from ScarEnhanceLib import labels as L
-from ScarEnhanceLib.metrics import cnr, cnr_readouts, dice_per_class, scar_burden, ssim_psnr
+from ScarEnhanceLib.metrics import (cnr, cnr_readouts, dice_per_class, myocardium_error_by_boundary, scar_burden,
+                                   ssim_psnr)
 
 
 def test_cnr_is_the_papers_formula(rng):
@@ -60,3 +61,17 @@ def test_dice_per_class():
     assert scores["roi"] == 1.0
     assert scores["blood_pool"] == pytest.approx(2 * 4 / 12)
     assert np.isnan(scores["scar"])
+
+
+def test_myocardium_error_splits_at_the_border_with_blood_and_scar():
+    labels = np.zeros((1, 12, 12), dtype=np.uint8)
+    labels[0, :, :2] = L.BLOOD_POOL
+    labels[0, :, 2:10] = L.MYOCARDIUM
+    target = np.full(labels.shape, 100.0)
+    prediction = target.copy()
+    prediction[0, :, 2:4] -= 6.0  # the blood pool's darkening spilled into its two neighbouring columns
+    prediction[0, ::2, 6:10] += 2.0  # texture error inside, on half the pixels
+    errors = myocardium_error_by_boundary(prediction, target, labels, near_px=2.5)
+    assert errors["myo_error_near_border"] == pytest.approx(6.0)  # columns 2 and 3, 1 and 2 pixels from blood
+    assert errors["myo_error_inner"] == pytest.approx(np.sqrt(2.0 ** 2 / 2 * 4 / 6))  # columns 4-9
+    assert np.isnan(myocardium_error_by_boundary(prediction, target, np.zeros_like(labels))["myo_error_inner"])
