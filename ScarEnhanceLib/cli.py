@@ -270,7 +270,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-TRAINING_SETTINGS_RECORDED = ("max_timestep", "scar_weight", "min_snr_gamma", "augmentation", "init_weights")  # run -> manifest
+# run config -> manifest
+TRAINING_SETTINGS_RECORDED = ("max_timestep", "scar_weight", "min_snr_gamma", "augmentation", "init_weights")
 
 
 def cmd_bundle(args) -> int:
