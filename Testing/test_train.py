@@ -96,10 +96,10 @@ def test_strong_augmentation_keeps_the_target_the_gamma_correction_of_the_augmen
 
 
 @pytest.mark.parametrize("option", [{"scar_weight": 5.0}, {"min_snr_gamma": 5.0}, {"augmentation": "strong"}])
-def test_loss_weightings_enter_the_training_loss_and_are_recorded(tmp_path, option):
+def test_training_options_change_the_first_loss_and_are_recorded(tmp_path, option):
     cases = [phantom_case(seed=0)]
     first_losses = []
-    for run, extra in ((tmp_path / "plain", {}), (tmp_path / "weighted", option)):
+    for run, extra in ((tmp_path / "plain", {}), (tmp_path / "with_option", option)):
         # t below 50: SNR above 5 and unequal, so Min-SNR weighs the two samples of the batch differently
         settings = TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1, device="cpu",
                                  max_timestep=50, **extra)
@@ -108,7 +108,7 @@ def test_loss_weightings_enter_the_training_loss_and_are_recorded(tmp_path, opti
         assert all(config[key] == value for key, value in extra.items())
         assert config["history"][0]["val_scar_loss"] > 0
         first_losses.append(config["history"][0]["loss"])
-    assert first_losses[0] != pytest.approx(first_losses[1])  # same seed, same batch: only the weighting differs
+    assert first_losses[0] != pytest.approx(first_losses[1])  # same seed: only the option differs
 
 
 @pytest.mark.parametrize("option, message", [({"scar_weight": 0}, "scar weight must be positive"),
@@ -135,6 +135,7 @@ def test_noise_hint_training_warm_starts_from_plain_weights_and_bundles(tmp_path
                  "--models", str(models)]) == 0
     loaded = load(ENHANCEMENT, models)
     assert isinstance(loaded.network, NoiseHintDenoiser) and loaded.info["training"]["init_weights"]
+    assert loaded.info["training"]["augmentation"] == "standard"
     image, labels = make_phantom(PhantomSpec(matrix=80, slices=2, spacing_mm=1.6, seed=0))
     enhanced = sitk.GetArrayFromImage(enhance(image, labels, loaded, EnhanceParameters(k=2, steps=3)).enhanced)
     outside = sitk.GetArrayFromImage(labels) == 0
