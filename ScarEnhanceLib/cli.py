@@ -249,7 +249,7 @@ def cmd_phantom(args) -> int:
 
 def cmd_demo(args) -> int:
     """Segment the sample with the U-Net, enhance inside its ROI, and read CNR in the reference labels
-    (the U-Net rarely labels scar, so its own labels would give no meaningful scar CNR)."""
+    (the U-Net finds scar only in part, so its own labels would give a misleading scar CNR)."""
     import SimpleITK as sitk
     from .io import read_image
     from .metrics import dice_per_class
