@@ -353,7 +353,8 @@ def cmd_train_diffusion(args) -> int:
     if unusable:
         raise ValueError(f"the diffusion targets need scar labels, which {', '.join(unusable)} lacks")
     config = DiffusionConfig(image_size=args.image_size, block_out_channels=tuple(args.channels),
-                             localized=not args.whole_image_noise, noise_hint=args.noise_hint)
+                             localized=not args.whole_image_noise, noise_hint=args.noise_hint,
+                             dropout=args.dropout)
     settings = _settings(args, max_timestep=args.max_timestep, scar_weight=args.scar_weight,
                          init_weights=args.init_weights, min_snr_gamma=args.min_snr_gamma,
                          augmentation=args.augmentation)
@@ -450,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("--augmentation", choices=AUGMENTATIONS, default="standard",
                      help="standard: contrast, bias field, scale, rotation, flips; strong: also noise, blur, "
                           "intensity curves, shear and elastic deformation")
+    dif.add_argument("--dropout", type=float, default=0.0,
+                     help="dropout probability in the U-Net's residual blocks while training (0: none, the default)")
     dif.add_argument("--whole-image-noise", action="store_true", help="ablation: noise the whole image, not the ROI")
     dif.set_defaults(func=cmd_train_diffusion)
     return parser

@@ -44,12 +44,17 @@ class DiffusionConfig:
     beta_end: float = 0.02
     localized: bool = True  # False: whole-image noise (the ablation)
     noise_hint: bool = False  # True: predict eps as (the noise x_t holds if the target is the original) + a residual
+    dropout: float = 0.0  # in the residual blocks, while training only: regularises a model trained on few cases
 
     @staticmethod
     def from_dict(values: dict) -> "DiffusionConfig":
         values = dict(values)
         values["block_out_channels"] = tuple(values.get("block_out_channels", DiffusionConfig.block_out_channels))
         return DiffusionConfig(**values)
+
+    def __post_init__(self):
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be at least 0 and below 1, got {self.dropout}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +69,7 @@ def build_denoiser(config: DiffusionConfig) -> torch.nn.Module:
         block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
         down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
         up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1),
-        norm_num_groups=8, attention_head_dim=config.attention_head_dim,
+        norm_num_groups=8, attention_head_dim=config.attention_head_dim, dropout=config.dropout,
     )
     return NoiseHintDenoiser(unet, config) if config.noise_hint else unet
 

@@ -169,3 +169,20 @@ def test_a_noise_hint_network_warm_started_from_plain_weights_starts_as_the_iden
         again = build_denoiser(DiffusionConfig(**{**CONFIG.to_dict(), "noise_hint": True})).eval()
         warm_start(again, hinted.state_dict())  # hint weights load as they are
         assert torch.equal(again(model_input, t).sample, hint_only)
+
+
+def test_dropout_acts_while_training_only():
+    torch.manual_seed(0)
+    network = build_denoiser(DiffusionConfig(**{**CONFIG.to_dict(), "dropout": 0.5}))
+    model_input, t = torch.randn(2, 2, 16, 16), torch.tensor([5, 250])
+    with torch.no_grad():
+        network.train()
+        assert not torch.equal(network(model_input, t).sample, network(model_input, t).sample)
+        network.eval()  # as the weights are loaded for sampling
+        assert torch.equal(network(model_input, t).sample, network(model_input, t).sample)
+
+
+@pytest.mark.parametrize("dropout", [-0.1, 1.0])
+def test_a_dropout_outside_0_to_1_is_refused(dropout):
+    with pytest.raises(ValueError, match="dropout"):
+        DiffusionConfig(dropout=dropout)
