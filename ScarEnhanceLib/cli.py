@@ -270,8 +270,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-# run config -> manifest
-TRAINING_SETTINGS_RECORDED = ("max_timestep", "scar_weight", "min_snr_gamma", "augmentation", "init_weights")
+# run-config entries that the manifest keeps elsewhere; every other one is a training setting and is recorded
+RUN_CONFIG_BOOKKEEPING = ("kind", "model", "iteration", "history")
 
 
 def cmd_bundle(args) -> int:
@@ -279,7 +279,7 @@ def cmd_bundle(args) -> int:
     config = json.loads((args.run_dir / "config.json").read_text())
     kind = config["kind"]
     info = {"training": {"data": args.data, "iterations": config["iteration"], "history": config["history"][-3:],
-                         **{key: config[key] for key in TRAINING_SETTINGS_RECORDED if key in config}},
+                         **{key: value for key, value in config.items() if key not in RUN_CONFIG_BOOKKEEPING}},
             "split": "Resources/splits.json", "license": args.license}
     entry = install(args.run_dir / "model.safetensors", args.name, kind, config["model"], _models_dir(args), **info)
     print(f"installed {args.name}: sha256 {entry['sha256']}")
