@@ -13,7 +13,7 @@ from ScarEnhanceLib.metrics import cnr_readouts
 from ScarEnhanceLib.parameters import EnhanceParameters
 from ScarEnhanceLib.pipeline import enhance
 from ScarEnhanceLib.sample import SAMPLE_IMAGE, SAMPLE_LABELS
-from ScarEnhanceLib.splits import load_splits
+from ScarEnhanceLib.splits import build_splits, load_splits, mscmrseg_patient, myops_patients
 from ScarEnhanceLib.volume import SliceScale
 from ScarEnhanceLib.weights import ENHANCEMENT, MODELS_DIR, SEGMENTATION, load
 
@@ -22,7 +22,7 @@ from conftest import SHARED_DATA, needs_shared_data
 needs_models = pytest.mark.skipif(not (MODELS_DIR / "manifest.json").exists(), reason="no bundled models")
 
 
-@pytest.mark.parametrize("dataset", ["emidec", "mscmrseg19_lge"])
+@pytest.mark.parametrize("dataset", ["emidec", "mscmrseg19_lge", "myops2020_train25"])
 def test_splits_are_case_level_and_cover_every_case(dataset):
     if not (SHARED_DATA / dataset).exists():
         pytest.skip(f"real data not present at {SHARED_DATA / dataset}")
@@ -30,6 +30,22 @@ def test_splits_are_case_level_and_cover_every_case(dataset):
     parts = [set(split[name]) for name in ("train", "val", "test")]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
     assert set().union(*parts) == set(case_names(DatasetSpec.load(SHARED_DATA / dataset)))
+
+
+@needs_shared_data("myops2020_train25")
+def test_a_patient_of_myops_and_mscmrseg_lands_in_one_split():
+    splits = load_splits()
+    patient_of = myops_patients(SHARED_DATA / "myops2020_train25")
+    for part in ("train", "val", "test"):
+        mscmrseg = {mscmrseg_patient(case) for case in splits["mscmrseg19_lge"][part]}
+        assert {patient_of[case] for case in splits["myops2020_train25"][part]} <= mscmrseg, part
+
+
+@needs_shared_data()
+def test_the_recorded_splits_are_what_the_data_gives():
+    """Fails when the data change and Resources/splits.json is not regenerated."""
+    recorded = load_splits()
+    assert build_splits(SHARED_DATA, previous=recorded) == recorded
 
 
 def test_the_sample_case_is_held_out():
