@@ -12,7 +12,7 @@ from . import labels as L
 from .datasets import Case
 from .gamma import gamma_target
 from .parameters import AUGMENTATIONS
-from .segmentation import SegmentationConfig, normalise_for_segmentation, resample_slice
+from .segmentation import SegmentationConfig, normalise_for_segmentation, normalise_windows, resample_slice
 from .volume import CropBox, mask_to_model, resize
 
 SCALE_RANGE = (0.7, 1.4)
@@ -92,19 +92,27 @@ class DiffusionSamples:
 
 
 class SegmentationSamples:
-    """(image, labels) patches at the model's spacing; ``scar_labelled`` marks cases that label scar."""
+    """(image, labels) patches at the model's spacing. Scanners differ in pixel shape (EMIDEC's PNGs are
+    stretched along one axis by up to 1.7), orientation and intensity curves: each axis is scaled on its own,
+    rotations span the full circle, and the intensities get contrast curves, bias field, noise and blur."""
 
     def __init__(self, cases: list[Case], config: SegmentationConfig, rng: np.random.Generator):
         self.cases = cases
         self.config = config
         size = (config.patch_size,) * 2
         keys = ["image", "label"]
-        self.transform = Compose(_spatial(keys, ("bilinear", "nearest")) + [
+        self.spatial = Compose([
+            RandRotated(keys, range_x=np.pi, prob=0.8, mode=("bilinear", "nearest"), padding_mode="zeros"),
+            RandFlipd(keys, prob=0.5, spatial_axis=0), RandFlipd(keys, prob=0.5, spatial_axis=1),
             SpatialPadd(keys, size),
             RandCropByPosNegLabeld(keys, "label", size, pos=2, neg=1, num_samples=1),
-            RandAdjustContrastd(["image"], prob=0.5, gamma=(0.7, 1.5)),
-            RandBiasFieldd(["image"], prob=0.3, coeff_range=(0.0, 0.2)),
+        ])
+        self.intensity = Compose([
+            RandAdjustContrastd(["image"], prob=0.5, gamma=(0.6, 1.6)),
+            RandBiasFieldd(["image"], prob=0.3, coeff_range=(0.0, 0.3)),
             RandGaussianNoised(["image"], prob=0.3, std=0.03),
+            RandGaussianSmoothd(["image"], prob=0.2, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0)),
+            RandHistogramShiftd(["image"], prob=0.2, num_control_points=(5, 10)),
         ])
         self.index = [(c, i) for c in cases for i in range(len(c.images))]
         self.reseed(rng)
@@ -112,17 +120,24 @@ class SegmentationSamples:
     def reseed(self, rng: np.random.Generator) -> None:
         """Draw from ``rng`` from now on (each data-loader worker gets its own)."""
         self.rng = rng
-        self.transform.set_random_state(seed=int(rng.integers(2**31)))
+        for transform in (self.spatial, self.intensity):
+            transform.set_random_state(seed=int(rng.integers(2**31)))
 
     def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self._one(*self.index[self.rng.integers(len(self.index))]) for _ in range(batch_size)]
         return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
 
     def _one(self, case: Case, index: int):
-        scale = self.rng.uniform(*SCALE_RANGE)
-        image = resample_slice(normalise_for_segmentation(case.images[index]), case.spacing,
-                               self.config.spacing_mm / scale)[0]
+        scale = self.rng.uniform(*SCALE_RANGE, size=2)  # anisotropic: rows and columns on their own
+        image = case.images[index]
+        if self.config.normalisation == "slice":
+            image = normalise_for_segmentation(image)
+        image = resample_slice(image, case.spacing, self.config.spacing_mm / scale)[0]
         label = torch.nn.functional.interpolate(torch.as_tensor(case.labels[index], dtype=torch.float32)[None, None],
                                                 size=image.shape[-2:], mode="nearest")[0]
-        sample = self.transform({"image": image, "label": label})[0]
-        return torch.as_tensor(np.asarray(sample["image"])), torch.as_tensor(np.asarray(sample["label"])).long()
+        sample = self.spatial({"image": image, "label": label})[0]
+        patch = torch.as_tensor(np.asarray(sample["image"]))
+        if self.config.normalisation == "window":  # as the network sees each window at inference
+            patch = normalise_windows(patch[None])[0]
+        patch = torch.as_tensor(np.asarray(self.intensity({"image": patch})["image"]), dtype=torch.float32)
+        return patch, torch.as_tensor(np.asarray(sample["label"])).long()

@@ -336,11 +336,11 @@ def cmd_train_segmentation(args) -> int:
     from .segmentation import SegmentationConfig
     from .train import train_segmentation
     datasets = _split_cases(args)
-    labelled = [c for spec, train, _ in datasets if spec.labels_scar for c in train]
-    unlabelled = [c for spec, train, _ in datasets if not spec.labels_scar for c in train]
     validation = [c for _, _, val in datasets for c in val]
-    config = SegmentationConfig(spacing_mm=args.spacing_mm, patch_size=args.patch_size)
-    train_segmentation(labelled, unlabelled, config, _settings(args), validation)
+    config = SegmentationConfig(spacing_mm=args.spacing_mm, patch_size=args.patch_size, channels=tuple(args.channels),
+                                strides=(2,) * (len(args.channels) - 1), num_res_units=args.num_res_units,
+                                normalisation=args.normalisation)
+    train_segmentation([(train, spec.labels_scar) for spec, train, _ in datasets], config, _settings(args), validation)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
 
@@ -432,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_arguments(seg, iterations=6000, batch_size=16)
     seg.add_argument("--spacing-mm", type=float, default=1.5)
     seg.add_argument("--patch-size", type=int, default=128)
+    seg.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128, 256],
+                     help="U-Net channels per level (each level halves the resolution)")
+    seg.add_argument("--num-res-units", type=int, default=2, help="residual units per U-Net block")
+    seg.add_argument("--normalisation", default="window", choices=("window", "slice"),
+                     help="intensity percentiles of each network input (window) or of the whole slice (slice)")
     seg.set_defaults(func=cmd_train_segmentation)
 
     dif = commands.add_parser("train-diffusion", help="train the enhancement diffusion model")

@@ -1,8 +1,10 @@
 """Heart segmentation (blood pool, myocardium, scar) with a MONAI 2D U-Net, and the heart ROI.
 
-Each slice is resampled to the model's pixel spacing and segmented by sliding windows, so any
-matrix size and field of view works. Post-processing keeps the largest 3D connected heart
-component and fills holes slice by slice (filled pixels take the nearest label).
+Each slice is resampled to the model's pixel spacing. Whole frames arrive from scanners (a 480x480 MyoPS
+frame is four windows wide), and a heart cut by window borders gets straight seams. So inference has two
+passes: sliding windows over the whole frame find the heart (the largest 3D component), then the network
+sees one window per slice centred on the heart, as in training. Post-processing keeps the largest 3D
+connected heart component and fills holes slice by slice (filled pixels take the nearest label).
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from . import labels as L
 from .volume import as_slices, from_slices, inplane_spacing, like, slice_axis, to_array
 
 
+SEAM_BRIDGE_MM = 15.0  # heart parts of the first pass this close in-plane are one heart
+
+
 @dataclass(frozen=True)
 class SegmentationConfig:
     spacing_mm: float = 1.5  # in-plane pixel spacing the network works at
@@ -28,6 +33,9 @@ class SegmentationConfig:
     channels: tuple = (16, 32, 64, 128)
     strides: tuple = (2, 2, 2)
     num_res_units: int = 1
+    # percentiles for intensity scaling: "slice" over the whole slice (models before 2026-11-26), "window" over
+    # each network input, so a bright pixel far from the heart does not change what the network sees
+    normalisation: str = "slice"
 
     @staticmethod
     def from_dict(values: dict) -> "SegmentationConfig":
@@ -52,28 +60,105 @@ def normalise_for_segmentation(slice2d: np.ndarray) -> np.ndarray:
     return ((slice2d - low) / max(high - low, 1e-6)).astype(np.float32)
 
 
-def resample_slice(slice2d: np.ndarray, spacing: tuple[float, float], target_mm: float) -> torch.Tensor:
-    """(1, 1, h', w') tensor of a slice resampled to ``target_mm`` pixels."""
+def normalise_windows(batch: torch.Tensor) -> torch.Tensor:
+    """``normalise_for_segmentation`` of each (c, h, w) item of a batch, on its own percentiles."""
+    flat = batch.flatten(1).float()
+    low, high = (torch.quantile(flat, q, dim=1).view(-1, 1, 1, 1) for q in (0.01, 0.99))
+    return (batch - low) / (high - low).clamp(min=1e-6)
+
+
+def resample_slice(slice2d: np.ndarray, spacing: tuple[float, float], target_mm) -> torch.Tensor:
+    """(1, 1, h', w') tensor of a slice resampled to ``target_mm`` pixels (one value, or one per axis)."""
     tensor = torch.from_numpy(np.ascontiguousarray(slice2d, dtype=np.float32))[None, None]
-    size = [max(8, int(round(n * s / target_mm))) for n, s in zip(slice2d.shape, spacing)]
+    targets = np.broadcast_to(np.asarray(target_mm, dtype=float), (2,))
+    size = [max(8, int(round(n * s / t))) for n, s, t in zip(slice2d.shape, spacing, targets)]
     return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False,
-                         antialias=size[0] < slice2d.shape[0])
+                         antialias=size[0] < slice2d.shape[0] or size[1] < slice2d.shape[1])
+
+
+def _network_input(config: SegmentationConfig, model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    if config.normalisation == "window":
+        return lambda batch: model(normalise_windows(batch))
+    if config.normalisation == "slice":
+        return model
+    raise ValueError(f"unknown segmentation normalisation {config.normalisation!r}")
+
+
+def _sliding_probabilities(frames: torch.Tensor, predictor, config: SegmentationConfig) -> torch.Tensor:
+    logits = sliding_window_inference(frames, (config.patch_size,) * 2, sw_batch_size=8, predictor=predictor,
+                                      overlap=0.25, mode="gaussian", padding_mode="constant")
+    return torch.softmax(logits.float(), dim=1)
+
+
+def heart_centres(heart: np.ndarray, bridge_px: int = 0) -> np.ndarray:
+    """(n, 2) row/column centre of the largest 3D component of ``heart`` (n, h, w) in each slice; slices it
+    misses take its mean centre, and no heart at all gives the frames' centre. Parts closer than
+    ``2 * bridge_px`` in-plane count as one component (a seam in a first guess can split a heart)."""
+    joined = heart
+    if bridge_px > 0:
+        inplane = np.zeros((3, 3, 3), dtype=bool)
+        inplane[1] = ndimage.generate_binary_structure(2, 1)
+        joined = ndimage.binary_dilation(heart, structure=inplane, iterations=bridge_px)
+    components, count = ndimage.label(joined)
+    centres = np.tile((np.array(heart.shape[1:], dtype=float) - 1) / 2, (len(heart), 1))
+    if count == 0:
+        return centres
+    sizes = ndimage.sum_labels(heart, components, index=np.arange(1, count + 1))
+    largest = heart & (components == 1 + int(np.argmax(sizes)))
+    present = largest.reshape(len(heart), -1).any(axis=1)
+    centres[:] = np.argwhere(largest)[:, 1:].mean(axis=0)
+    for index in np.flatnonzero(present):
+        centres[index] = np.argwhere(largest[index]).mean(axis=0)
+    return centres
+
+
+def _centred_windows(frames: torch.Tensor, centres: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """(n, 1, size, size) windows of ``frames`` centred on ``centres`` (zero outside the frame), and their
+    top-left corners."""
+    n, _, height, width = frames.shape
+    corners = np.round(centres - (size - 1) / 2).astype(int)
+    windows = frames.new_zeros((n, 1, size, size))
+    for index, (row, col) in enumerate(corners):
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + size, height), min(col + size, width)
+        if r1 > r0 and c1 > c0:
+            windows[index, :, r0 - row:r1 - row, c0 - col:c1 - col] = frames[index, :, r0:r1, c0:c1]
+    return windows, corners
+
+
+def _paste(probabilities: torch.Tensor, corners: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    """Window probabilities back into frames of ``shape``; outside the windows, background."""
+    n, classes, size, _ = probabilities.shape
+    frames = probabilities.new_zeros((n, classes, *shape))
+    frames[:, 0] = 1.0
+    for index, (row, col) in enumerate(corners):
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + size, shape[0]), min(col + size, shape[1])
+        if r1 > r0 and c1 > c0:
+            frames[index, :, r0:r1, c0:c1] = probabilities[index, :, r0 - row:r1 - row, c0 - col:c1 - col]
+    return frames
 
 
 @torch.inference_mode()
 def predict_slices(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
                    config: SegmentationConfig, device: torch.device,
                    on_slice: Optional[Callable[[], None]] = None) -> np.ndarray:
-    """Label (n, h, w) of (n, h, w) slices with in-plane ``spacing`` (mm)."""
+    """Label (n, h, w) of (n, h, w) slices with in-plane ``spacing`` (mm): the heart is found on the whole
+    frames, then segmented in one window per slice centred on it (no window border crosses the heart)."""
     model.eval()
+    predictor = _network_input(config, model)
+    scaled = [normalise_for_segmentation(s) if config.normalisation == "slice" else s for s in slices]
+    frames = torch.cat([resample_slice(s, spacing, config.spacing_mm) for s in scaled]).to(device)
+    coarse = torch.cat([_sliding_probabilities(frame[None], predictor, config) for frame in frames])
+    centres = heart_centres((coarse.argmax(dim=1) > 0).cpu().numpy(), int(np.ceil(SEAM_BRIDGE_MM / config.spacing_mm)))
+    windows, corners = _centred_windows(frames, centres, config.patch_size)
+    fine = torch.cat([torch.softmax(predictor(batch).float(), dim=1) for batch in windows.split(8)])
+    probabilities = _paste(fine, corners, tuple(frames.shape[-2:]))
     out = np.zeros(slices.shape, dtype=np.uint8)
-    for index, slice2d in enumerate(slices):
-        resampled = resample_slice(normalise_for_segmentation(slice2d), spacing, config.spacing_mm).to(device)
-        logits = sliding_window_inference(resampled, (config.patch_size,) * 2, sw_batch_size=4, predictor=model,
-                                          overlap=0.25, mode="gaussian", padding_mode="constant")
-        probabilities = F.interpolate(torch.softmax(logits.float(), dim=1), size=slice2d.shape, mode="bilinear",
-                                      align_corners=False)
-        out[index] = probabilities.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+    for index in range(len(slices)):
+        upsampled = F.interpolate(probabilities[index:index + 1], size=slices.shape[1:], mode="bilinear",
+                                  align_corners=False)
+        out[index] = upsampled.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
         if on_slice is not None:
             on_slice()
     return out

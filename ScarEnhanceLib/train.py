@@ -253,13 +253,15 @@ def _merged_scar_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.cat([logits[:, :L.MYOCARDIUM], merged], dim=1)
 
 
-def train_segmentation(scar_labelled: list[Case], scar_unlabelled: list[Case], config: SegmentationConfig,
-                       settings: TrainSettings, validation_cases: Optional[list[Case]] = None) -> dict:
-    """Cases in ``scar_unlabelled`` (e.g. MS-CMRSeg) count scar as myocardium: their loss merges the two."""
+def train_segmentation(datasets: list[tuple[list[Case], bool]], config: SegmentationConfig, settings: TrainSettings,
+                       validation_cases: Optional[list[Case]] = None) -> dict:
+    """``datasets``: (cases, labels scar) per data set; where scar is not labelled (MS-CMRSeg) the loss merges
+    scar into myocardium. Each data set gives the same share of the batches, so a small one from another site
+    (MyoPS) weighs as much as EMIDEC's 600 slices."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
-    samples = _MixedSegmentationSamples([scar_labelled, scar_unlabelled], config, rng)
-    loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    samples = _MixedSegmentationSamples(datasets, config, rng)
+    loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)  # batch Dice: scar is absent from most patches
 
     def loss_of_batch(model, batch):
         image, label, merged = batch
@@ -284,14 +286,14 @@ def train_segmentation(scar_labelled: list[Case], scar_unlabelled: list[Case], c
 
 
 class _MixedSegmentationSamples:
-    """Batches from the scar-labelled or the scar-unlabelled cases (``case_groups``, in that order), chosen in
-    proportion to their slices; each batch carries a flag: its scar is merged into myocardium."""
+    """Batches from one data set at a time, each data set equally often; each batch carries a flag: its scar
+    is merged into myocardium (the data set does not label scar)."""
 
-    def __init__(self, case_groups: list[list[Case]], config: SegmentationConfig, rng: np.random.Generator):
-        self.sources = [(SegmentationSamples(cases, config, rng), merged)
-                        for cases, merged in zip(case_groups, (False, True)) if cases]
-        weights = np.array([len(source.index) for source, _ in self.sources], dtype=float)
-        self.weights = weights / weights.sum()
+    def __init__(self, datasets: list[tuple[list[Case], bool]], config: SegmentationConfig, rng: np.random.Generator):
+        self.sources = [(SegmentationSamples(cases, config, rng), not labels_scar)
+                        for cases, labels_scar in datasets if cases]
+        if not self.sources:
+            raise ValueError("no training cases")
         self.rng = rng
 
     def reseed(self, rng: np.random.Generator) -> None:
@@ -300,5 +302,5 @@ class _MixedSegmentationSamples:
             source.reseed(rng)
 
     def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        source, merged = self.sources[self.rng.choice(len(self.sources), p=self.weights)]
+        source, merged = self.sources[self.rng.integers(len(self.sources))]
         return (*source(batch_size), torch.tensor(merged))

@@ -1,9 +1,13 @@
 import numpy as np
 import SimpleITK as sitk
 import torch
+import torch.nn.functional as F
+from scipy import ndimage
 
 from ScarEnhanceLib import labels as L
-from ScarEnhanceLib.segmentation import build_segmenter, dilate_roi, postprocess, predict_slices, segment_heart
+from ScarEnhanceLib.segmentation import (SegmentationConfig, build_segmenter, dilate_roi, heart_centres,
+                                         normalise_for_segmentation, normalise_windows, postprocess, predict_slices,
+                                         resample_slice, segment_heart)
 from ScarEnhanceLib.volume import same_geometry
 
 from conftest import TINY_SEGMENTATION
@@ -52,3 +56,97 @@ def test_segment_heart_keeps_geometry_with_a_thick_first_axis(phantom):
     torch.manual_seed(0)
     labels = segment_heart(permuted, build_segmenter(TINY_SEGMENTATION), TINY_SEGMENTATION, torch.device("cpu"))
     assert same_geometry(labels, permuted) and labels.GetPixelID() == sitk.sitkUInt8
+
+
+class _WindowInteriorOnly(torch.nn.Module):
+    """A stand-in network that, like a real one near zero-padded window borders, finds the heart only farther
+    than ``margin`` pixels from its window's edge: blood pool where a 7x7 neighbourhood is bright (> 0.5)."""
+
+    def __init__(self, margin: int = 24):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, x):
+        bright = (x > 0.5).float()
+        blob = (bright > 0) & (F.avg_pool2d(bright, 7, stride=1, padding=3, count_include_pad=False) > 0.95)
+        interior = torch.zeros_like(blob)
+        interior[..., self.margin:-self.margin, self.margin:-self.margin] = True
+        logits = torch.zeros(x.shape[0], L.NUM_CLASSES, *x.shape[-2:])
+        logits[:, L.BLOOD_POOL] = 20 * (blob & interior).float()[:, 0] - 10
+        return logits
+
+
+def _frame_with_heart(size: int, centre: tuple[int, int], radius: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy frame with a bright disc, and the disc."""
+    rows, cols = np.mgrid[:size, :size]
+    frame = np.random.default_rng(0).uniform(0.0, 0.3, (size, size)).astype(np.float32)
+    disc = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2
+    frame[disc] = 1.0
+    return frame[None], disc
+
+
+def _found_whole(predicted: np.ndarray, disc: np.ndarray) -> bool:
+    """The stand-in finds the disc less a rim of up to 5 pixels, and nothing outside it."""
+    core = ndimage.binary_erosion(disc, iterations=5)
+    return bool((predicted > 0)[core].all() and not (predicted > 0)[~disc].any())
+
+
+WINDOW_PERCENTILES = SegmentationConfig(spacing_mm=1.5, patch_size=128, normalisation="window")
+
+
+def test_a_heart_across_window_borders_of_a_whole_frame_is_segmented_without_seams():
+    """A 330-pixel frame takes 3 x 3 sliding windows (stride 96); the heart sits where two meet (column 112),
+    where the stand-in sees it in no window's interior: one pass of sliding windows cuts a band out of it."""
+    frame, disc = _frame_with_heart(330, centre=(165, 112))
+    predicted = predict_slices(_WindowInteriorOnly(), frame, (1.5, 1.5), WINDOW_PERCENTILES, torch.device("cpu"))
+    assert _found_whole(predicted[0], disc)
+
+
+def test_whole_frame_and_heart_crop_give_the_same_labels():
+    frame, _ = _frame_with_heart(330, centre=(200, 112))
+    crop = frame[:, 120:280, 40:200]
+    whole = predict_slices(_WindowInteriorOnly(), frame, (1.5, 1.5), WINDOW_PERCENTILES, torch.device("cpu"))[0]
+    cropped = predict_slices(_WindowInteriorOnly(), crop, (1.5, 1.5), WINDOW_PERCENTILES, torch.device("cpu"))[0]
+    assert np.array_equal(whole[120:280, 40:200], cropped) and whole.sum() == cropped.sum() > 0
+
+
+def test_a_bright_rim_far_from_the_heart_does_not_hide_it():
+    """Window percentiles: bright rims along the frame's edges (3 % of it, like fat under the coil) leave the
+    heart's window alone; whole-slice percentiles squeeze the heart below the stand-in's threshold."""
+    frame, disc = _frame_with_heart(330, centre=(165, 165))
+    frame[0, :5], frame[0, -5:] = 50.0, 50.0
+    predicted = predict_slices(_WindowInteriorOnly(), frame, (1.5, 1.5), WINDOW_PERCENTILES, torch.device("cpu"))
+    assert _found_whole(predicted[0], disc)
+    whole_slice = SegmentationConfig(spacing_mm=1.5, patch_size=128, normalisation="slice")
+    assert not predict_slices(_WindowInteriorOnly(), frame, (1.5, 1.5), whole_slice, torch.device("cpu")).any()
+
+
+def test_heart_centres_follow_the_largest_component_and_fill_slices_without_it():
+    heart = np.zeros((3, 50, 60), dtype=bool)
+    heart[0, 10:20, 30:40] = True
+    heart[1, 12:22, 32:42] = True
+    heart[1, 45:47, 2:4] = True  # a small stray island
+    centres = heart_centres(heart)
+    np.testing.assert_allclose(centres[0], (14.5, 34.5))
+    np.testing.assert_allclose(centres[1], (16.5, 36.5))
+    np.testing.assert_allclose(centres[2], (15.5, 35.5))  # no heart in slice 2: the component's mean centre
+    np.testing.assert_allclose(heart_centres(np.zeros((2, 9, 9), bool)), [[4, 4], [4, 4]])
+
+
+def test_heart_parts_split_by_a_seam_are_bridged_into_one_heart():
+    heart = np.zeros((1, 40, 80), dtype=bool)
+    heart[0, 10:30, 10:30] = True
+    heart[0, 10:30, 40:55] = True  # 10 pixels apart
+    np.testing.assert_allclose(heart_centres(heart)[0], (19.5, 19.5))
+    np.testing.assert_allclose(heart_centres(heart, bridge_px=5)[0], (19.5, (20 * 19.5 + 15 * 47) / 35))
+
+
+def test_window_normalisation_matches_the_per_slice_percentile_scaling():
+    window = np.random.default_rng(1).gamma(2.0, 3.0, (32, 32)).astype(np.float32)
+    np.testing.assert_allclose(normalise_windows(torch.from_numpy(window)[None, None])[0, 0].numpy(),
+                               normalise_for_segmentation(window), rtol=1e-5, atol=1e-5)
+
+
+def test_resampling_scales_each_axis_on_its_own():
+    resampled = resample_slice(np.zeros((40, 60), np.float32), (1.0, 1.0), (2.0, 0.5))
+    assert resampled.shape[-2:] == (20, 120)

@@ -9,11 +9,12 @@ import torch
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
-from ScarEnhanceLib.augment import DiffusionSamples
+from ScarEnhanceLib.augment import DiffusionSamples, SegmentationSamples
 from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
-from ScarEnhanceLib.train import TrainSettings, _batches, train_diffusion, train_segmentation
+from ScarEnhanceLib.segmentation import SegmentationConfig
+from ScarEnhanceLib.train import TrainSettings, _MixedSegmentationSamples, _batches, train_diffusion, train_segmentation
 from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load
 
 from conftest import TINY_DIFFUSION, TINY_SEGMENTATION, phantom_case
@@ -189,7 +190,7 @@ def test_segmentation_training_with_data_that_lacks_scar(tmp_path):
     unlabelled = [phantom_case(seed=1)]
     unlabelled[0].labels[unlabelled[0].labels == L.SCAR] = L.MYOCARDIUM
     settings = TrainSettings(run_dir=tmp_path / "seg", iterations=2, batch_size=2, checkpoint_every=2, device="cpu")
-    train_segmentation(labelled, unlabelled, TINY_SEGMENTATION, settings, validation_cases=labelled)
+    train_segmentation([(labelled, True), (unlabelled, False)], TINY_SEGMENTATION, settings, validation_cases=labelled)
     history = json.loads((tmp_path / "seg" / "config.json").read_text())["history"]
     assert history[-1]["iteration"] == 2 and 0 <= history[-1]["val_dice_roi"] <= 1
 
@@ -208,3 +209,32 @@ def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
     assert load(ENHANCEMENT, models).info["training"]["data"] == "phantoms"
     with pytest.raises(Exception, match="not in"):
         load(SEGMENTATION, models)
+
+
+def test_each_training_data_set_gives_an_equal_share_of_segmentation_batches():
+    big = [phantom_case(seed=s, slices=6) for s in range(4)]
+    small = [phantom_case(seed=9, slices=2)]
+    samples = _MixedSegmentationSamples([(big, True), (small, False)], TINY_SEGMENTATION, np.random.default_rng(0))
+    merged = [bool(samples(1)[2]) for _ in range(400)]
+    assert 0.4 < np.mean(merged) < 0.6  # 2 of 26 slices, yet half of the batches
+
+
+def test_segmentation_patches_are_scaled_per_window_as_at_inference():
+    config = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64, normalisation="window")
+    samples = SegmentationSamples([phantom_case(seed=0)], config, np.random.default_rng(0))
+    samples.intensity = lambda item: item  # intensity augmentation off: look at the scaling alone
+    images, labels = samples(8)
+    assert images.shape == labels.shape == (8, 1, 64, 64) and labels.dtype == torch.long
+    for image in images:
+        low, high = np.percentile(image.numpy(), (1, 99))
+        assert abs(low) < 1e-3 and abs(high - 1) < 1e-3
+
+
+def test_train_segmentation_command_builds_the_network_it_is_asked_for(tmp_path):
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
+    assert main(["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
+                 "--patch-size", "64", "--channels", "8", "16", "32", "--num-res-units", "1",
+                 "--normalisation", "slice", "--device", "cpu", "--run-dir", str(tmp_path / "seg")]) == 0
+    model = json.loads((tmp_path / "seg" / "config.json").read_text())["model"]
+    assert model["channels"] == [8, 16, 32] and model["strides"] == [2, 2] and model["num_res_units"] == 1
+    assert model["normalisation"] == "slice" and model["patch_size"] == 64
