@@ -171,12 +171,12 @@ def cmd_enhance(args) -> int:
     return 0
 
 
-def _evaluation_cases(args):
+def _evaluation_cases(args, dataset: Path):
     from .datasets import DatasetSpec, load_cases
     from .splits import SPLITS_FILE, load_splits
-    spec = DatasetSpec.load(args.dataset)
+    spec = DatasetSpec.load(dataset)
     splits_path = args.splits or SPLITS_FILE
-    split = load_splits(splits_path).get(Path(args.dataset).resolve().name) if splits_path.exists() else None
+    split = load_splits(splits_path).get(Path(dataset).resolve().name) if splits_path.exists() else None
     names = split[args.split] if split and args.split != "all" else None
     cases = load_cases(spec, names)
     if args.max_cases:
@@ -208,23 +208,26 @@ def _enhancement_variants(args) -> dict:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, evaluate_segmentation, markdown_table, segmentation_table
+    from .io import strict_json
     from .weights import SEGMENTATION
-    spec, cases = _evaluation_cases(args)
-    if args.task == "segmentation":
-        results = {spec.root.name: evaluate_segmentation(cases, _load(SEGMENTATION, args), merge_scar=not spec.labels_scar)}
-        table = segmentation_table(results)
-    else:
+    results = {}
+    for dataset in args.dataset:
+        spec, cases = _evaluation_cases(args, dataset)
+        if args.task == "segmentation":
+            results[spec.root.name] = evaluate_segmentation(cases, _load(SEGMENTATION, args),
+                                                            merge_scar=not spec.labels_scar)
+            continue
         if not spec.labels_scar:
-            raise ValueError(f"{args.dataset} has no scar labels: the enhancement evaluation needs them")
-        results = {}
+            raise ValueError(f"{dataset} has no scar labels: the enhancement evaluation needs them")
         for name, (model, parameters) in _enhancement_variants(args).items():
             _seed(args)
+            name = name if len(args.dataset) == 1 else f"{spec.root.name}: {name}"
             print(f"evaluating {name}", flush=True)
             results[name] = evaluate(cases, model, parameters)
-        table = markdown_table(results)
+    table = segmentation_table(results) if args.task == "segmentation" else markdown_table(results)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / f"evaluation_{args.task}.md").write_text(table)
-    (args.output / f"evaluation_{args.task}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.output / f"evaluation_{args.task}.json").write_text(strict_json(results))
     print(table)
     return 0
 
@@ -386,12 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(enh)
     enh.set_defaults(func=cmd_enhance)
 
-    ev = commands.add_parser("evaluate", help="SSIM, PSNR and CNR table (or segmentation Dice) over a labelled dataset")
-    ev.add_argument("dataset", type=Path)
+    ev = commands.add_parser("evaluate", help="SSIM, PSNR and CNR table (or segmentation Dice) over labelled datasets")
+    ev.add_argument("dataset", type=Path, nargs="+", help="dataset folders, each evaluated on its own")
     ev.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     ev.add_argument("--splits", type=Path, default=None)
     ev.add_argument("--task", default="enhancement", choices=("enhancement", "segmentation"),
-                    help="enhancement: SSIM/PSNR/CNR table; segmentation: Dice of the heart U-Net")
+                    help="enhancement: SSIM/PSNR/CNR table; segmentation: Dice per class over the cases that have "
+                         "it, whole frame against a heart crop, false-positive scar and scar burden agreement")
     ev.add_argument("--max-cases", type=int, default=0, help="only the first N cases (with scar, for enhancement)")
     ev.add_argument("--ablation", action="store_true",
                     help="also a single sample (k=1) and ddpm-<lambda>, twice with different seeds (their gap is "

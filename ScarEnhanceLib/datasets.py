@@ -32,6 +32,7 @@ class Case:
     images: np.ndarray  # (n, h, w) float32 slices
     labels: np.ndarray  # (n, h, w) uint8, values of labels.py
     spacing: tuple  # in-plane (row, col) mm
+    slice_mm: float = 10.0  # between slices; PNG slices store none (EMIDEC's are about 10 mm apart)
 
     @property
     def has_scar(self) -> bool:
@@ -115,7 +116,7 @@ def _read_volume_case(spec: DatasetSpec, name: str, paths) -> Case:
     axis = slice_axis(image)
     raw = as_slices(sitk.GetArrayFromImage(sitk.ReadImage(str(paths[1]))), axis)
     return Case(name, as_slices(to_array(image), axis).copy(), L.remap(raw, spec.label_map),
-                inplane_spacing(image, axis))
+                inplane_spacing(image, axis), float(image.GetSpacing()[2 - axis]))
 
 
 def case_names(spec: DatasetSpec) -> list[str]:
@@ -134,5 +135,5 @@ def load_cases(spec: DatasetSpec, names: list[str] | None = None) -> list[Case]:
         case = reader(spec, name, found[name])
         keep = case.labels.reshape(len(case.labels), -1).any(axis=1)
         if keep.any():
-            cases.append(Case(case.name, case.images[keep], case.labels[keep], case.spacing))
+            cases.append(Case(case.name, case.images[keep], case.labels[keep], case.spacing, case.slice_mm))
     return cases

@@ -82,33 +82,105 @@ def evaluate(cases: list[Case], model: LoadedModel, parameters: EnhanceParameter
     return {"rows": rows, "summary": summarise(rows)}
 
 
+HEART_CROP_MM = 144.0  # MS-CMRSeg's crops: 192 pixels of 0.75 mm
+
+
+def _heart_crop(case: Case) -> tuple[slice, slice]:
+    """A square of HEART_CROP_MM around the reference heart (clipped to the frame)."""
+    centre = np.argwhere(case.labels > 0)[:, 1:].mean(axis=0)
+    half = [int(round(HEART_CROP_MM / 2 / s)) for s in case.spacing]
+    return tuple(slice(max(0, int(c) - h), int(c) + h) for c, h in zip(centre, half))
+
+
+def scar_percent(labels: np.ndarray) -> float:
+    """Scar as % of the myocardium (healthy + scar); NaN without myocardium."""
+    myocardium = np.isin(labels, (L.MYOCARDIUM, L.SCAR)).sum()
+    return 100.0 * float((labels == L.SCAR).sum()) / myocardium if myocardium else float("nan")
+
+
+def segmentation_row(case: Case, predicted: np.ndarray, merge_scar: bool) -> dict:
+    """Dice per class (NaN where the reference lacks the class), and for scar-labelled data the scar burden
+    predicted and in the reference, and the scar volume predicted on a case without scar (false positive)."""
+    from .metrics import dice_per_class
+    truth = case.labels
+    if merge_scar:
+        predicted, truth = (np.where(a == L.SCAR, L.MYOCARDIUM, a) for a in (predicted, truth))
+    scores = dice_per_class(predicted, truth)
+    for label, name in L.NAMES.items():  # Dice over the cases that have the class, as the field reports it
+        if not (truth == label).any():
+            scores[name.replace(" ", "_")] = float("nan")
+    row = {"case": case.name, **scores}
+    if merge_scar:
+        del row["scar"]
+        return row
+    row["scar_burden_predicted"] = scar_percent(predicted)
+    row["scar_burden_reference"] = scar_percent(truth)
+    if not (truth == L.SCAR).any():
+        voxel_ml = case.spacing[0] * case.spacing[1] * case.slice_mm / 1000.0
+        row["false_positive_scar_ml"] = float((predicted == L.SCAR).sum() * voxel_ml)
+    return row
+
+
+def summarise_segmentation(rows: list[dict]) -> dict:
+    """Means over the cases that have each value; scar burden as mean absolute difference and Bland-Altman
+    bias with 95 % limits of agreement (predicted - reference)."""
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r)
+            if k not in ("case", "scar_burden_predicted", "scar_burden_reference")]
+    summary = {"cases": len(rows)}
+    for key in keys:
+        values = np.array([r.get(key, np.nan) for r in rows], dtype=float)
+        values = values[np.isfinite(values)]
+        summary[key] = float(values.mean()) if values.size else float("nan")
+        summary[f"{key}_cases"] = int(values.size)
+    pairs = np.array([(r["scar_burden_predicted"], r["scar_burden_reference"]) for r in rows
+                      if "scar_burden_predicted" in r], dtype=float).reshape(-1, 2)
+    pairs = pairs[np.isfinite(pairs).all(axis=1)]
+    if len(pairs):
+        difference = pairs[:, 0] - pairs[:, 1]
+        summary.update({"scar_burden_mad": float(np.abs(difference).mean()), "scar_burden_bias": float(difference.mean()),
+                        "scar_burden_loa": float(1.96 * difference.std(ddof=1)) if len(pairs) > 1 else float("nan")})
+    return summary
+
+
 def evaluate_segmentation(cases: list[Case], model: LoadedModel, merge_scar: bool = False) -> dict:
-    """Dice per case and class of the post-processed U-Net prediction; ``merge_scar`` for data without scar labels."""
+    """Per case: Dice per class of the post-processed U-Net prediction on the whole frame, the heart-ROI Dice
+    when the same model sees only a HEART_CROP_MM square around the heart (whole frames must not do worse),
+    scar burden and false-positive scar. ``merge_scar`` for data without scar labels."""
     from .metrics import dice_per_class
     from .segmentation import postprocess, predict_slices
     device = next(model.network.parameters()).device
     rows = []
     for case in cases:
         predicted = postprocess(predict_slices(model.network, case.images, case.spacing, model.config, device))
-        truth = case.labels
-        if merge_scar:
-            predicted, truth = (np.where(a == L.SCAR, L.MYOCARDIUM, a) for a in (predicted, truth))
-        scores = dice_per_class(predicted, truth)
-        if merge_scar:
-            del scores["scar"]
-        rows.append({"case": case.name, **scores})
-    keys = [k for k in rows[0] if k != "case"] if rows else []
-    summary = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
-    summary["cases"] = len(rows)
-    return {"rows": rows, "summary": summary}
+        row = segmentation_row(case, predicted, merge_scar)
+        crop = (slice(None), *_heart_crop(case))
+        cropped = postprocess(predict_slices(model.network, case.images[crop], case.spacing, model.config, device))
+        row["roi_heart_crop"] = dice_per_class(cropped, case.labels[crop])["roi"]
+        row["roi_whole_frame_in_crop"] = dice_per_class(predicted[crop], case.labels[crop])["roi"]
+        rows.append(row)
+    return {"rows": rows, "summary": summarise_segmentation(rows)}
 
 
 def segmentation_table(results: dict[str, dict]) -> str:
-    lines = ["| data | cases | Dice ROI | blood pool | myocardium | scar |", "|---|---|---|---|---|---|"]
+    lines = ["| data | cases | Dice ROI | ROI in a heart crop: whole-frame / crop input | blood pool | myocardium | scar (cases) | "
+             "false-positive scar, normal cases (mL) | scar burden MAD (points) | bias [95 % LoA] |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(s, key, digits=3):
+        value = s.get(key, float("nan"))
+        return f"{value:.{digits}f}" if np.isfinite(value) else "n/a"
+
     for name, result in results.items():
         s = result["summary"]
-        cells = [f"{s[k]:.3f}" if k in s else "n/a" for k in ("roi", "blood_pool", "myocardium", "scar")]
-        lines.append(f"| {name} | {s['cases']} | " + " | ".join(cells) + " |")
+        scar = f"{cell(s, 'scar')} ({s.get('scar_cases', 0)})" if "scar" in s else "n/a"
+        false_positive = f"{cell(s, 'false_positive_scar_ml', 2)} ({s['false_positive_scar_ml_cases']})" \
+            if s.get("false_positive_scar_ml_cases") else "n/a"
+        agreement = f"{cell(s, 'scar_burden_bias', 1)} [±{cell(s, 'scar_burden_loa', 1)}]" \
+            if "scar_burden_bias" in s else "n/a"
+        lines.append(f"| {name} | {s['cases']} | {cell(s, 'roi')} | "
+                     f"{cell(s, 'roi_whole_frame_in_crop')} / {cell(s, 'roi_heart_crop')} | "
+                     f"{cell(s, 'blood_pool')} | {cell(s, 'myocardium')} | {scar} | {false_positive} | "
+                     f"{cell(s, 'scar_burden_mad', 1)} | {agreement} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,8 @@
 """Reading and writing images: NIfTI, NRRD, MHA (anything SimpleITK reads) and DICOM series."""
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -47,3 +49,17 @@ def check_outputs_apart(inputs: list[Path], outputs: list[Path]) -> None:
     clash = [str(p) for p in outputs if Path(p).resolve() in resolved]
     if clash:
         raise InputError(f"refusing to overwrite an input: {', '.join(clash)}")
+
+
+def strict_json(value) -> str:
+    """JSON text with null where a number is not available (NaN or infinite): strict JSON, which
+    JavaScript, R and jq read, unlike the NaN that Python's json module writes by default."""
+    def clean(item):
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: clean(v) for key, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(v) for v in item]
+        return item
+    return json.dumps(clean(value), indent=1, allow_nan=False) + "\n"

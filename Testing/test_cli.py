@@ -112,10 +112,16 @@ def test_evaluate_writes_the_papers_table(tiny_models, tmp_path):
     assert all(r["summary"]["cases"] == 2 and 0 < r["summary"]["ssim"] <= 1 for r in results.values())
     assert all(r["summary"]["myo_error_near_border"] >= 0 for r in results.values())
     assert "| fast, k=2 | 2 |" in (out / "evaluation_enhancement.md").read_text()
-    assert main(["evaluate", str(data), "--split", "all", "-o", str(out), "--models", str(tiny_models),
-                 "--task", "segmentation", "--max-cases", "1"]) == 0
-    dice = json.loads((out / "evaluation_segmentation.json").read_text())["data"]
-    assert dice["summary"]["cases"] == 1 and all(0 <= r["roi"] <= 1 for r in dice["rows"])
+    (tmp_path / "data2").mkdir()
+    for path in data.glob("case0*"):
+        (tmp_path / "data2" / path.name).write_bytes(path.read_bytes())
+    assert main(["evaluate", str(data), str(tmp_path / "data2"), "--split", "all", "-o", str(out), "--models",
+                 str(tiny_models), "--task", "segmentation"]) == 0
+    dice = json.loads((out / "evaluation_segmentation.json").read_text())  # strict JSON: null, never NaN
+    assert dice["data"]["summary"]["cases"] == 2 and dice["data2"]["summary"]["cases"] == 1
+    assert all(0 <= r["roi"] <= 1 and 0 <= r["roi_heart_crop"] <= 1 for r in dice["data"]["rows"])
+    assert "scar_burden_mad" in dice["data"]["summary"]
+    assert "| data2 | 1 |" in (out / "evaluation_segmentation.md").read_text()
 
 
 def test_module_entry_point_runs():
