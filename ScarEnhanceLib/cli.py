@@ -96,25 +96,36 @@ def cmd_segment(args) -> int:
     return 0
 
 
+CNR_METRICS = (("cnr_scar_myo", "CNR scar/myocardium"), ("cnr_scar_blood", "CNR scar/blood pool"))
+
+
 def _write_cnr(readouts: dict, output_dir: Path) -> None:
-    (output_dir / "cnr.json").write_text(json.dumps(readouts, indent=1, allow_nan=True) + "\n")
+    """cnr.json (strict JSON: null where a readout is not available) and cnr.csv, each number with its region."""
+    from .io import strict_json
+    (output_dir / "cnr.json").write_text(strict_json(readouts))
     with open(output_dir / "cnr.csv", "w", newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["region", "metric", "original", "enhanced"])
-        volume = readouts["volume"]
-        for metric in ("cnr_scar_myo", "cnr_scar_blood"):
-            writer.writerow(["volume", metric, volume[f"{metric}_original"], volume[f"{metric}_enhanced"]])
-        for row in readouts["slices"]:
-            for metric in ("cnr_scar_myo", "cnr_scar_blood"):
-                writer.writerow([f"slice {row['slice']}", metric, row[f"{metric}_original"], row[f"{metric}_enhanced"]])
+        writer.writerow(["region", "slices", "metric", "original", "enhanced"])
+        for region in readouts["regions"].values():
+            burden = region["burden_percent"]
+            writer.writerow([region["name"], "volume", "scar % of myocardium", burden["original"], burden["enhanced"]])
+            for metric, _ in CNR_METRICS:
+                volume = region["volume"]
+                writer.writerow([region["name"], "volume", metric, volume[f"{metric}_original"],
+                                 volume[f"{metric}_enhanced"]])
+            for row in region["slices"]:
+                for metric, _ in CNR_METRICS:
+                    writer.writerow([region["name"], f"slice {row['slice']}", metric, row[f"{metric}_original"],
+                                     row[f"{metric}_enhanced"]])
 
 
 def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None) -> dict:
-    """Enhance inside ``roi`` (default: labels > 0), then write images, the CNR table of ``labels`` and the
-    report into ``output_dir``; returns the readouts."""
+    """Enhance inside ``roi`` (default: labels > 0), then write images, the readouts of each region of
+    ``labels`` (its Scar segment, and the n-SD and FWHM regions in its myocardium) and the report into
+    ``output_dir``; returns the readouts."""
     import SimpleITK as sitk
     from .io import write_image
-    from .metrics import cnr_readouts, scar_burden
+    from .metrics import region_readouts
     from .pipeline import enhance
     from .report import write_report
     from .volume import as_slices, slice_axis
@@ -132,24 +143,30 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None)
     stacks = [as_slices(sitk.GetArrayFromImage(i).astype("float32"), axis)
               for i in (image, result.enhanced, result.uncertainty)]
     label_stack = as_slices(sitk.GetArrayFromImage(labels), axis)
-    readouts = cnr_readouts(stacks[0], stacks[1], label_stack)
-    readouts["scar_burden"] = {"original": scar_burden(stacks[0], label_stack),
-                               "enhanced": scar_burden(stacks[1], label_stack)}
+    readouts = region_readouts(stacks[0], stacks[1], label_stack)
     readouts["parameters"] = vars(parameters)
     _write_cnr(readouts, output_dir)
     roi_slices = as_slices(sitk.GetArrayFromImage(result.roi).astype(bool), axis)
-    write_report(output_dir / "report.png", *stacks, roi_slices, readouts["volume"], title=title)
+    write_report(output_dir / "report.png", *stacks, roi_slices, label_stack, readouts["regions"], title=title)
     _print_readouts(readouts, output_dir)
     return readouts
 
 
+def _number(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2f}"
+
+
 def _print_readouts(readouts: dict, output_dir: Path) -> None:
-    volume = readouts["volume"]
-    if readouts["slices_with_scar"] == 0:
-        print("no scar label in the labels: CNR readouts are not available")
-    else:
-        print(f"CNR scar/myocardium: {volume['cnr_scar_myo_original']:.2f} -> {volume['cnr_scar_myo_enhanced']:.2f}")
-        print(f"CNR scar/blood pool: {volume['cnr_scar_blood_original']:.2f} -> {volume['cnr_scar_blood_enhanced']:.2f}")
+    for region in readouts["regions"].values():
+        volume, burden = region["volume"], region["burden_percent"]
+        print(f"{region['name']} ({region['description']}): scar {_number(burden['original'])} -> "
+              f"{_number(burden['enhanced'])} % of myocardium")
+        if region["slices_with_scar"]:
+            for metric, label in CNR_METRICS:
+                print(f"  {label}, in the {region['name']}: {_number(volume[f'{metric}_original'])} -> "
+                      f"{_number(volume[f'{metric}_enhanced'])}")
+        else:
+            print(f"  no voxel in the {region['name']}: its CNR readouts are not available")
     print(f"results in {output_dir}: enhanced, uncertainty, roi, labels, cnr.json, cnr.csv, report.png")
 
 

@@ -1,5 +1,5 @@
 """Readouts: CNR of scar against myocardium and blood pool, SSIM/PSNR against the gamma target,
-scar burden by n-SD and FWHM thresholds, and Dice of a segmentation."""
+scar regions by n-SD and FWHM thresholds (and the CNR read in each), and Dice of a segmentation."""
 from __future__ import annotations
 
 import numpy as np
@@ -78,21 +78,97 @@ def myocardium_error_by_boundary(prediction: np.ndarray, target: np.ndarray, lab
     return {"myo_error_near_border": rms(near), "myo_error_inner": rms(myocardium & ~near)}
 
 
-def scar_burden(image: np.ndarray, labels: np.ndarray, n_sd: float = 5.0) -> dict[str, float]:
-    """Scar as % of myocardium (myocardium + scar) by two classic thresholds.
+N_SD = 5.0  # n-SD threshold above the remote myocardium
+REMOTE_SECTORS = 6  # angular sectors of each slice's myocardium; the darkest one is the remote reference
+MIN_ENHANCED_PIXELS = 10  # connected enhancement smaller than this is noise, not enhancement
 
-    n-SD: above mean + n SD of remote (healthy) myocardium. FWHM: above half the maximum in the
-    myocardium.
-    """
-    myocardium = (labels == L.MYOCARDIUM) | (labels == L.SCAR)
-    remote = labels == L.MYOCARDIUM
-    if not myocardium.any() or not remote.any():
-        return {f"scar_percent_{n_sd:g}sd": float("nan"), "scar_percent_fwhm": float("nan")}
-    values = image[myocardium]
-    sd_threshold = image[remote].mean() + n_sd * image[remote].std()
-    fwhm_threshold = 0.5 * values.max()
-    return {f"scar_percent_{n_sd:g}sd": 100.0 * float((values > sd_threshold).mean()),
-            "scar_percent_fwhm": 100.0 * float((values > fwhm_threshold).mean())}
+# Where a readout is read: each region is fixed on the original image, so before and after compare the same pixels.
+REGIONS = {
+    "scar_segment": "Scar segment",
+    "nsd": f"{N_SD:g}-SD region",
+    "fwhm": "FWHM region",
+}
+REGION_DESCRIPTIONS = {
+    "scar_segment": "the Scar segment (labels)",
+    "nsd": f"myocardium brighter than the remote mean + {N_SD:g} SD (remote: the darkest of {REMOTE_SECTORS} "
+           f"sectors of each slice), in connected parts of at least {MIN_ENHANCED_PIXELS} pixels",
+    "fwhm": f"myocardium at or above half the maximum of the {N_SD:g}-SD region, in connected parts of at least "
+            f"{MIN_ENHANCED_PIXELS} pixels; empty where there is no {N_SD:g}-SD region",
+}
+
+
+def remote_myocardium(image: np.ndarray, labels: np.ndarray, sectors: int = REMOTE_SECTORS) -> np.ndarray:
+    """The darkest of ``sectors`` angular sectors (around the myocardium's centre) of each slice's myocardium,
+    healthy and scar together: a remote reference that does not rest on anybody's scar label."""
+    myocardium = np.isin(labels, (L.MYOCARDIUM, L.SCAR))
+    remote = np.zeros_like(myocardium)
+    for index, wall in enumerate(myocardium):
+        if not wall.any():
+            continue
+        rows, cols = np.nonzero(wall)
+        angles = np.arctan2(rows - rows.mean(), cols - cols.mean())
+        sector = np.minimum((angles + np.pi) / (2 * np.pi) * sectors, sectors - 1).astype(int)
+        values = image[index][rows, cols]
+        means = [values[sector == s].mean() if (sector == s).sum() >= 2 else np.inf for s in range(sectors)]
+        darkest = sector == int(np.argmin(means))
+        remote[index, rows[darkest], cols[darkest]] = True
+    return remote
+
+
+def _large_parts(mask: np.ndarray, min_pixels: int) -> np.ndarray:
+    """In-plane connected parts of at least ``min_pixels`` pixels, slice by slice."""
+    kept = np.zeros_like(mask)
+    for index, plane in enumerate(mask):
+        parts, count = ndimage.label(plane)
+        if count:
+            sizes = ndimage.sum_labels(plane, parts, index=np.arange(1, count + 1))
+            kept[index] = np.isin(parts, 1 + np.flatnonzero(sizes >= min_pixels))
+    return kept
+
+
+def enhanced_regions(image: np.ndarray, labels: np.ndarray, n_sd: float = N_SD) -> dict[str, np.ndarray]:
+    """Reproducible scar regions inside the myocardium (healthy + scar labels) that rest on no scar label:
+    ``nsd``, brighter than the remote mean + n SD; ``fwhm``, at or above half the maximum of the ``nsd`` region
+    (full width at half maximum, read only where there is enhancement: empty on a scar-free heart). Parts
+    smaller than MIN_ENHANCED_PIXELS are noise, not enhancement."""
+    myocardium = np.isin(labels, (L.MYOCARDIUM, L.SCAR))
+    remote = remote_myocardium(image, labels)
+    if remote.sum() < 2:
+        return {"nsd": np.zeros_like(myocardium), "fwhm": np.zeros_like(myocardium)}
+    threshold = image[remote].mean() + n_sd * image[remote].std()
+    enhanced = _large_parts(myocardium & (image > threshold), MIN_ENHANCED_PIXELS)
+    if not enhanced.any():
+        return {"nsd": enhanced, "fwhm": enhanced}
+    return {"nsd": enhanced,
+            "fwhm": _large_parts(myocardium & (image >= 0.5 * image[enhanced].max()), MIN_ENHANCED_PIXELS)}
+
+
+def percent_of_myocardium(region: np.ndarray, labels: np.ndarray) -> float:
+    myocardium = np.isin(labels, (L.MYOCARDIUM, L.SCAR))
+    return 100.0 * float((region & myocardium).sum()) / float(myocardium.sum()) if myocardium.any() else float("nan")
+
+
+def _with_region_as_scar(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Labels whose scar is ``region`` and whose healthy myocardium is the rest of the myocardium."""
+    relabelled = np.where(labels == L.SCAR, L.MYOCARDIUM, labels).astype(np.uint8)
+    relabelled[region & (relabelled == L.MYOCARDIUM)] = L.SCAR
+    return relabelled
+
+
+def region_readouts(original: np.ndarray, enhanced: np.ndarray, labels: np.ndarray) -> dict:
+    """CNR before and after, and scar burden, in each of REGIONS; (n, h, w) stacks. Each region is drawn on the
+    original and read in both images; the burden of a threshold region is also recomputed on the enhanced image
+    (does enhancement make more of the wall look like scar?)."""
+    on_original = {"scar_segment": labels == L.SCAR, **enhanced_regions(original, labels)}
+    on_enhanced = {"scar_segment": labels == L.SCAR, **enhanced_regions(enhanced, labels)}
+    regions = {}
+    for key, name in REGIONS.items():
+        entry = {"name": name, "description": REGION_DESCRIPTIONS[key],
+                 "burden_percent": {"original": percent_of_myocardium(on_original[key], labels),
+                                    "enhanced": percent_of_myocardium(on_enhanced[key], labels)}}
+        entry.update(cnr_readouts(original, enhanced, _with_region_as_scar(labels, on_original[key])))
+        regions[key] = entry
+    return {"regions": regions}
 
 
 def dice_per_class(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:

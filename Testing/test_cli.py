@@ -1,4 +1,5 @@
 """The command line end to end, with tiny untrained models (what is checked is the plumbing)."""
+import csv
 import json
 from dataclasses import fields
 import subprocess
@@ -34,8 +35,13 @@ def test_enhance_writes_every_output_with_the_inputs_geometry(phantom_files, tin
     for name in ("enhanced", "uncertainty", "roi", "labels"):
         assert same_geometry(sitk.ReadImage(str(tmp_path / f"{name}.nrrd")), image)
     readouts = json.loads((tmp_path / "cnr.json").read_text())
-    assert readouts["slices_with_scar"] > 0 and np.isfinite(readouts["volume"]["cnr_scar_myo_original"])
-    assert (tmp_path / "cnr.csv").read_text().startswith("region,metric,original,enhanced")
+    assert set(readouts["regions"]) == {"scar_segment", "nsd", "fwhm"}
+    for region in readouts["regions"].values():  # the phantom's scar is bright: every region finds it
+        assert region["slices_with_scar"] > 0 and region["volume"]["cnr_scar_myo_original"] > 1
+        assert region["burden_percent"]["original"] > 0 and region["description"]
+    rows = list(csv.reader((tmp_path / "cnr.csv").read_text().splitlines()))
+    assert rows[0] == ["region", "slices", "metric", "original", "enhanced"]
+    assert {row[0] for row in rows[1:]} == {"Scar segment", "5-SD region", "FWHM region"}
     assert (tmp_path / "report.png").stat().st_size > 10_000
     assert image_path.read_bytes() == before
 

@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from ScarEnhanceLib import labels as L
-from ScarEnhanceLib.metrics import (cnr, cnr_readouts, dice_per_class, myocardium_error_by_boundary, scar_burden,
-                                   ssim_psnr)
+from ScarEnhanceLib.metrics import (cnr, cnr_readouts, dice_per_class, enhanced_regions, myocardium_error_by_boundary,
+                                    percent_of_myocardium, region_readouts, remote_myocardium, ssim_psnr)
+from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 
 
 def test_cnr_is_the_papers_formula(rng):
@@ -42,14 +44,57 @@ def test_ssim_and_psnr_against_the_target(rng):
     assert noisy["psnr"] == pytest.approx(10 * np.log10(255**2 / 25), abs=0.5)
 
 
-def test_scar_burden_thresholds():
-    labels = np.full((1, 10, 10), L.MYOCARDIUM, dtype=np.uint8)
-    labels[0, :2] = L.SCAR
-    image = np.random.default_rng(0).normal(10, 1, (1, 10, 10))
-    image[0, :2] = 100
-    burden = scar_burden(image, labels, n_sd=5)
-    assert burden["scar_percent_5sd"] == pytest.approx(20.0)
-    assert burden["scar_percent_fwhm"] == pytest.approx(20.0)
+def test_threshold_regions_find_bright_scar_and_ignore_a_few_noisy_pixels():
+    labels = np.full((1, 20, 20), L.MYOCARDIUM, dtype=np.uint8)
+    labels[0, :4] = L.SCAR
+    image = np.random.default_rng(0).normal(10, 1, (1, 20, 20))
+    image[0, :4] = 100  # 80 bright pixels: 20 % of the myocardium
+    image[0, 15, 15] = 60  # one noisy pixel: not enhancement
+    regions = enhanced_regions(image, labels)
+    assert percent_of_myocardium(regions["nsd"], labels) == pytest.approx(20.0)
+    assert percent_of_myocardium(regions["fwhm"], labels) == pytest.approx(20.0)
+
+
+def test_remote_myocardium_is_the_darkest_sector_of_each_slice():
+    rows, cols = np.mgrid[:40, :40]
+    radius = np.hypot(rows - 19.5, cols - 19.5)
+    labels = np.where((radius > 10) & (radius < 16), L.MYOCARDIUM, 0).astype(np.uint8)[None]
+    image = np.where(cols < 20, 50.0, 80.0)[None] + np.where(rows < 20, 0.0, 10.0)[None]  # darkest: upper left
+    remote = remote_myocardium(image, labels)
+    assert remote.any() and (image[remote] <= 60).all() and remote.sum() < (labels > 0).sum() / 3
+
+
+@pytest.mark.parametrize("wall", ["normal", "thick"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_scar_free_heart_reads_no_scar(wall, seed):
+    image, labels = make_phantom(PhantomSpec(scar="none", wall=wall, seed=seed))
+    image, labels = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(labels)
+    for region in region_readouts(image, image, labels)["regions"].values():
+        assert region["burden_percent"] == {"original": 0.0, "enhanced": 0.0}, region["name"]
+        assert region["slices_with_scar"] == 0 and np.isnan(region["volume"]["cnr_scar_myo_original"])
+
+
+@pytest.mark.parametrize("scar", ["patchy", "subendocardial"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_threshold_regions_measure_a_phantoms_known_burden(scar, seed):
+    image, labels = make_phantom(PhantomSpec(scar=scar, seed=seed))
+    image, labels = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(labels)
+    truth = percent_of_myocardium(labels == L.SCAR, labels)
+    regions = region_readouts(image, image, labels)["regions"]
+    assert truth > 3
+    for key in ("nsd", "fwhm"):
+        assert regions[key]["burden_percent"]["original"] == pytest.approx(truth, abs=1.0), key
+
+
+def test_regions_are_drawn_on_the_original_and_read_in_both_images():
+    image, labels = make_phantom(PhantomSpec(scar="patchy", seed=1))
+    image, labels = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(labels)
+    brighter = image * np.where(labels == L.SCAR, 1.5, 1.0)
+    regions = region_readouts(image, brighter, labels)["regions"]
+    for region in regions.values():
+        volume = region["volume"]
+        assert volume["cnr_scar_myo_enhanced"] > volume["cnr_scar_myo_original"]
+    assert regions["nsd"]["burden_percent"]["enhanced"] >= regions["nsd"]["burden_percent"]["original"]
 
 
 def test_dice_per_class():

@@ -94,7 +94,7 @@ def test_demo_segments_enhances_and_reports(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "segmentation Dice" in out and "CNR scar/myocardium" in out
     readouts = json.loads((tmp_path / "cnr.json").read_text())
-    assert readouts["slices_with_scar"] == 4  # CNR in the reference labels: scar on 4 of the 6 slices of P050
+    assert readouts["regions"]["scar_segment"]["slices_with_scar"] == 4  # reference labels: scar on 4 of 6 slices
     roi = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "roi.nii.gz")))
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE_LABELS)))
     assert 2 * (roi.astype(bool) & (reference > 0)).sum() / (roi.astype(bool).sum() + (reference > 0).sum()) > 0.7

@@ -22,7 +22,7 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel (test extra
 vtk = pytest.importorskip("vtk")
 sys.path.insert(0, str(ROOT / "ScarEnhance"))
 
-from ScarEnhanceModuleLib.Logic import CLASS_SEGMENTS, ROI_SEGMENT_ID, ScarEnhanceLogic  # noqa: E402
+from ScarEnhanceModuleLib.Logic import CLASS_SEGMENTS, ROI_SEGMENT_ID, ScarEnhanceLogic, cnrSummary  # noqa: E402
 from ScarEnhanceModuleLib.Process import JobCancelled, JobFailed  # noqa: E402
 
 FAST = EnhanceParameters(k=2, steps=3)
@@ -130,10 +130,16 @@ def test_enhance_keeps_geometry_leaves_inputs_untouched_and_reports_cnr(scene, l
     enhanced = slicer.util.arrayFromVolume(outputs.enhancedVolume)
     np.testing.assert_array_equal(enhanced[labels == 0], before["voxels"][labels == 0])
     assert not np.array_equal(enhanced[labels > 0], before["voxels"][labels > 0])
-    table = outputs.cnrTable
-    assert table.GetTable().GetValueByName(0, "Readout").ToString() == "CNR scar/myocardium"
-    original = table.GetTable().GetValueByName(0, "Original").ToDouble()
-    assert np.isfinite(original) and original == pytest.approx(outputs.readouts["volume"]["cnr_scar_myo_original"])
+    table = outputs.cnrTable.GetTable()
+    assert table.GetValueByName(0, "Readout").ToString() == "CNR scar/myocardium"
+    assert table.GetValueByName(0, "Region").ToString() == "Scar segment"
+    original = table.GetValueByName(0, "Original").ToDouble()
+    scar_segment = outputs.readouts["regions"]["scar_segment"]["volume"]
+    assert np.isfinite(original) and original == pytest.approx(scar_segment["cnr_scar_myo_original"])
+    regions = {table.GetValueByName(row, "Region").ToString() for row in range(table.GetNumberOfRows())}
+    assert regions == {"Scar segment", "5-SD region", "FWHM region"}
+    assert set(cnrSummary(outputs.readouts)) == {f"CNR scar/{tissue}, {region}" for tissue in ("myocardium", "blood pool")
+                                                 for region in regions}
     assert outputs.enhancedVolume.GetName() == "lge enhanced"
     _assert_unchanged(before, _snapshot(volume, segmentation))
 

@@ -36,6 +36,7 @@ ROI_SEGMENT_ID = "HeartROI"
 ROI_SEGMENT_NAME = "Heart ROI"
 ROI_COLOR = (0.25, 0.80, 0.35)
 CNR_ROWS = (("cnr_scar_myo", "CNR scar/myocardium"), ("cnr_scar_blood", "CNR scar/blood pool"))
+# cnr.json regions: where each readout is read (the Scar segment, and threshold regions that rest on no scar label)
 
 
 @dataclass
@@ -163,19 +164,15 @@ class ScarEnhanceLogic:
 
     @staticmethod
     def cnrTable(readouts: dict, name: str = "CNR"):
-        """A table node: one row per readout, original and enhanced (NaN where a region is missing)."""
+        """A table node: one row per readout and region, original and enhanced (NaN where a region is empty)."""
         table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
-        columns = {"Readout": vtk.vtkStringArray(), "Original": vtk.vtkDoubleArray(), "Enhanced": vtk.vtkDoubleArray()}
+        columns = {"Readout": vtk.vtkStringArray(), "Region": vtk.vtkStringArray(), "Original": vtk.vtkDoubleArray(),
+                   "Enhanced": vtk.vtkDoubleArray()}
         for columnName, column in columns.items():
             column.SetName(columnName)
-        volume = readouts["volume"]
-        rows = [(label, volume[f"{key}_original"], volume[f"{key}_enhanced"]) for key, label in CNR_ROWS]
-        burden = readouts.get("scar_burden", {})
-        for key in sorted(burden.get("original", {})):
-            rows.append((f"scar % of myocardium ({key.replace('scar_percent_', '')})",
-                         burden["original"][key], burden["enhanced"][key]))
-        for label, original, enhanced in rows:
+        for label, region, original, enhanced in readoutRows(readouts):
             columns["Readout"].InsertNextValue(label)
+            columns["Region"].InsertNextValue(region)
             columns["Original"].InsertNextValue(_number(original))
             columns["Enhanced"].InsertNextValue(_number(enhanced))
         for column in columns.values():
@@ -264,12 +261,22 @@ def _importArray(array: np.ndarray, geometry, segmentationNode, segmentIds: List
             raise RuntimeError("could not import the heart labels into the segmentation")
 
 
-def cnrSummary(readouts: dict) -> Dict[str, str]:
-    """Readable 'before -> after' text per CNR readout, for the panel."""
-    volume = readouts["volume"]
+def readoutRows(readouts: dict) -> List[tuple]:
+    """(readout, region, original, enhanced) of every readout in cnr.json, CNRs first."""
+    rows = []
+    for region in readouts["regions"].values():
+        volume = region["volume"]
+        rows += [(label, region["name"], volume[f"{key}_original"], volume[f"{key}_enhanced"]) for key, label in CNR_ROWS]
+    for region in readouts["regions"].values():
+        burden = region["burden_percent"]
+        rows.append(("scar % of myocardium", region["name"], burden["original"], burden["enhanced"]))
+    return rows
 
+
+def cnrSummary(readouts: dict) -> Dict[str, str]:
+    """Readable 'before -> after' text per CNR readout and region, for the panel."""
     def text(value):
         return "n/a" if value is None or not np.isfinite(value) else f"{value:.2f}"
 
-    return {label: f"{text(volume[f'{key}_original'])} \u2192 {text(volume[f'{key}_enhanced'])}"
-            for key, label in CNR_ROWS}
+    return {f"{label}, {region}": f"{text(original)} \u2192 {text(enhanced)}"
+            for label, region, original, enhanced in readoutRows(readouts) if label.startswith("CNR")}
