@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Machines without an NVIDIA driver get the CPU build of torch first (a bare `torch` pulls a multi-GB CUDA build).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: venv test test-slow test-gpu demo benchmark clean
+.PHONY: venv test test-slow test-gpu demo benchmark train-segmentation train-segmentation-gpu clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,24 @@ demo: venv
 
 benchmark: venv
 	$(BIN)/python benchmarks/benchmark_enhance.py
+	$(BIN)/python benchmarks/benchmark_segment.py
+
+# Heart segmentation on the train splits of the three data sets (Resources/splits.json). Resumable: run it
+# again and it continues from $(SEG_RUN)/checkpoint.pt; LR=... lowers the learning rate of a resumed run.
+DATA ?= ../shared/data
+SEG_RUN ?= runs/segmentation
+LR ?= 5e-4
+SEG_DATA := --dataset $(DATA)/emidec --dataset $(DATA)/myops2020_train25 --dataset $(DATA)/mscmrseg19_lge
+train-segmentation: venv
+	$(BIN)/scarenhance train-segmentation $(SEG_DATA) --run-dir $(SEG_RUN) --iterations 60000 \
+		--checkpoint-every 500 --learning-rate $(LR) --threads 2
+
+# The same on a lent GPU, stopping with a checkpoint after MINUTES of training (bring $(SEG_RUN) back).
+MINUTES ?= 8
+train-segmentation-gpu: venv
+	$(BIN)/scarenhance train-segmentation $(SEG_DATA) --run-dir $(SEG_RUN) --iterations 1000000 \
+		--checkpoint-every 500 --learning-rate $(LR) --batch-size 64 --workers 12 --device cuda \
+		--time-limit $(MINUTES)
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

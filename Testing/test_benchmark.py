@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -38,3 +39,16 @@ def test_benchmark_times_the_compiled_fast_path(tiny_models, tmp_path):
     assert compiled["first_run_seconds"] > 0 and compiled["seconds"] > 0
     assert compiled["max_abs_difference_vs_eager"] <= 1.0  # float noise may round to one step of the integer type
     assert "fast path compiled" in stdout
+
+
+def test_segmentation_benchmark_times_both_frame_sizes(tiny_models, tmp_path):
+    output = tmp_path / "seg.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "benchmark_segment.py"), "--device", "cpu",
+                             "--models", str(tiny_models), "--slices", "2", "--repeats", "2", "--threads", "1",
+                             "--output", str(output)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(output.read_text())
+    for key, size in (("sample_256", 256), ("whole_frame_480", 480)):
+        assert report[key]["size"] == [size, size, 2] and len(report[key]["seconds_each"]) == 2
+        assert report[key]["seconds"] == float(np.median(report[key]["seconds_each"]))
+    assert "whole_frame_480: 2 slices" in result.stdout
