@@ -53,7 +53,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_enhance_arguments(parser: argparse.ArgumentParser) -> None:
-    from .pipeline import EnhanceParameters
+    from .parameters import EnhanceParameters
     defaults = EnhanceParameters()
     parser.add_argument("--sampler", default=defaults.sampler, choices=("fast", "ddpm"),
                         help="fast: SDE DPM-Solver++ with --steps steps; ddpm: the paper's lambda ancestral steps")
@@ -71,7 +71,7 @@ def _add_enhance_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _enhance_parameters(args):
-    from .pipeline import EnhanceParameters
+    from .parameters import EnhanceParameters
     return EnhanceParameters(sampler=args.sampler, lam=args.lam, steps=args.steps, k=args.k,
                              dilation_mm=args.dilation_mm, crop_margin=args.crop_margin, seed=args.seed,
                              batch_size=args.batch_size, device=args.device,
@@ -127,10 +127,11 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None)
     from .io import write_image
     from .metrics import region_readouts
     from .pipeline import enhance
-    from .report import write_report
     from .volume import as_slices, slice_axis
     from .weights import ENHANCEMENT
     parameters = _enhance_parameters(args)
+    if not args.no_report:
+        _report_writer()  # before the computation: a missing matplotlib shows at once
     model = _load(ENHANCEMENT, args)
     with _progress_bar("enhance", args.progress) as progress:
         result = enhance(image, labels if roi is None else roi, model, parameters, progress)
@@ -146,17 +147,28 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None)
     readouts = region_readouts(stacks[0], stacks[1], label_stack)
     readouts["parameters"] = vars(parameters)
     _write_cnr(readouts, output_dir)
-    roi_slices = as_slices(sitk.GetArrayFromImage(result.roi).astype(bool), axis)
-    write_report(output_dir / "report.png", *stacks, roi_slices, label_stack, readouts["regions"], title=title)
-    _print_readouts(readouts, output_dir)
+    if not args.no_report:
+        roi_slices = as_slices(sitk.GetArrayFromImage(result.roi).astype(bool), axis)
+        _report_writer()(output_dir / "report.png", *stacks, roi_slices, label_stack, readouts["regions"], title=title)
+    _print_readouts(readouts, output_dir, report=not args.no_report)
     return readouts
+
+
+def _report_writer():
+    from .parameters import InputError
+    try:
+        from .report import write_report
+    except ImportError as error:
+        raise InputError(f"report.png needs matplotlib ({error}): pip install 'scarenhance[report]', "
+                         "or pass --no-report") from error
+    return write_report
 
 
 def _number(value) -> str:
     return "n/a" if value is None or value != value else f"{value:.2f}"
 
 
-def _print_readouts(readouts: dict, output_dir: Path) -> None:
+def _print_readouts(readouts: dict, output_dir: Path, report: bool = True) -> None:
     for region in readouts["regions"].values():
         volume, burden = region["volume"], region["burden_percent"]
         print(f"{region['name']} ({region['description']}): scar {_number(burden['original'])} -> "
@@ -167,7 +179,8 @@ def _print_readouts(readouts: dict, output_dir: Path) -> None:
                       f"{_number(volume[f'{metric}_enhanced'])}")
         else:
             print(f"  no voxel in the {region['name']}: its CNR readouts are not available")
-    print(f"results in {output_dir}: enhanced, uncertainty, roi, labels, cnr.json, cnr.csv, report.png")
+    print(f"results in {output_dir}: enhanced, uncertainty, roi, labels, cnr.json, cnr.csv"
+          + (", report.png" if report else ""))
 
 
 def cmd_enhance(args) -> int:
@@ -385,7 +398,9 @@ def cmd_train_diffusion(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .parameters import AUGMENTATIONS  # torch-free, so --help stays fast
+    from . import __version__
     parser = argparse.ArgumentParser(prog="scarenhance", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"scarenhance {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     seg = commands.add_parser("segment", help="segment the heart (blood pool, myocardium, scar)")
@@ -402,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="heart ROI mask to enhance inside (> 0), e.g. corrected by hand; default: labels > 0")
     enh.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     enh.add_argument("--format", default="nii.gz", choices=OUTPUT_FORMATS)
+    enh.add_argument("--no-report", action="store_true", help="no report.png (it needs matplotlib)")
     _add_enhance_arguments(enh)
     _add_model_arguments(enh)
     enh.set_defaults(func=cmd_enhance)
@@ -427,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="segment and enhance the bundled sample volume")
     demo.add_argument("-o", "--output", type=Path, default=Path("demo_output"))
     demo.add_argument("--format", default="nii.gz", choices=OUTPUT_FORMATS)
+    demo.add_argument("--no-report", action="store_true", help="no report.png (it needs matplotlib)")
     _add_enhance_arguments(demo)
     _add_model_arguments(demo)
     demo.set_defaults(func=cmd_demo)

@@ -165,3 +165,26 @@ def test_every_enhancement_parameter_survives_the_command_line():
     for parameters in (chosen, EnhanceParameters()):
         args = build_parser().parse_args(["enhance", "in.nii.gz", "-o", "out", *parameters.command_line()])
         assert _enhance_parameters(args) == parameters
+
+
+HEAVY_PACKAGES = ("torch", "monai", "diffusers", "matplotlib")
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["--version"], ["enhance", "--help"], ["enhance"]])
+def test_help_version_and_argument_errors_import_no_heavy_package(arguments):
+    probe = ("import sys\nfrom ScarEnhanceLib.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             f"print('HEAVY', [m for m in {HEAVY_PACKAGES!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", probe, *arguments], cwd=ROOT, capture_output=True, text=True)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def test_no_report_skips_the_figure_and_a_missing_matplotlib_is_a_clear_error(phantom_files, tiny_models, tmp_path,
+                                                                              capsys, monkeypatch):
+    image_path, labels_path = phantom_files
+    arguments = ["enhance", str(image_path), "--labels", str(labels_path), "--models", str(tiny_models), *FAST]
+    assert main(arguments + ["-o", str(tmp_path / "a"), "--no-report"]) == 0
+    assert (tmp_path / "a" / "cnr.json").exists() and not (tmp_path / "a" / "report.png").exists()
+    monkeypatch.setitem(sys.modules, "ScarEnhanceLib.report", None)  # as if matplotlib were not installed
+    capsys.readouterr()
+    assert main(arguments + ["-o", str(tmp_path / "b")]) == 2
+    assert "--no-report" in capsys.readouterr().err and not (tmp_path / "b").exists()

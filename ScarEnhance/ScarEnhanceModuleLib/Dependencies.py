@@ -14,7 +14,7 @@ except ImportError:  # a Python without packaging still has pip's copy
     from pip._vendor.packaging.requirements import Requirement
 
 TORCH_REQUIREMENT = "torch>=2.1"
-REQUIREMENTS = ("monai>=1.4", "diffusers>=0.30", "safetensors>=0.4", "scipy>=1.9", "tqdm>=4.64", "matplotlib>=3.6")
+REQUIREMENTS = ("monai>=1.4", "diffusers>=0.30", "safetensors>=0.4", "scipy>=1.9", "tqdm>=4.64")
 
 
 def _satisfied(requirement: str, installedVersion: Callable[[str], str]) -> bool:

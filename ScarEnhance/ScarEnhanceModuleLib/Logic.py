@@ -118,7 +118,7 @@ class ScarEnhanceLogic:
         output = workDir / "output"
         command = libraryCommand(self.pythonExecutable, [
             "enhance", str(workDir / "image.nrrd"), "--labels", str(workDir / "labels.nrrd"),
-            "--roi", str(workDir / "roi.nrrd"), "-o", str(output), "--format", "nrrd",
+            "--roi", str(workDir / "roi.nrrd"), "-o", str(output), "--format", "nrrd", "--no-report",
             *parameters.command_line(), *self._modelArguments()])
 
         def loadOutputs():
