@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
+import os
+import time
 import sys
 import warnings
 from contextlib import contextmanager
@@ -79,8 +82,15 @@ def _enhance_parameters(args):
 
 
 def _load(name: str, args):
+    """The model, loaded once per process (``batch`` enhances many studies with it)."""
+    return _load_once(name, _models_dir(args), args.device)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_once(name: str, folder: Path, device: str):
+    from .pipeline import resolve_device
     from .weights import load
-    return load(name, _models_dir(args), _device(args))
+    return load(name, folder, resolve_device(device))
 
 
 def cmd_segment(args) -> int:
@@ -183,22 +193,86 @@ def _print_readouts(readouts: dict, output_dir: Path, report: bool = True) -> No
           + (", report.png" if report else ""))
 
 
-def cmd_enhance(args) -> int:
+def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Path, title: str) -> dict:
+    """Read, segment where no labels are given, enhance and write one study; returns its readouts."""
     from .io import check_outputs_apart, read_image
     from .pipeline import segment
     from .weights import SEGMENTATION
-    outputs = [args.output / f"{n}.{args.format}" for n in ("enhanced", "uncertainty", "roi", "labels")]
-    check_outputs_apart([args.image, args.labels, args.roi], outputs)
+    outputs = [output_dir / f"{n}.{args.format}" for n in ("enhanced", "uncertainty", "roi", "labels")]
+    check_outputs_apart([image_path, labels_path, roi_path], outputs)
     _seed(args)
-    image = read_image(args.image)
-    roi = read_image(args.roi) if args.roi is not None else None
-    if args.labels is not None:
-        labels = read_image(args.labels)
+    image = read_image(image_path)
+    roi = read_image(roi_path) if roi_path is not None else None
+    if labels_path is not None:
+        labels = read_image(labels_path)
     else:
         with _progress_bar("segment", args.progress) as progress:
             labels = segment(image, _load(SEGMENTATION, args), progress)
-    run_enhancement(image, labels, args, args.output, title=Path(args.image).name, roi=roi)
+    return run_enhancement(image, labels, args, output_dir, title=title, roi=roi)
+
+
+def cmd_enhance(args) -> int:
+    _enhance_study(args.image, args.labels, args.roi, args, args.output, title=Path(args.image).name)
     return 0
+
+
+SUMMARY_READOUTS = ("cnr_scar_myo", "cnr_scar_blood")
+
+
+def _summary_row(study, status: str, seconds: float, message: str, readouts: dict | None) -> dict:
+    row = {"study": study.id, "status": status, "seconds": round(seconds, 2), "message": message,
+           "image": str(study.image), "labels": str(study.labels or "")}
+    for key, region in (readouts or {}).get("regions", {}).items():
+        for metric in SUMMARY_READOUTS:
+            for image in ("original", "enhanced"):
+                row[f"{key}_{metric}_{image}"] = region["volume"][f"{metric}_{image}"]
+        for image in ("original", "enhanced"):
+            row[f"{key}_burden_percent_{image}"] = region["burden_percent"][image]
+    return row
+
+
+def _write_summary(rows: list[dict], path: Path) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, columns, restval="")
+        writer.writeheader()
+        writer.writerows([{k: ("" if v is None else v) for k, v in row.items()} for row in rows])
+    os.replace(partial, path)
+
+
+def cmd_batch(args) -> int:
+    """Enhance many studies with the models loaded once; done studies are skipped, a failing one is logged."""
+    from .batch import done_folder, find_studies, part_of, partial_folder, summary_name
+    studies = part_of(find_studies(args.inputs), args.num_parts, args.part_id)
+    _enhance_parameters(args)  # bad settings fail before any study
+    if not args.no_report:
+        _report_writer()
+    args.output.mkdir(parents=True, exist_ok=True)
+    summary = args.output / summary_name(args.num_parts, args.part_id)
+    rows, started_all = [], time.monotonic()
+    for number, study in enumerate(studies, 1):
+        done = done_folder(args.output, study)
+        elapsed = time.monotonic() - started_all
+        print(f"[{number}/{len(studies)}] {study.id} ({elapsed:.0f} s so far)", flush=True)
+        if done.exists():
+            readouts = json.loads((done / "cnr.json").read_text()) if (done / "cnr.json").exists() else None
+            rows.append(_summary_row(study, "skipped", 0.0, "outputs complete from an earlier run", readouts))
+        else:
+            started = time.monotonic()
+            partial = partial_folder(args.output, study)
+            try:
+                readouts = _enhance_study(study.image, study.labels, study.roi, args, partial, title=study.id)
+                os.replace(partial, done)
+                rows.append(_summary_row(study, "done", time.monotonic() - started, "", readouts))
+            except Exception as error:  # one bad study must not stop a cohort: logged, summarised, skipped
+                print(f"scarenhance: {study.id} failed: {error}", file=sys.stderr, flush=True)
+                rows.append(_summary_row(study, "failed", time.monotonic() - started, str(error), None))
+        _write_summary(rows, summary)  # after every study: an interrupted run still leaves its summary
+    counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")}
+    print(f"{counts['done']} done, {counts['skipped']} skipped (done before), {counts['failed']} failed "
+          f"in {time.monotonic() - started_all:.0f} s; summary: {summary}")
+    return EXIT_BAD_INPUT if counts["failed"] else 0
 
 
 def _evaluation_cases(args, dataset: Path):
@@ -421,6 +495,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_enhance_arguments(enh)
     _add_model_arguments(enh)
     enh.set_defaults(func=cmd_enhance)
+
+    batch = commands.add_parser(
+        "batch", help="enhance many studies: folders, globs or a CSV; resumable; one summary CSV",
+        description="Enhance every study found in INPUTS with the models loaded once. A study is an image file "
+                    "(with NAME_labels.nii.gz beside it as its labels, else it is segmented), a DICOM series "
+                    "folder, or a row of a CSV with columns image[,labels][,roi][,id]. Outputs go to OUT/<study>/; "
+                    "studies whose folder exists are skipped, so a stopped run resumes. --num-parts N --part-id I "
+                    "take every N-th study from the I-th (0-based), e.g. one part per SLURM array task or GPU.")
+    batch.add_argument("inputs", nargs="+", help="folders, image files, DICOM folders, glob patterns or CSV files")
+    batch.add_argument("-o", "--output", type=Path, required=True, help="output folder (one subfolder per study)")
+    batch.add_argument("--format", default="nii.gz", choices=OUTPUT_FORMATS)
+    batch.add_argument("--no-report", action="store_true", help="no report.png (it needs matplotlib)")
+    batch.add_argument("--num-parts", type=int, default=1, help="split the studies into this many parts")
+    batch.add_argument("--part-id", type=int, default=0, help="which part this process runs (0-based)")
+    _add_enhance_arguments(batch)
+    _add_model_arguments(batch)
+    batch.set_defaults(func=cmd_batch)
 
     ev = commands.add_parser("evaluate", help="SSIM, PSNR and CNR table (or segmentation Dice) over labelled datasets")
     ev.add_argument("dataset", type=Path, nargs="+", help="dataset folders, each evaluated on its own")
