@@ -52,3 +52,16 @@ def test_segmentation_benchmark_times_both_frame_sizes(tiny_models, tmp_path):
         assert report[key]["size"] == [size, size, 2] and len(report[key]["seconds_each"]) == 2
         assert report[key]["seconds"] == float(np.median(report[key]["seconds_each"]))
     assert "whole_frame_480: 2 slices" in result.stdout
+
+
+def test_batch_benchmark_runs_both_ways(tiny_models, tmp_path):
+    output = tmp_path / "batch.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "benchmark_batch.py"), "--studies", "2",
+                             "--slices", "2", "--models", str(tiny_models), "--output", str(output),
+                             "--enhance-options", "--steps", "2", "-k", "1"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(output.read_text())
+    for key in ("one_call_per_study", "batch"):
+        assert report[key]["seconds"] > 0
+        assert report[key]["studies_per_minute"] == pytest.approx(60 * 2 / report[key]["seconds"])
+    assert "--steps" in report["options"] and "studies per minute" in result.stdout
