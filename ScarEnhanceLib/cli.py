@@ -55,6 +55,18 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bar: a progress bar; lines: 'PROGRESS <fraction> <message>' lines for programs")
 
 
+def _add_study_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--series-uid", default=None,
+                        help="the Series Instance UID to read from a DICOM folder that holds several series")
+    parser.add_argument("--format", "--output-format", dest="format", default="nii.gz",
+                        choices=OUTPUT_FORMATS + ("dicom",),
+                        help="dicom (DICOM input only): the enhanced volume as a derived series of the input's study "
+                             "in the folder 'enhanced', the other outputs as NIfTI")
+    parser.add_argument("--uncertainty-dicom", action="store_true",
+                        help="with --format dicom, also the uncertainty as a DICOM series")
+    parser.add_argument("--no-report", action="store_true", help="no report.png (it needs matplotlib)")
+
+
 def _add_enhance_arguments(parser: argparse.ArgumentParser) -> None:
     from .parameters import EnhanceParameters
     defaults = EnhanceParameters()
@@ -98,7 +110,7 @@ def cmd_segment(args) -> int:
     from .pipeline import segment
     from .weights import SEGMENTATION
     check_outputs_apart([args.image], [args.output])
-    image = read_image(args.image)
+    image = read_image(args.image, args.series_uid)
     model = _load(SEGMENTATION, args)
     with _progress_bar("segment", args.progress) as progress:
         labels = segment(image, model, progress)
@@ -129,12 +141,33 @@ def _write_cnr(readouts: dict, output_dir: Path) -> None:
                                      row[f"{metric}_enhanced"]])
 
 
-def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None) -> dict:
+IMAGE_OUTPUTS = ("enhanced", "uncertainty", "roi", "labels")
+
+
+def _dicom_outputs(args) -> tuple:
+    """Outputs written as DICOM series with --format dicom (the others as NIfTI)."""
+    if getattr(args, "format", None) != "dicom":
+        return ()
+    return ("enhanced", "uncertainty") if args.uncertainty_dicom else ("enhanced",)
+
+
+def _output_paths(output_dir: Path, args) -> dict[str, Path]:
+    suffix = "nii.gz" if args.format == "dicom" else args.format
+    return {name: output_dir / name if name in _dicom_outputs(args) else output_dir / f"{name}.{suffix}"
+            for name in IMAGE_OUTPUTS}
+
+
+def _series_description(name: str, parameters) -> str:
+    return (f"ScarEnhance {name} ({parameters.sampler}, {parameters.steps if parameters.sampler == 'fast' else parameters.lam}"
+            f" steps, lambda {parameters.lam}, k {parameters.k})")
+
+
+def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None, dicom_tags: dict | None = None) -> dict:
     """Enhance inside ``roi`` (default: labels > 0), then write images, the readouts of each region of
     ``labels`` (its Scar segment, and the n-SD and FWHM regions in its myocardium) and the report into
-    ``output_dir``; returns the readouts."""
+    ``output_dir``; returns the readouts. ``dicom_tags``: the source series' tags, for DICOM outputs."""
     import SimpleITK as sitk
-    from .io import write_image
+    from .io import write_dicom_series, write_image
     from .metrics import region_readouts
     from .pipeline import enhance
     from .volume import as_slices, slice_axis
@@ -145,11 +178,14 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None)
     model = _load(ENHANCEMENT, args)
     with _progress_bar("enhance", args.progress) as progress:
         result = enhance(image, labels if roi is None else roi, model, parameters, progress)
-    suffix = args.format
     output_dir.mkdir(parents=True, exist_ok=True)
-    for name, item in (("enhanced", result.enhanced), ("uncertainty", result.uncertainty), ("roi", result.roi),
-                       ("labels", labels)):
-        write_image(item, output_dir / f"{name}.{suffix}")
+    images = {"enhanced": result.enhanced, "uncertainty": result.uncertainty, "roi": result.roi, "labels": labels}
+    for name, path in _output_paths(output_dir, args).items():
+        if name in _dicom_outputs(args):
+            write_dicom_series(images[name], path, dicom_tags, _series_description(name, parameters),
+                               series_number=1001 + IMAGE_OUTPUTS.index(name))
+        else:
+            write_image(images[name], path)
     axis = slice_axis(image)
     stacks = [as_slices(sitk.GetArrayFromImage(i).astype("float32"), axis)
               for i in (image, result.enhanced, result.uncertainty)]
@@ -195,20 +231,26 @@ def _print_readouts(readouts: dict, output_dir: Path, report: bool = True) -> No
 
 def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Path, title: str) -> dict:
     """Read, segment where no labels are given, enhance and write one study; returns its readouts."""
-    from .io import check_outputs_apart, read_image
+    from .io import check_outputs_apart, dicom_series_files, read_dicom_tags, read_image
+    from .parameters import InputError
     from .pipeline import segment
     from .weights import SEGMENTATION
-    outputs = [output_dir / f"{n}.{args.format}" for n in ("enhanced", "uncertainty", "roi", "labels")]
-    check_outputs_apart([image_path, labels_path, roi_path], outputs)
+    check_outputs_apart([image_path, labels_path, roi_path], list(_output_paths(output_dir, args).values()))
+    dicom_tags = None
+    if args.format == "dicom":
+        if not Path(image_path).is_dir():
+            raise InputError(f"--format dicom writes a derived series of the input's study: {image_path} is not a "
+                             "DICOM series folder")
+        dicom_tags = read_dicom_tags(dicom_series_files(image_path, args.series_uid)[0])
     _seed(args)
-    image = read_image(image_path)
+    image = read_image(image_path, args.series_uid)
     roi = read_image(roi_path) if roi_path is not None else None
     if labels_path is not None:
         labels = read_image(labels_path)
     else:
         with _progress_bar("segment", args.progress) as progress:
             labels = segment(image, _load(SEGMENTATION, args), progress)
-    return run_enhancement(image, labels, args, output_dir, title=title, roi=roi)
+    return run_enhancement(image, labels, args, output_dir, title=title, roi=roi, dicom_tags=dicom_tags)
 
 
 def cmd_enhance(args) -> int:
@@ -480,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg = commands.add_parser("segment", help="segment the heart (blood pool, myocardium, scar)")
     seg.add_argument("image", type=Path, help="3D LGE volume: NIfTI, NRRD, MHA, or a DICOM series folder")
     seg.add_argument("-o", "--output", type=Path, required=True, help="labelmap file to write")
+    seg.add_argument("--series-uid", default=None,
+                     help="the Series Instance UID to read from a DICOM folder that holds several series")
     _add_model_arguments(seg)
     seg.set_defaults(func=cmd_segment)
 
@@ -490,8 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     enh.add_argument("--roi", type=Path, default=None,
                      help="heart ROI mask to enhance inside (> 0), e.g. corrected by hand; default: labels > 0")
     enh.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    enh.add_argument("--format", default="nii.gz", choices=OUTPUT_FORMATS)
-    enh.add_argument("--no-report", action="store_true", help="no report.png (it needs matplotlib)")
+    _add_study_output_arguments(enh)
     _add_enhance_arguments(enh)
     _add_model_arguments(enh)
     enh.set_defaults(func=cmd_enhance)
@@ -505,8 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "take every N-th study from the I-th (0-based), e.g. one part per SLURM array task or GPU.")
     batch.add_argument("inputs", nargs="+", help="folders, image files, DICOM folders, glob patterns or CSV files")
     batch.add_argument("-o", "--output", type=Path, required=True, help="output folder (one subfolder per study)")
-    batch.add_argument("--format", default="nii.gz", choices=OUTPUT_FORMATS)
-    batch.add_argument("--no-report", action="store_true", help="no report.png (it needs matplotlib)")
+    _add_study_output_arguments(batch)
     batch.add_argument("--num-parts", type=int, default=1, help="split the studies into this many parts")
     batch.add_argument("--part-id", type=int, default=0, help="which part this process runs (0-based)")
     _add_enhance_arguments(batch)
