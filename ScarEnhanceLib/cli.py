@@ -6,6 +6,7 @@ import csv
 import functools
 import json
 import os
+import shutil
 import time
 import sys
 import warnings
@@ -85,6 +86,14 @@ def _add_enhance_arguments(parser: argparse.ArgumentParser) -> None:
                              "so it pays off only for many slices or cases")
 
 
+def _check_settings(args) -> None:
+    """Settings that would fail after the computation fail before it: enhancement parameters, and the report's
+    matplotlib."""
+    _enhance_parameters(args)
+    if not args.no_report:
+        _report_writer()
+
+
 def _enhance_parameters(args):
     from .parameters import EnhanceParameters
     return EnhanceParameters(sampler=args.sampler, lam=args.lam, steps=args.steps, k=args.k,
@@ -106,15 +115,16 @@ def _load_once(name: str, folder: Path, device: str):
 
 
 def cmd_segment(args) -> int:
-    from .io import check_outputs_apart, read_image, write_image
+    from .io import check_output_file, check_outputs_apart, output_lock, read_image, write_image
     from .pipeline import segment
     from .weights import SEGMENTATION
     check_outputs_apart([args.image], [args.output])
-    image = read_image(args.image, args.series_uid)
-    model = _load(SEGMENTATION, args)
-    with _progress_bar("segment", args.progress) as progress:
-        labels = segment(image, model, progress)
-    print(f"labels: {write_image(labels, args.output)}")
+    with output_lock(check_output_file(args.output).parent):
+        image = read_image(args.image, args.series_uid)
+        model = _load(SEGMENTATION, args)
+        with _progress_bar("segment", args.progress) as progress:
+            labels = segment(image, model, progress)
+        print(f"labels: {write_image(labels, args.output)}")
     return 0
 
 
@@ -123,9 +133,9 @@ CNR_METRICS = (("cnr_scar_myo", "CNR scar/myocardium"), ("cnr_scar_blood", "CNR 
 
 def _write_cnr(readouts: dict, output_dir: Path) -> None:
     """cnr.json (strict JSON: null where a readout is not available) and cnr.csv, each number with its region."""
-    from .io import strict_json
-    (output_dir / "cnr.json").write_text(strict_json(readouts))
-    with open(output_dir / "cnr.csv", "w", newline="") as stream:
+    from .io import atomic_path, strict_json, write_text
+    write_text(strict_json(readouts), output_dir / "cnr.json")
+    with atomic_path(output_dir / "cnr.csv") as temporary, open(temporary, "w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["region", "slices", "metric", "original", "enhanced"])
         for region in readouts["regions"].values():
@@ -167,14 +177,12 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None,
     ``labels`` (its Scar segment, and the n-SD and FWHM regions in its myocardium) and the report into
     ``output_dir``; returns the readouts. ``dicom_tags``: the source series' tags, for DICOM outputs."""
     import SimpleITK as sitk
-    from .io import write_dicom_series, write_image
+    from .io import atomic_path, write_dicom_series, write_image
     from .metrics import region_readouts
     from .pipeline import enhance
     from .volume import as_slices, slice_axis
     from .weights import ENHANCEMENT
     parameters = _enhance_parameters(args)
-    if not args.no_report:
-        _report_writer()  # before the computation: a missing matplotlib shows at once
     model = _load(ENHANCEMENT, args)
     with _progress_bar("enhance", args.progress) as progress:
         result = enhance(image, labels if roi is None else roi, model, parameters, progress)
@@ -187,17 +195,29 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None,
         else:
             write_image(images[name], path)
     axis = slice_axis(image)
-    stacks = [as_slices(sitk.GetArrayFromImage(i).astype("float32"), axis)
+    stacks = [as_slices(sitk.GetArrayFromImage(i).astype("float64"), axis)  # float64: no overflow in the SDs
               for i in (image, result.enhanced, result.uncertainty)]
     label_stack = as_slices(sitk.GetArrayFromImage(labels), axis)
+    _warn_about_label_values(label_stack)
     readouts = region_readouts(stacks[0], stacks[1], label_stack)
     readouts["parameters"] = vars(parameters)
     _write_cnr(readouts, output_dir)
     if not args.no_report:
         roi_slices = as_slices(sitk.GetArrayFromImage(result.roi).astype(bool), axis)
-        _report_writer()(output_dir / "report.png", *stacks, roi_slices, label_stack, readouts["regions"], title=title)
+        with atomic_path(output_dir / "report.png") as temporary:
+            _report_writer()(temporary, *stacks, roi_slices, label_stack, readouts["regions"], title=title)
     _print_readouts(readouts, output_dir, report=not args.no_report)
     return readouts
+
+
+def _warn_about_label_values(labels) -> None:
+    """Labels with other values than 0-3 still give the ROI (> 0), but no readout: say so."""
+    import numpy as np
+    unexpected = sorted(set(np.unique(labels).tolist()) - {0, 1, 2, 3})
+    if unexpected:
+        shown = ", ".join(f"{v:g}" for v in unexpected[:6]) + (", ..." if len(unexpected) > 6 else "")
+        print(f"scarenhance: warning: the labels hold values other than 1 blood pool, 2 myocardium, 3 scar ({shown}): "
+              "they are used as the ROI (> 0), but the readouts find no tissue in them", file=sys.stderr)
 
 
 def _report_writer():
@@ -230,27 +250,30 @@ def _print_readouts(readouts: dict, output_dir: Path, report: bool = True) -> No
 
 
 def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Path, title: str) -> dict:
-    """Read, segment where no labels are given, enhance and write one study; returns its readouts."""
-    from .io import check_outputs_apart, dicom_series_files, read_dicom_tags, read_image
+    """Read, segment where no labels are given, enhance and write one study; returns its readouts. Inputs,
+    settings and the output folder are checked before any computation; the folder is locked while it runs."""
+    from .io import check_outputs_apart, dicom_series_files, output_lock, prepare_output_folder, read_dicom_tags, \
+        read_image
     from .parameters import InputError
     from .pipeline import segment
     from .weights import SEGMENTATION
     check_outputs_apart([image_path, labels_path, roi_path], list(_output_paths(output_dir, args).values()))
+    _check_settings(args)
     dicom_tags = None
     if args.format == "dicom":
         if not Path(image_path).is_dir():
             raise InputError(f"--format dicom writes a derived series of the input's study: {image_path} is not a "
                              "DICOM series folder")
         dicom_tags = read_dicom_tags(dicom_series_files(image_path, args.series_uid)[0])
-    _seed(args)
     image = read_image(image_path, args.series_uid)
     roi = read_image(roi_path) if roi_path is not None else None
-    if labels_path is not None:
-        labels = read_image(labels_path)
-    else:
-        with _progress_bar("segment", args.progress) as progress:
-            labels = segment(image, _load(SEGMENTATION, args), progress)
-    return run_enhancement(image, labels, args, output_dir, title=title, roi=roi, dicom_tags=dicom_tags)
+    labels = read_image(labels_path) if labels_path is not None else None
+    with output_lock(prepare_output_folder(output_dir)):
+        _seed(args)
+        if labels is None:
+            with _progress_bar("segment", args.progress) as progress:
+                labels = segment(image, _load(SEGMENTATION, args), progress)
+        return run_enhancement(image, labels, args, output_dir, title=title, roi=roi, dicom_tags=dicom_tags)
 
 
 def cmd_enhance(args) -> int:
@@ -287,9 +310,7 @@ def cmd_batch(args) -> int:
     """Enhance many studies with the models loaded once; done studies are skipped, a failing one is logged."""
     from .batch import done_folder, find_studies, part_of, partial_folder, summary_name
     studies = part_of(find_studies(args.inputs), args.num_parts, args.part_id)
-    _enhance_parameters(args)  # bad settings fail before any study
-    if not args.no_report:
-        _report_writer()
+    _check_settings(args)  # bad settings fail before any study
     args.output.mkdir(parents=True, exist_ok=True)
     summary = args.output / summary_name(args.num_parts, args.part_id)
     rows, started_all = [], time.monotonic()
@@ -308,8 +329,9 @@ def cmd_batch(args) -> int:
                 os.replace(partial, done)
                 rows.append(_summary_row(study, "done", time.monotonic() - started, "", readouts))
             except Exception as error:  # one bad study must not stop a cohort: logged, summarised, skipped
-                print(f"scarenhance: {study.id} failed: {error}", file=sys.stderr, flush=True)
-                rows.append(_summary_row(study, "failed", time.monotonic() - started, str(error), None))
+                print(f"scarenhance: {study.id} failed: {_one_line(error)}", file=sys.stderr, flush=True)
+                shutil.rmtree(partial, ignore_errors=True)
+                rows.append(_summary_row(study, "failed", time.monotonic() - started, _one_line(error), None))
         _write_summary(rows, summary)  # after every study: an interrupted run still leaves its summary
     counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")}
     print(f"{counts['done']} done, {counts['skipped']} skipped (done before), {counts['failed']} failed "
@@ -354,8 +376,9 @@ def _enhancement_variants(args) -> dict:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, evaluate_segmentation, markdown_table, segmentation_table
-    from .io import strict_json
+    from .io import prepare_output_folder, strict_json, write_text
     from .weights import SEGMENTATION
+    prepare_output_folder(args.output)
     results = {}
     for dataset in args.dataset:
         spec, cases = _evaluation_cases(args, dataset)
@@ -371,9 +394,8 @@ def cmd_evaluate(args) -> int:
             print(f"evaluating {name}", flush=True)
             results[name] = evaluate(cases, model, parameters)
     table = segmentation_table(results) if args.task == "segmentation" else markdown_table(results)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / f"evaluation_{args.task}.md").write_text(table)
-    (args.output / f"evaluation_{args.task}.json").write_text(strict_json(results))
+    write_text(table, args.output / f"evaluation_{args.task}.md")
+    write_text(strict_json(results), args.output / f"evaluation_{args.task}.json")
     print(table)
     return 0
 
@@ -386,11 +408,11 @@ def _label_and_folder(text: str) -> tuple:
 
 
 def cmd_phantom(args) -> int:
-    from .io import write_image
+    from .io import prepare_output_folder, write_image
     from .phantom import PhantomSpec, make_phantom
+    prepare_output_folder(args.output)
     image, labels = make_phantom(PhantomSpec(matrix=args.matrix, slices=args.slices, spacing_mm=args.spacing_mm,
                                              wall=args.wall, scar=args.scar, seed=args.seed))
-    args.output.mkdir(parents=True, exist_ok=True)
     print(f"image: {write_image(image, args.output / 'phantom.nii.gz')}")
     print(f"labels: {write_image(labels, args.output / 'phantom_labels.nii.gz')}")
     return 0
@@ -399,14 +421,20 @@ def cmd_phantom(args) -> int:
 def cmd_demo(args) -> int:
     """Segment the sample with the U-Net, enhance inside its ROI, and read CNR in the reference labels
     (the U-Net finds scar only in part, so its own labels would give a misleading scar CNR)."""
+    from .io import output_lock, prepare_output_folder, read_image
+    from .sample import SAMPLE_IMAGE, SAMPLE_LABELS
+    _check_settings(args)
+    with output_lock(prepare_output_folder(args.output)):
+        return _demo_locked(args, read_image(SAMPLE_IMAGE), read_image(SAMPLE_LABELS))
+
+
+def _demo_locked(args, image, reference) -> int:
     import SimpleITK as sitk
-    from .io import read_image
     from .metrics import dice_per_class
     from .pipeline import segment
-    from .sample import SAMPLE_IMAGE, SAMPLE_LABELS
+    from .sample import SAMPLE_IMAGE
     from .weights import SEGMENTATION
     _seed(args)
-    image, reference = read_image(SAMPLE_IMAGE), read_image(SAMPLE_LABELS)
     print(f"demo volume: {SAMPLE_IMAGE.name} (see Resources/sample/README.md for its provenance)")
     with _progress_bar("segment", args.progress) as progress:
         predicted = segment(image, _load(SEGMENTATION, args), progress)
@@ -517,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     parser = argparse.ArgumentParser(prog="scarenhance", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scarenhance {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     seg = commands.add_parser("segment", help="segment the heart (blood pool, myocardium, scar)")
@@ -634,11 +663,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    """The first line of an error's message (ITK's run to many), or its type where it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as error:
-        print(f"scarenhance: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("scarenhance: interrupted (outputs are written whole or not at all)", file=sys.stderr)
+        return 130
+    except Exception as error:  # every failure is one line and exit code 2; --debug shows where it came from
+        if args.debug:
+            raise
+        print(f"scarenhance: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT

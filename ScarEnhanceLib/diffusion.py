@@ -55,6 +55,16 @@ class DiffusionConfig:
     def __post_init__(self):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be at least 0 and below 1, got {self.dropout}")
+        levels = len(self.block_out_channels)
+        if not 1 <= levels <= 6 or not all(1 <= int(c) <= 2048 for c in self.block_out_channels):
+            raise ValueError(f"block_out_channels must be 1 to 6 levels of 1 to 2048, got {self.block_out_channels}")
+        if not 8 <= self.image_size <= 1024 or self.image_size % 2 ** (levels - 1):
+            raise ValueError(f"image_size must be 8 to 1024 and divisible by {2 ** (levels - 1)}, got {self.image_size}")
+        if not 1 <= self.num_train_timesteps <= 10000:
+            raise ValueError(f"num_train_timesteps must be 1 to 10000, got {self.num_train_timesteps}")
+        if not 0.0 < self.beta_start < self.beta_end < 1.0:
+            raise ValueError(f"the noise schedule needs 0 < beta_start < beta_end < 1, got {self.beta_start}, "
+                             f"{self.beta_end}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,13 +1,31 @@
-"""Reading and writing images: NIfTI, NRRD, MHA (anything SimpleITK reads) and DICOM series."""
+"""Reading and writing images: NIfTI, NRRD, MHA (anything SimpleITK reads) and DICOM series.
+
+Damaged files are refused, not read with zeros: a NIfTI file must hold every voxel its header promises (and
+a .nii.gz must decompress whole), and its float voxels must be finite (SimpleITK hands NaN over as 0). Every
+output is written to a temporary file in its folder, flushed and renamed into place, so an interrupted run
+never leaves a half-written file under an output's name; ``output_lock`` keeps two runs out of one folder.
+"""
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import os
+import shutil
+import struct
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
-from .volume import InputError
+from .parameters import InputError
+
+# NIfTI datatype code -> numpy type (float types are checked for NaN/Inf)
+NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8",
+               1280: "u8", 128: "u1", 2304: "u1", 32: "c8", 1792: "c16"}
+LOCK_FILE = ".scarenhance.lock"
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
@@ -19,10 +37,57 @@ def read_image(path: Path, series_uid: str | None = None) -> sitk.Image:
         raise InputError(f"no such file or folder: {path}")
     if path.is_dir():
         return _read_dicom_series(path, series_uid)
+    if path.name.endswith((".nii", ".nii.gz")):
+        check_nifti(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise InputError(f"cannot read {path} as an image (NIfTI, NRRD, MHA or DICOM are supported)") from error
+
+
+def _nifti_bytes(path: Path) -> bytes:
+    if not path.name.endswith(".gz"):
+        return path.read_bytes()
+    try:
+        with gzip.open(path) as stream:
+            return stream.read()  # to the end: a cut or corrupted stream fails its length or CRC check here
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputError(f"cannot read {path} as an image: it is damaged or truncated (its gzip stream does not "
+                         f"decompress whole: {str(error).splitlines()[0] if str(error) else type(error).__name__})"
+                         ) from error
+
+
+def check_nifti(path: Path) -> None:
+    """Refuse a NIfTI-1/-2 file that holds fewer voxel bytes than its header promises, or NaN/Inf voxels."""
+    data = _nifti_bytes(path)
+    header = None
+    for order in "<>":
+        if len(data) >= 4 and struct.unpack(order + "i", data[:4])[0] in (348, 540):
+            header = order
+            break
+    if header is None or len(data) < 348:
+        raise InputError(f"cannot read {path} as an image: it has no NIfTI header")
+    if struct.unpack(header + "i", data[:4])[0] == 348:
+        dims = struct.unpack(header + "8h", data[40:56])
+        datatype, bitpix = struct.unpack(header + "2h", data[70:74])
+        offset = int(struct.unpack(header + "f", data[108:112])[0])
+    else:
+        if len(data) < 540:
+            raise InputError(f"cannot read {path} as an image: it is truncated (an incomplete NIfTI-2 header)")
+        datatype, bitpix = struct.unpack(header + "2h", data[12:16])
+        dims = struct.unpack(header + "8q", data[16:80])
+        offset = int(struct.unpack(header + "q", data[168:176])[0])
+    if not 1 <= dims[0] <= 7:
+        raise InputError(f"cannot read {path} as an image: its NIfTI header gives {dims[0]} dimensions")
+    voxels = int(np.prod([max(1, d) for d in dims[1:dims[0] + 1]], dtype=np.int64))
+    expected = offset + voxels * bitpix // 8
+    if len(data) < expected:
+        raise InputError(f"cannot read {path} as an image: it is truncated (its header promises {expected} bytes, "
+                         f"the file holds {len(data)})")
+    if NIFTI_TYPES.get(datatype) in ("f4", "f8"):
+        values = np.frombuffer(data, dtype=header + NIFTI_TYPES[datatype], count=voxels, offset=offset)
+        if not np.isfinite(values).all():
+            raise InputError(f"{path}: the volume contains NaN or infinite values")
 
 
 def dicom_series_files(folder: Path, series_uid: str | None = None) -> list[str]:
@@ -58,9 +123,30 @@ def read_dicom_tags(path) -> dict[str, str]:
 
 
 def _read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Image:
+    files = dicom_series_files(folder, series_uid)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(dicom_series_files(folder, series_uid))
-    return reader.Execute()
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise InputError(f"cannot read the DICOM series in {folder}: its slices do not form one volume "
+                         "(different matrix sizes or pixel types?)") from error
+    if len(files) == 1:  # one slice: GDCM gives it 1 mm depth, which would make an in-plane axis the slice axis
+        image.SetSpacing((*image.GetSpacing()[:2], _dicom_slice_mm(read_dicom_tags(files[0]), image)))
+    return image
+
+
+def _dicom_slice_mm(tags: dict[str, str], image: sitk.Image) -> float:
+    """Spacing Between Slices, else Slice Thickness; without either, ten pixels (LGE slices are far thicker
+    than their pixels)."""
+    for key in ("0018|0088", "0018|0050"):
+        try:
+            value = float(tags.get(key, "").strip())
+        except ValueError:
+            continue
+        if value > 0:
+            return value
+    return 10.0 * max(image.GetSpacing()[:2])
 
 
 SERIES_DESCRIPTION = "0008|103e"
@@ -76,7 +162,10 @@ def write_dicom_series(image: sitk.Image, folder: Path, source_tags: dict[str, s
     along the image's third axis with its own position. Integer pixel types are written as they are (no
     rescale); float images are stored as 16-bit integers with a rescale slope and intercept that span them."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir(parents=True)
     series_uid = _new_uid()
     direction = image.GetDirection()
     orientation = "\\".join(f"{v:.10g}" for v in (direction[0], direction[3], direction[6],
@@ -99,8 +188,15 @@ def write_dicom_series(image: sitk.Image, folder: Path, source_tags: dict[str, s
         })
         for key, value in tags.items():
             plane.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"IM{index + 1:04d}.dcm"))
+        writer.SetFileName(str(temporary / f"IM{index + 1:04d}.dcm"))
         writer.Execute(plane)
+    if folder.exists():  # an earlier run's series: replaced whole, never mixed with this one
+        previous = folder.with_name(f".{folder.name}.{os.getpid()}.previous")
+        os.replace(folder, previous)
+        os.replace(temporary, folder)
+        shutil.rmtree(previous)
+    else:
+        os.replace(temporary, folder)
     return folder
 
 
@@ -120,19 +216,106 @@ def _new_uid() -> str:
     return f"2.25.{uuid.uuid4().int}"
 
 
+def _temporary_name(path: Path) -> Path:
+    """A hidden name beside ``path`` with the same suffixes (SimpleITK picks the writer by them)."""
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    return path.with_name(f".{path.name[: len(path.name) - len(suffix)]}.{os.getpid()}.partial{suffix}")
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path to write; then flush it to disk and rename it to ``path`` (on error, remove it)."""
+    path = Path(path)
+    temporary = _temporary_name(path)
+    try:
+        yield temporary
+        with open(temporary, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
 def write_image(image: sitk.Image, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    with atomic_path(path) as temporary:
+        try:
+            sitk.WriteImage(image, str(temporary), useCompression=True)
+        except RuntimeError as error:
+            raise InputError(f"cannot write {path} (is the folder writable, and the name an image file name "
+                             "such as .nii.gz, .nrrd or .mha?)") from error
     return path
 
 
+def write_text(text: str, path: Path) -> Path:
+    with atomic_path(Path(path)) as temporary:
+        Path(temporary).write_text(text)
+    return Path(path)
+
+
+def prepare_output_folder(folder: Path) -> Path:
+    """Create ``folder`` (and its parents) or say in one line why it cannot be, before any computation."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".scarenhance-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError as error:
+        raise InputError(f"the output folder {folder} is an existing file") from error
+    except OSError as error:
+        raise InputError(f"cannot write into the output folder {folder}: {error.strerror or error}") from error
+    return folder
+
+
+def check_output_file(path: Path) -> Path:
+    """An output file name whose folder can be written, checked before any computation."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"the output {path} is a folder: give a file name such as labels.nii.gz")
+    prepare_output_folder(path.parent)
+    return path
+
+
+@contextmanager
+def output_lock(folder: Path):
+    """Hold the output folder for this run: a second run into it stops at once with a clear message."""
+    handle = open(Path(folder) / LOCK_FILE, "a+")
+    try:
+        try:
+            if os.name == "nt":
+                import msvcrt
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            raise InputError(f"another scarenhance run is writing into {folder}: wait for it to finish or "
+                             "choose another output folder") from error
+        yield
+    finally:
+        handle.close()  # closing releases the lock
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # hard links and symbolic links included
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
 def check_outputs_apart(inputs: list[Path], outputs: list[Path]) -> None:
-    """Refuse to write over an input file."""
-    resolved = {Path(p).resolve() for p in inputs if p is not None}
-    clash = [str(p) for p in outputs if Path(p).resolve() in resolved]
+    """Refuse to write over an input file (by any name: hard or symbolic link) or into an input DICOM folder."""
+    inputs = [Path(p) for p in inputs if p is not None]
+    clash = [str(o) for o in outputs if any(_same_file(o, i) for i in inputs)]
     if clash:
         raise InputError(f"refusing to overwrite an input: {', '.join(clash)}")
+    folders = [i for i in inputs if i.is_dir()]
+    inside = [str(o) for o in outputs if any(_same_file(Path(o).parent, f) for f in folders)]
+    if inside:
+        raise InputError(f"refusing to write into an input DICOM folder: {', '.join(inside)}")
 
 
 def strict_json(value) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SAMPLERS = ("ddpm", "fast")
+MAX_CROP_MARGIN = 4.0  # the crop is this many times the ROI's extent at most (beyond: the heart is a speck)
 DEVICES = ("auto", "cuda", "cpu")
 AUGMENTATIONS = ("standard", "strong")  # of the diffusion training samples (augment.py)
 
@@ -28,7 +29,7 @@ class SamplerSettings:
             raise InputError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if not 1 <= self.lam <= num_train_timesteps:
             raise InputError(f"lambda must be between 1 and {num_train_timesteps}, got {self.lam}")
-        if not 1 <= self.steps <= self.lam:
+        if self.sampler == "fast" and not 1 <= self.steps <= self.lam:  # ddpm takes lam steps, whatever steps says
             raise InputError(f"steps must be between 1 and lambda ({self.lam}), got {self.steps}")
         if not 1 <= self.k <= 64:
             raise InputError(f"k must be between 1 and 64, got {self.k}")
@@ -61,8 +62,10 @@ class EnhanceParameters:
         self.sampler_settings().validate()
         if not 0 <= self.dilation_mm <= 30:
             raise InputError(f"the ROI dilation must be between 0 and 30 mm, got {self.dilation_mm}")
-        if self.crop_margin < 1.0:
-            raise InputError(f"the crop margin must be at least 1, got {self.crop_margin}")
+        if not 1.0 <= self.crop_margin <= MAX_CROP_MARGIN:  # also refuses NaN
+            raise InputError(f"the crop margin must be between 1 and {MAX_CROP_MARGIN:g}, got {self.crop_margin}")
+        if not 0 <= self.seed < 2**63:
+            raise InputError(f"the seed must be between 0 and 2**63 - 1, got {self.seed}")
         if self.batch_size < 0:
             raise InputError(f"the batch size must be >= 0, got {self.batch_size}")
         if self.device not in DEVICES:

@@ -36,6 +36,9 @@ class PhantomSpec:
             raise ValueError(f"wall must be one of {sorted(WALLS)}, got {self.wall!r}")
         if self.scar not in SCARS:
             raise ValueError(f"scar must be one of {SCARS}, got {self.scar!r}")
+        if self.slices < 1 or self.matrix < 16 or not self.spacing_mm > 0:
+            raise ValueError(f"the phantom needs at least 1 slice, a matrix of at least 16 and a positive spacing, "
+                             f"got {self.slices} slices, matrix {self.matrix}, spacing {self.spacing_mm} mm")
         if self.matrix * self.spacing_mm < 120:
             raise ValueError("the field of view (matrix x spacing) must be at least 120 mm to hold the heart")
         return self

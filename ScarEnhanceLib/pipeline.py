@@ -41,18 +41,23 @@ class EnhancementResult:
 
 
 def _checked_labels(image: sitk.Image, labels: sitk.Image) -> np.ndarray:
+    if labels.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError("the ROI/labels must be a scalar label map, got a multi-component (e.g. RGB) image")
     if not same_geometry(image, labels):
         raise InputError("the ROI/labels must have the same size, spacing, origin and direction as the image")
     return sitk.GetArrayFromImage(labels)
 
 
-def _output_like(values: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    """``values`` in the reference's pixel type (rounded and clipped for integer types)."""
-    array = sitk.GetArrayViewFromImage(reference)
-    if np.issubdtype(array.dtype, np.integer):
-        info = np.iinfo(array.dtype)
-        values = np.clip(np.round(values), info.min, info.max)
-    return like(values.astype(array.dtype), reference)
+def _output_like(values: np.ndarray, reference: sitk.Image, roi: np.ndarray) -> sitk.Image:
+    """The reference's voxels, bit for bit in its own pixel type (int32 and float64 included), with ``values``
+    inside ``roi`` (rounded and clipped for integer types)."""
+    out = sitk.GetArrayFromImage(reference).copy()
+    inside = values[roi]
+    if np.issubdtype(out.dtype, np.integer):
+        info = np.iinfo(out.dtype)
+        inside = np.clip(np.round(inside), info.min, info.max)
+    out[roi] = inside.astype(out.dtype)
+    return like(out, reference)
 
 
 def enhance(image: sitk.Image, labels: sitk.Image, model: LoadedModel, parameters: EnhanceParameters = EnhanceParameters(),
@@ -76,9 +81,9 @@ def enhance(image: sitk.Image, labels: sitk.Image, model: LoadedModel, parameter
     uncertainty255 = np.zeros_like(slices255)
     enhanced255[with_roi] += change255
     uncertainty255[with_roi] = std255
-    enhanced = np.where(roi, scale.inverse(enhanced255), slices)  # bit-exact outside the ROI
+    enhanced = scale.inverse(enhanced255)
     uncertainty = np.where(roi, scale.inverse(uncertainty255) - scale.low[:, None, None], 0.0)
-    return EnhancementResult(enhanced=_output_like(from_slices(enhanced, axis), image),
+    return EnhancementResult(enhanced=_output_like(from_slices(enhanced, axis), image, from_slices(roi, axis)),
                              uncertainty=like(from_slices(uncertainty, axis).astype(np.float32), image),
                              roi=roi_image)
 

@@ -23,6 +23,7 @@ from . import labels as L
 from .volume import as_slices, from_slices, inplane_spacing, like, slice_axis, to_array
 
 
+NORMALISATIONS = ("slice", "window")
 SEAM_BRIDGE_MM = 15.0  # heart parts of the first pass this close in-plane are one heart
 
 
@@ -44,6 +45,17 @@ class SegmentationConfig:
             if key in values:
                 values[key] = tuple(values[key])
         return SegmentationConfig(**values)
+
+    def __post_init__(self):
+        if not 0.2 <= self.spacing_mm <= 10.0:
+            raise ValueError(f"spacing_mm must be 0.2 to 10 mm, got {self.spacing_mm}")
+        if not 16 <= self.patch_size <= 1024:
+            raise ValueError(f"patch_size must be 16 to 1024, got {self.patch_size}")
+        if not self.channels or not all(1 <= int(c) <= 2048 for c in self.channels) or \
+                len(self.strides) != len(self.channels) - 1:
+            raise ValueError(f"channels must be 1 to 2048 each, with one stride fewer: {self.channels}, {self.strides}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

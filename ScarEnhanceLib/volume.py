@@ -25,9 +25,14 @@ def to_array(image: sitk.Image) -> np.ndarray:
         raise InputError(f"expected a 3D volume, got a {image.GetDimension()}D image")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError("expected a scalar (grey-level) volume, got a multi-component image")
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    if not np.isfinite(array).all():
+    native = sitk.GetArrayFromImage(image)
+    if native.dtype.kind == "f" and not np.isfinite(native).all():
         raise InputError("the volume contains NaN or infinite values")
+    if native.size and float(np.abs(native).max()) > float(np.finfo(np.float32).max):
+        raise InputError("the volume's values exceed the float32 range (about 3.4e38): rescale it first")
+    array = native.astype(np.float32)
+    if array.size and array.min() == array.max():
+        raise InputError(f"the volume holds one value everywhere ({native.flat[0]}): there is no image to work on")
     return array
 
 

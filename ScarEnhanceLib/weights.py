@@ -1,7 +1,9 @@
 """Bundled model weights: safetensors files listed in a manifest with their SHA-256.
 
 ``Resources/models/manifest.json`` maps a model name to its file, checksum, network configuration,
-training data, split and licence. Loading refuses a file whose checksum does not match.
+training data, split and licence. Loading refuses a file whose checksum does not match, a configuration
+whose checksum (``config_sha256``) does not match or whose values are out of range, a file outside the
+models folder, and a malformed manifest, each with a one-line message.
 """
 from __future__ import annotations
 
@@ -23,8 +25,17 @@ SEGMENTATION = "heart_segmentation"
 ENHANCEMENT = "enhancement"
 
 
+KINDS = {SEGMENTATION: "segmentation", ENHANCEMENT: "diffusion"}  # the kind each bundled name must have
+REQUIRED_KEYS = ("file", "sha256", "kind", "config", "config_sha256")
+
+
 class ModelError(RuntimeError):
     """A model is missing, damaged or does not fit its configuration."""
+
+
+def config_sha256(config: dict) -> str:
+    """Checksum of a network configuration (canonical JSON), kept beside the weights' checksum."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass
@@ -45,33 +56,67 @@ def sha256(path: Path) -> str:
 
 def read_manifest(models_dir: Path = MODELS_DIR) -> dict:
     path = Path(models_dir) / MANIFEST
-    if not path.exists():
+    if not path.is_file():
         raise ModelError(f"no model manifest at {path}: train the models or pass --models")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ModelError(f"{path} is not valid JSON ({error})") from error
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{path} must hold an object of models")
+    return manifest
+
+
+def _checked_entry(name: str, models_dir: Path) -> tuple[dict, Path]:
+    """The manifest entry with every required key, and its weights file, which must lie inside ``models_dir``."""
+    where = Path(models_dir) / MANIFEST
+    entry = read_manifest(models_dir).get(name)
+    if entry is None:
+        raise ModelError(f"model {name!r} is not in {where}")
+    missing = [key for key in REQUIRED_KEYS if not isinstance(entry, dict) or key not in entry]
+    if missing:
+        raise ModelError(f"{where}: model {name!r} lacks {', '.join(missing)} (re-install it with scarenhance bundle)")
+    if entry["kind"] != KINDS.get(name, entry["kind"]) or entry["kind"] not in KINDS.values():
+        raise ModelError(f"{where}: model {name!r} has kind {entry['kind']!r}, expected {KINDS.get(name, 'segmentation or diffusion')!r}")
+    folder = Path(models_dir).resolve()
+    path = (folder / str(entry["file"])).resolve()
+    if folder not in path.parents:
+        raise ModelError(f"{where}: model {name!r} names a file outside the models folder: {entry['file']}")
+    if not path.is_file():
+        raise ModelError(f"model file missing: {path}")
+    return entry, path
+
+
+def _config_of(name: str, entry: dict, where: Path):
+    if config_sha256(entry["config"]) != entry["config_sha256"]:
+        raise ModelError(f"{where}: the configuration of {name!r} does not match its checksum; the manifest was "
+                         "edited or damaged")
+    try:
+        if entry["kind"] == "segmentation":
+            return SegmentationConfig.from_dict(entry["config"])
+        return DiffusionConfig.from_dict(entry["config"])
+    except (TypeError, ValueError) as error:
+        raise ModelError(f"{where}: the configuration of {name!r} is not valid: {error}") from error
 
 
 def load(name: str, models_dir: Path = MODELS_DIR, device: torch.device | str = "cpu") -> LoadedModel:
     """The named model with verified weights, in eval mode on ``device``."""
-    entry = read_manifest(models_dir).get(name)
-    if entry is None:
-        raise ModelError(f"model {name!r} is not in {Path(models_dir) / MANIFEST}")
-    path = Path(models_dir) / entry["file"]
-    if not path.exists():
-        raise ModelError(f"model file missing: {path}")
+    entry, path = _checked_entry(name, models_dir)
     actual = sha256(path)
     if actual != entry["sha256"]:
         raise ModelError(f"checksum mismatch for {path}: expected {entry['sha256']}, got {actual}; "
                          "the file is damaged or was replaced")
-    if entry["kind"] == "segmentation":
-        config = SegmentationConfig.from_dict(entry["config"])
-        network = build_segmenter(config)
-    else:
-        config = DiffusionConfig.from_dict(entry["config"])
-        network = build_denoiser(config)
+    config = _config_of(name, entry, Path(models_dir) / MANIFEST)
+    network = build_segmenter(config) if entry["kind"] == "segmentation" else build_denoiser(config)
     try:
-        network.load_state_dict(load_file(str(path)))
+        weights = load_file(str(path))
+    except Exception as error:  # safetensors raises its own error type for a file that is not safetensors
+        raise ModelError(f"{path} is not a safetensors weights file ({str(error).splitlines()[0]})") from error
+    try:
+        network.load_state_dict(weights)
     except RuntimeError as error:
-        raise ModelError(f"weights in {path} do not fit the configuration in the manifest: {error}") from error
+        raise ModelError(f"weights in {path} do not fit the configuration in the manifest: "
+                         f"{str(error).splitlines()[0]}") from error
     return LoadedModel(name, network.to(device).eval(), config, entry)
 
 
@@ -86,6 +131,7 @@ def install(weights: Path, name: str, kind: str, config: dict, models_dir: Path 
         shutil.copyfile(weights, target)
     manifest_path = models_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[name] = {"file": target.name, "sha256": sha256(target), "kind": kind, "config": config, **info}
+    manifest[name] = {"file": target.name, "sha256": sha256(target), "kind": kind, "config": config,
+                      "config_sha256": config_sha256(config), **info}
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest[name]

@@ -5,12 +5,19 @@ import shutil
 import pytest
 import torch
 
-from ScarEnhanceLib.weights import ENHANCEMENT, MODELS_DIR, SEGMENTATION, ModelError, load, read_manifest, sha256
+from ScarEnhanceLib.weights import (ENHANCEMENT, MODELS_DIR, SEGMENTATION, ModelError, config_sha256, load,
+                                   read_manifest, sha256)
 
 
 @pytest.fixture
 def models_copy(tiny_models, tmp_path):
     return shutil.copytree(tiny_models, tmp_path / "models")
+
+
+def _write_with_config_checksum(models, manifest):
+    for entry in manifest.values():
+        entry["config_sha256"] = config_sha256(entry["config"])
+    (models / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_loads_in_eval_mode_with_its_config(tiny_models):
@@ -31,6 +38,9 @@ def test_weights_that_do_not_fit_the_config_are_refused(models_copy):
     manifest = read_manifest(models_copy)
     manifest[ENHANCEMENT]["config"]["block_out_channels"] = [16, 32]
     (models_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="does not match its checksum"):
+        load(ENHANCEMENT, models_copy)
+    _write_with_config_checksum(models_copy, manifest)
     with pytest.raises(ModelError, match="do not fit"):
         load(ENHANCEMENT, models_copy)
 
@@ -52,3 +62,59 @@ def test_bundled_models_match_their_manifest_and_carry_provenance():
         assert entry["license"] and entry["training"]["data"] and entry["split"]
         model = load(name, MODELS_DIR, torch.device("cpu"))
         assert sum(p.numel() for p in model.network.parameters()) > 0
+
+
+def test_an_absurd_noise_schedule_is_refused_even_with_a_matching_checksum(models_copy):
+    manifest = read_manifest(models_copy)
+    manifest[ENHANCEMENT]["config"].update(beta_start=0.5, beta_end=5.0)
+    _write_with_config_checksum(models_copy, manifest)
+    with pytest.raises(ModelError, match="beta_start < beta_end < 1"):
+        load(ENHANCEMENT, models_copy)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"file": "../outside.safetensors"}, "outside the models folder"),
+    ({"file": "/etc/hostname"}, "outside the models folder"),
+    ({"file": "."}, "outside the models folder"),
+    ({"kind": "bogus"}, "has kind 'bogus'"),
+    ({"kind": "segmentation"}, "expected 'diffusion'"),
+])
+def test_manifest_entries_that_leave_the_folder_or_lie_about_their_kind(models_copy, tmp_path, change, message):
+    shutil.copyfile(models_copy / read_manifest(models_copy)[ENHANCEMENT]["file"], tmp_path / "outside.safetensors")
+    manifest = read_manifest(models_copy)
+    manifest[ENHANCEMENT].update(change)
+    (models_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=message):
+        load(ENHANCEMENT, models_copy)
+
+
+def test_malformed_manifests_get_one_line_errors(models_copy):
+    manifest = read_manifest(models_copy)
+    del manifest[ENHANCEMENT]["sha256"]
+    (models_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="lacks sha256"):
+        load(ENHANCEMENT, models_copy)
+    manifest = read_manifest(models_copy)
+    manifest[ENHANCEMENT]["sha256"] = "x"
+    manifest[ENHANCEMENT]["config"]["colour"] = "blue"
+    _write_with_config_checksum(models_copy, manifest)
+    (models_copy / read_manifest(models_copy)[ENHANCEMENT]["file"]).write_bytes(b"not safetensors")
+    manifest[ENHANCEMENT]["sha256"] = sha256(models_copy / manifest[ENHANCEMENT]["file"])
+    _write_with_config_checksum(models_copy, manifest)
+    with pytest.raises(ModelError, match="configuration of 'enhancement' is not valid"):
+        load(ENHANCEMENT, models_copy)
+    del manifest[ENHANCEMENT]["config"]["colour"]
+    _write_with_config_checksum(models_copy, manifest)
+    with pytest.raises(ModelError, match="not a safetensors weights file"):
+        load(ENHANCEMENT, models_copy)
+    (models_copy / "manifest.json").write_text('{"enhancement": {"file": ')
+    with pytest.raises(ModelError, match="manifest.json is not valid JSON"):
+        load(ENHANCEMENT, models_copy)
+
+
+def test_segmentation_config_out_of_range_is_refused(models_copy):
+    manifest = read_manifest(models_copy)
+    manifest[SEGMENTATION]["config"]["spacing_mm"] = 0
+    _write_with_config_checksum(models_copy, manifest)
+    with pytest.raises(ModelError, match="spacing_mm must be"):
+        load(SEGMENTATION, models_copy)
