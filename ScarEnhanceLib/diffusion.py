@@ -23,8 +23,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
 
 from .parameters import SamplerSettings
 
@@ -186,12 +188,12 @@ def _reverse_scheduler(config: DiffusionConfig, settings: SamplerSettings, devic
 
 
 def sample(denoiser: Denoiser, original: torch.Tensor, mask: torch.Tensor, config: DiffusionConfig,
-           settings: SamplerSettings, generator: Optional[torch.Generator] = None,
-           on_step: Optional[Callable[[], None]] = None) -> torch.Tensor:
+           settings: SamplerSettings, generator=None, on_step: Optional[Callable[[], None]] = None) -> torch.Tensor:
     """One partial-diffusion sample per item of the batch.
 
     original, mask: (B, 1, S, S), original in [-1, 1], mask in {0, 1}. Returns (B, 1, S, S);
-    outside the mask it is exactly ``original``.
+    outside the mask it is exactly ``original``. ``generator``: one, or a list of one per item (each item's
+    noise then depends on its own generator only, not on what else is in the batch).
     """
     settings = settings.validate(config.num_train_timesteps)
     scheduler = _reverse_scheduler(config, settings, original.device)
@@ -199,7 +201,7 @@ def sample(denoiser: Denoiser, original: torch.Tensor, mask: torch.Tensor, confi
     noise_mask = mask if config.localized else torch.ones_like(mask)
     outside = 1.0 - mask
     start = int(scheduler.timesteps[0])
-    noise = torch.randn(original.shape, generator=generator, device=original.device, dtype=original.dtype)
+    noise = randn_tensor(original.shape, generator=generator, device=original.device, dtype=original.dtype)
     x = abar[start].sqrt() * original + (1.0 - abar[start]).sqrt() * noise_mask * noise
     timesteps = list(scheduler.timesteps)
     for index, t in enumerate(timesteps):
@@ -215,6 +217,11 @@ def sample(denoiser: Denoiser, original: torch.Tensor, mask: torch.Tensor, confi
     return mask * x + outside * original
 
 
+def _sample_seed(seed: int, index: int) -> int:
+    """A seed for slice-sample ``index`` of a run seeded with ``seed`` (independent streams per sample)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
 @dataclass
 class EnsembleResult:
     mean: torch.Tensor  # (N, 1, S, S)
@@ -225,14 +232,17 @@ class EnsembleResult:
 def sample_ensemble(denoiser: Denoiser, original: torch.Tensor, mask: torch.Tensor, config: DiffusionConfig,
                     settings: SamplerSettings, batch_size: int = 64, seed: int = 0,
                     on_step: Optional[Callable[[], None]] = None) -> EnsembleResult:
-    """k samples of each of N slices, all slices and samples together in batches of ``batch_size``."""
+    """k samples of each of N slices, all slices and samples together in batches of ``batch_size``. Each
+    slice-sample draws its noise from a generator of its own, seeded by (``seed``, its index): the same seed
+    gives the same result whatever the batch size (which on a GPU follows the free memory)."""
     settings = settings.validate(config.num_train_timesteps)
     n = original.shape[0]
     originals = original.repeat_interleave(settings.k, dim=0)
     masks = mask.repeat_interleave(settings.k, dim=0)
-    generator = torch.Generator(device=original.device).manual_seed(seed)
+    generators = [torch.Generator(device=original.device).manual_seed(_sample_seed(seed, index))
+                  for index in range(len(originals))]
     chunks = [sample(denoiser, originals[i:i + batch_size], masks[i:i + batch_size], config, settings,
-                     generator, on_step) for i in range(0, len(originals), batch_size)]
+                     generators[i:i + batch_size], on_step) for i in range(0, len(originals), batch_size)]
     samples = torch.cat(chunks).reshape(n, settings.k, *original.shape[2:])
     return EnsembleResult(samples.mean(dim=1, keepdim=True), samples.std(dim=1, correction=0, keepdim=True),
                           samples)

@@ -103,6 +103,22 @@ def test_real_network_samples_are_reproducible_with_a_seed_and_vary_across_k():
     assert torch.allclose(first.mean * (1 - mask), source * (1 - mask), atol=1e-6)
 
 
+@pytest.mark.parametrize("sampler", ["fast", "ddpm"])
+def test_the_same_seed_gives_the_same_samples_whatever_the_batch_size(sampler):
+    torch.manual_seed(0)
+    network = build_denoiser(CONFIG).eval()
+    source, _, mask = _problem(batch=3)
+    settings = SamplerSettings(sampler=sampler, k=2, steps=3, lam=5)
+
+    def run(batch_size):
+        with torch.inference_mode():
+            return sample_ensemble(lambda x, t: network(x, t).sample, source, mask, CONFIG, settings,
+                                   batch_size=batch_size, seed=7).samples
+    whole = run(64)
+    for batch_size in (1, 4):
+        torch.testing.assert_close(run(batch_size), whole, rtol=0, atol=1e-5)
+
+
 def test_whole_image_noise_ablation_noises_outside_too():
     config = DiffusionConfig(image_size=16, block_out_channels=(8, 16), attention_head_dim=8, localized=False)
     source, target, mask = _problem()
