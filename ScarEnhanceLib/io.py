@@ -93,7 +93,7 @@ def check_nifti(path: Path) -> None:
 def dicom_series_files(folder: Path, series_uid: str | None = None) -> list[str]:
     """Files of the DICOM series in ``folder``: the only one, or the one with ``series_uid``; otherwise a clear
     error that lists the series found."""
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    series = _quietly(sitk.ImageSeriesReader.GetGDCMSeriesIDs, str(folder))
     if not series:
         raise InputError(f"no DICOM series in {folder}")
     if series_uid is not None and series_uid not in series:
@@ -102,6 +102,16 @@ def dicom_series_files(folder: Path, series_uid: str | None = None) -> list[str]
         raise InputError(f"{folder} holds {len(series)} DICOM series; choose one with --series-uid: "
                          f"{_series_list(folder, series)}")
     return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid or series[0]))
+
+
+def _quietly(function, *arguments):
+    """Call a SimpleITK function without ITK's multi-line warnings on stderr (our errors say what went wrong)."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return function(*arguments)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def _series_list(folder: Path, series: tuple) -> str:

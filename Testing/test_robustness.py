@@ -227,3 +227,10 @@ def test_a_dicom_input_folder_is_not_an_output_folder(study, tiny_models, tmp_pa
     code, err = _run(capsys, ["enhance", str(tmp_path / "dicom"), "--labels", str(study / "lab.nii.gz"), "-o",
                               str(tmp_path / "dicom"), "--models", str(tiny_models), *FAST])
     assert code == 2 and "input DICOM folder" in err and len(list((tmp_path / "dicom").iterdir())) == 3
+
+
+def test_a_folder_without_dicom_is_one_line_without_itk_warnings(tiny_models, tmp_path, capfd):
+    (tmp_path / "README").write_text("not DICOM")
+    assert main(["segment", str(tmp_path), "-o", str(tmp_path / "out" / "l.nii.gz"), "--models", str(tiny_models)]) == 2
+    err = capfd.readouterr().err
+    assert err.strip() == f"scarenhance: error: no DICOM series in {tmp_path}"
