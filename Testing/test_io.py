@@ -57,3 +57,15 @@ def test_outputs_may_not_overwrite_inputs(tmp_path):
     with pytest.raises(InputError, match="refusing to overwrite"):
         check_outputs_apart([tmp_path / "a.nii.gz"], [tmp_path / "b.nii.gz", tmp_path / "a.nii.gz"])
     check_outputs_apart([tmp_path / "a.nii.gz", None], [tmp_path / "b.nii.gz"])
+
+
+def test_a_series_whose_slices_differ_in_size_is_one_line(phantom, tmp_path):
+    image, _ = phantom
+    uid = "1.2.826.0.1.3680043.2.1125.1.3"
+    _write_dicom_series(image, tmp_path / "mixed", uid)
+    odd = sitk.Resample(image[:, :, 4:5], [64, 64, 1], sitk.Transform(), sitk.sitkLinear,
+                        image.TransformIndexToPhysicalPoint((0, 0, 4)), image.GetSpacing(), image.GetDirection())
+    _write_dicom_series(odd, tmp_path / "odd", uid)
+    (tmp_path / "odd" / "slice000.dcm").rename(tmp_path / "mixed" / "slice004.dcm")
+    with pytest.raises(InputError, match="do not form one volume"):
+        read_image(tmp_path / "mixed")

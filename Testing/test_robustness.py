@@ -234,3 +234,18 @@ def test_a_folder_without_dicom_is_one_line_without_itk_warnings(tiny_models, tm
     assert main(["segment", str(tmp_path), "-o", str(tmp_path / "out" / "l.nii.gz"), "--models", str(tiny_models)]) == 2
     err = capfd.readouterr().err
     assert err.strip() == f"scarenhance: error: no DICOM series in {tmp_path}"
+
+
+def test_readouts_of_huge_float64_values_equal_those_of_the_same_image_unscaled(study, tiny_models, tmp_path):
+    import json
+    source = sitk.ReadImage(str(study / "img.nii.gz"))
+    huge = sitk.GetImageFromArray(sitk.GetArrayFromImage(source).astype(np.float64) * 1e30)
+    huge.CopyInformation(source)
+    sitk.WriteImage(huge, str(tmp_path / "huge.nrrd"))
+    readouts = []
+    for name, image in (("plain", study / "img.nii.gz"), ("huge", tmp_path / "huge.nrrd")):
+        assert main(["enhance", str(image), "--labels", str(study / "lab.nii.gz"), "-o", str(tmp_path / name),
+                     "--models", str(tiny_models), *FAST]) == 0
+        readouts.append(json.loads((tmp_path / name / "cnr.json").read_text())["regions"]["scar_segment"]["volume"])
+    assert readouts[1]["cnr_scar_myo_original"] == pytest.approx(readouts[0]["cnr_scar_myo_original"], rel=1e-5)
+    assert readouts[1]["cnr_scar_myo_original"] > 1
