@@ -354,28 +354,31 @@ def _evaluation_cases(args, dataset: Path):
 
 
 def _enhancement_variants(args) -> dict:
-    """name -> (model, parameters): the chosen settings, plus the ablation's and other models' variants."""
+    """name -> enhancer: the chosen settings, plus the ablation's, other models' and the gamma baseline."""
     from dataclasses import replace
+    from .evaluate import diffusion_enhancer, gamma_enhancer
     from .weights import ENHANCEMENT, load
     parameters = _enhance_parameters(args)
     model = _load(ENHANCEMENT, args)
-    variants = {f"{parameters.sampler}, k={parameters.k}": (model, parameters)}
+    variants = {f"{parameters.sampler}, k={parameters.k}": diffusion_enhancer(model, parameters)}
     if args.ablation:
-        variants[f"{parameters.sampler}, k=1"] = (model, replace(parameters, k=1))
+        variants[f"{parameters.sampler}, k=1"] = diffusion_enhancer(model, replace(parameters, k=1))
         if parameters.sampler == "fast":
             ddpm = replace(parameters, sampler="ddpm")
-            variants[f"ddpm-{parameters.lam}, k={parameters.k}"] = (model, ddpm)
+            variants[f"ddpm-{parameters.lam}, k={parameters.k}"] = diffusion_enhancer(model, ddpm)
             # the same with other noise: how far apart two ddpm runs are, the floor for the fast sampler's gap
-            variants[f"ddpm-{parameters.lam}, k={parameters.k}, seed {ddpm.seed + 1}"] = (
+            variants[f"ddpm-{parameters.lam}, k={parameters.k}, seed {ddpm.seed + 1}"] = diffusion_enhancer(
                 model, replace(ddpm, seed=ddpm.seed + 1))
     for label, folder in args.compare_models:
-        variants[f"{label}, {parameters.sampler}, k={parameters.k}"] = (load(ENHANCEMENT, folder, _device(args)),
-                                                                       parameters)
+        variants[f"{label}, {parameters.sampler}, k={parameters.k}"] = diffusion_enhancer(
+            load(ENHANCEMENT, folder, _device(args)), parameters)
+    if args.gamma_baseline:
+        variants[f"gamma correction with the {args.roi_from} labels"] = gamma_enhancer
     return variants
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate, evaluate_segmentation, markdown_table, segmentation_table
+    from .evaluate import evaluate, evaluate_segmentation, markdown_table, predicted_labels, segmentation_table
     from .io import prepare_output_folder, strict_json, write_text
     from .weights import SEGMENTATION
     prepare_output_folder(args.output)
@@ -388,11 +391,12 @@ def cmd_evaluate(args) -> int:
             continue
         if not spec.labels_scar:
             raise ValueError(f"{dataset} has no scar labels: the enhancement evaluation needs them")
-        for name, (model, parameters) in _enhancement_variants(args).items():
+        roi_labels = predicted_labels(_load(SEGMENTATION, args)) if args.roi_from == "segmentation" else None
+        for name, enhancer in _enhancement_variants(args).items():
             _seed(args)
             name = name if len(args.dataset) == 1 else f"{spec.root.name}: {name}"
             print(f"evaluating {name}", flush=True)
-            results[name] = evaluate(cases, model, parameters)
+            results[name] = evaluate(cases, enhancer, roi_labels)
     table = segmentation_table(results) if args.task == "segmentation" else markdown_table(results)
     write_text(table, args.output / f"evaluation_{args.task}.md")
     write_text(strict_json(results), args.output / f"evaluation_{args.task}.json")
@@ -595,6 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ablation", action="store_true",
                     help="also a single sample (k=1) and ddpm-<lambda>, twice with different seeds (their gap is "
                          "the smallest any sampler can show)")
+    ev.add_argument("--roi-from", default="reference", choices=("reference", "segmentation"),
+                    help="enhancement: the heart ROI from the reference labels (the paper's protocol) or from the "
+                         "bundled segmentation (the user's path); readouts always use the reference labels")
+    ev.add_argument("--gamma-baseline", action="store_true",
+                    help="also the paper's gamma correction applied with the labels --roi-from gives (with the "
+                         "segmentation's: the label-guided baseline a model must beat; with the reference: the target)")
     ev.add_argument("--compare-models", type=_label_and_folder, action="append", default=[], metavar="LABEL=FOLDER",
                     help="also evaluate the enhancement model in FOLDER (e.g. trained with whole-image noise)")
     ev.add_argument("-o", "--output", type=Path, required=True)

@@ -1,6 +1,12 @@
-"""Reproducible evaluation in the paper's form: for each held-out case with scar, enhance inside the
-ground-truth heart ROI and report SSIM and PSNR against the gamma target (on a crop around the heart)
-and CNR(scar, myo), CNR(scar, blood) of the original and the enhanced image."""
+"""Reproducible evaluation in the paper's form: for each held-out case with scar, enhance inside the heart ROI
+and report SSIM and PSNR against the gamma target (on a crop around the heart) and CNR(scar, myo),
+CNR(scar, blood) of the original and the enhanced image, always read in the reference labels.
+
+The ROI comes from the reference labels (the paper's protocol) or, on the user's path, from the bundled
+segmentation model. Beyond the paper, each case also reports how much scar is brightened against how much
+the target brightens it, which share of the brightened pixels lies outside scar (invented scar), the mean
+change in healthy myocardium, and on cases without scar the FWHM scar burden before and after.
+"""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -12,14 +18,36 @@ import SimpleITK as sitk
 from . import labels as L
 from .datasets import Case
 from .gamma import gamma_target
-from .metrics import cnr_readouts, myocardium_error_by_boundary, ssim_psnr
+from .metrics import cnr_readouts, enhanced_regions, myocardium_error_by_boundary, percent_of_myocardium, ssim_psnr
 from .pipeline import EnhanceParameters, enhance
-from .volume import CropBox, SliceScale, as_slices, slice_axis
+from .volume import CropBox, SliceScale, as_slices, like, slice_axis
 from .weights import LoadedModel
 
 SLICE_THICKNESS_MM = 10.0  # EMIDEC-like; only used to make a volume of a case's slices
+BRIGHTENED = 10.0  # grey levels on [0, 255]: a pixel brightened by more counts as brightened
 METRICS = ("ssim", "psnr", "cnr_scar_myo_original", "cnr_scar_myo_enhanced",
-           "cnr_scar_blood_original", "cnr_scar_blood_enhanced", "myo_error_near_border", "myo_error_inner")
+           "cnr_scar_blood_original", "cnr_scar_blood_enhanced", "myo_error_near_border", "myo_error_inner",
+           "scar_brightening", "target_scar_brightening", "brightened_outside_scar_percent", "myo_mean_abs_change")
+NORMAL_METRICS = ("fwhm_burden_original", "fwhm_burden_enhanced", "brightened_pixels_percent", "myo_mean_abs_change")
+
+# (image, labels whose heart is the ROI and whose tissues guide a baseline) -> enhanced image
+Enhancer = Callable[[sitk.Image, sitk.Image], sitk.Image]
+
+
+def diffusion_enhancer(model: LoadedModel, parameters: EnhanceParameters) -> Enhancer:
+    """The enhancement model inside the labels' heart ROI (no dilation: the ROI is what is evaluated)."""
+    return lambda image, labels: enhance(image, labels, model, replace(parameters, dilation_mm=0.0)).enhanced
+
+
+def gamma_enhancer(image: sitk.Image, labels: sitk.Image) -> sitk.Image:
+    """The paper's gamma correction applied with ``labels`` (the label-guided baseline: with predicted labels it
+    is what a segmentation alone gives; with the reference labels it is the target itself)."""
+    axis = slice_axis(image)
+    original = as_slices(sitk.GetArrayFromImage(image).astype(np.float32), axis)
+    tissues = as_slices(sitk.GetArrayFromImage(labels), axis)
+    scale = SliceScale.of(original)
+    corrected = np.stack([gamma_target(s, t) for s, t in zip(scale.forward(original), tissues)])
+    return like(np.moveaxis(scale.inverse(corrected), 0, axis), image)
 
 
 def case_volume(case: Case) -> tuple[sitk.Image, sitk.Image]:
@@ -36,50 +64,99 @@ def heart_crop_ssim_psnr(prediction255: np.ndarray, reference255: np.ndarray, tr
     return ssim_psnr(box.extract(prediction255), box.extract(reference255))
 
 
-def evaluate_case(case: Case, model: LoadedModel, parameters: EnhanceParameters) -> dict:
-    image, labels = case_volume(case)
-    result = enhance(image, labels, model, replace(parameters, dilation_mm=0.0))
+def change_readouts(original255: np.ndarray, enhanced255: np.ndarray, target255: np.ndarray,
+                    truth: np.ndarray) -> dict:
+    """What the enhancement changed, on the [0, 255] scale: mean brightening of scar (and the target's), the
+    share of pixels brightened by more than BRIGHTENED grey levels that lie outside scar, and the mean absolute
+    change in healthy myocardium (which the target leaves alone)."""
+    change = enhanced255.astype(np.float64) - original255
+    scar, myocardium = truth == L.SCAR, truth == L.MYOCARDIUM
+    brightened = change > BRIGHTENED
+    nan = float("nan")
+    return {"scar_brightening": float(change[scar].mean()) if scar.any() else nan,
+            "target_scar_brightening": float((target255 - original255)[scar].mean()) if scar.any() else nan,
+            "brightened_outside_scar_percent": 100.0 * float((brightened & ~scar).sum()) / brightened.sum()
+            if brightened.any() else nan,
+            "brightened_pixels_percent": 100.0 * float(brightened.sum()) / max(int((truth > 0).sum()), 1),
+            "myo_mean_abs_change": float(np.abs(change[myocardium]).mean()) if myocardium.any() else nan}
+
+
+def evaluate_case(case: Case, enhancer: Enhancer, roi_labels: Optional[np.ndarray] = None) -> dict:
+    """Enhance inside the heart of ``roi_labels`` (default: the reference), read everything in the reference."""
+    image, reference = case_volume(case)
+    given = reference if roi_labels is None else like(roi_labels.astype(np.uint8), reference)
+    enhanced_image = enhancer(image, given)
     axis = slice_axis(image)
     original = as_slices(sitk.GetArrayFromImage(image), axis)
-    enhanced = as_slices(sitk.GetArrayFromImage(result.enhanced), axis)
-    truth = as_slices(sitk.GetArrayFromImage(labels), axis)
+    enhanced = as_slices(sitk.GetArrayFromImage(enhanced_image), axis)
+    truth = as_slices(sitk.GetArrayFromImage(reference), axis)
     scale = SliceScale.of(original)
     original255, enhanced255 = scale.forward(original), scale.forward(enhanced)
     with_roi = np.flatnonzero(truth.reshape(len(truth), -1).any(axis=1))
     target255 = np.stack([gamma_target(original255[i], truth[i]) for i in with_roi])
-    row = {"case": case.name, "slices": int(len(with_roi))}
+    row = {"case": case.name, "slices": int(len(with_roi)), "has_scar": case.has_scar}
     row.update(heart_crop_ssim_psnr(enhanced255[with_roi], target255, truth[with_roi]))
     row.update(myocardium_error_by_boundary(enhanced255[with_roi], target255, truth[with_roi]))
+    row.update(change_readouts(original255[with_roi], enhanced255[with_roi], target255, truth[with_roi]))
     row.update(cnr_readouts(original, enhanced, truth)["volume"])
+    row["fwhm_burden_original"] = percent_of_myocardium(enhanced_regions(original, truth)["fwhm"], truth)
+    row["fwhm_burden_enhanced"] = percent_of_myocardium(enhanced_regions(enhanced, truth)["fwhm"], truth)
     return row
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Mean over cases of each metric (NaN-free cases only for CNR)."""
+def _means(rows: list[dict], keys) -> dict:
     summary = {}
-    for key in METRICS:
+    for key in keys:
         values = np.array([r[key] for r in rows], dtype=float)
         values = values[np.isfinite(values)]
         summary[key] = float(values.mean()) if values.size else float("nan")
-    if np.isfinite(summary["cnr_scar_myo_original"]) and summary["cnr_scar_myo_original"] > 0:
-        summary["cnr_scar_myo_gain_percent"] = 100.0 * (summary["cnr_scar_myo_enhanced"] /
-                                                        summary["cnr_scar_myo_original"] - 1.0)
-    summary["cases"] = len(rows)
     return summary
 
 
-def evaluate(cases: list[Case], model: LoadedModel, parameters: EnhanceParameters,
+def summarise(rows: list[dict]) -> dict:
+    """Means over the cases with scar (NaN-free cases only for CNR), and over the cases without scar of what
+    must not happen there: FWHM scar burden before and after, brightened pixels, change in the myocardium."""
+    scar_rows = [r for r in rows if r.get("has_scar", True)]
+    normal_rows = [r for r in rows if not r.get("has_scar", True)]
+    summary = _means(scar_rows, METRICS)
+    if np.isfinite(summary["cnr_scar_myo_original"]) and summary["cnr_scar_myo_original"] > 0:
+        summary["cnr_scar_myo_gain_percent"] = 100.0 * (summary["cnr_scar_myo_enhanced"] /
+                                                        summary["cnr_scar_myo_original"] - 1.0)
+    gains = [100.0 * (r["cnr_scar_myo_enhanced"] / r["cnr_scar_myo_original"] - 1.0) for r in scar_rows
+             if np.isfinite(r["cnr_scar_myo_enhanced"]) and r["cnr_scar_myo_original"] > 0]
+    summary["worst_case_cnr_scar_myo_gain_percent"] = float(min(gains)) if gains else float("nan")
+    summary["cases"] = len(scar_rows)
+    if normal_rows:
+        summary["normal"] = {**_means(normal_rows, NORMAL_METRICS), "cases": len(normal_rows)}
+    return summary
+
+
+def evaluate(cases: list[Case], enhancer: Enhancer, roi_labels: Optional[Callable[[Case], np.ndarray]] = None,
              on_case: Optional[Callable[[str], None]] = None) -> dict:
-    """Per-case rows and their summary, over the cases that contain scar."""
+    """Per-case rows and their summary (see ``summarise``). ``roi_labels(case)``: the labels that give the ROI
+    (and guide a baseline) on the user's path; default the reference."""
     rows = []
     for case in cases:
-        if case.has_scar:
-            rows.append(evaluate_case(case, model, parameters))
+        rows.append(evaluate_case(case, enhancer, roi_labels(case) if roi_labels else None))
         if on_case is not None:
             on_case(case.name)
-    if not rows:
+    if not any(r["has_scar"] for r in rows):
         raise ValueError("no case with scar to evaluate")
     return {"rows": rows, "summary": summarise(rows)}
+
+
+def predicted_labels(model: LoadedModel) -> Callable[[Case], np.ndarray]:
+    """The segmentation model's post-processed labels of a case (the user's path), computed once per case."""
+    from .segmentation import postprocess, predict_slices
+    device = next(model.network.parameters()).device
+    cache: dict[str, np.ndarray] = {}
+
+    def labels_of(case: Case) -> np.ndarray:
+        if case.name not in cache:
+            cache[case.name] = postprocess(predict_slices(model.network, case.images, case.spacing, model.config,
+                                                          device))
+        return cache[case.name]
+    return labels_of
 
 
 HEART_CROP_MM = 144.0  # MS-CMRSeg's crops: 192 pixels of 0.75 mm
@@ -185,12 +262,24 @@ def segmentation_table(results: dict[str, dict]) -> str:
 
 
 def markdown_table(results: dict[str, dict]) -> str:
-    """One line per variant, in the paper's form."""
-    lines = ["| variant | cases | SSIM (%) | PSNR (dB) | CNR scar/myo orig -> enh | CNR scar/blood orig -> enh |",
-             "|---|---|---|---|---|---|"]
+    """One line per variant: the paper's columns, then what was brightened where, and the cases without scar."""
+    lines = ["| variant | cases | SSIM (%) | PSNR (dB) | CNR scar/myo orig -> enh | CNR scar/blood orig -> enh | "
+             "scar brightening: enh / target | brightened outside scar (%) | myocardium mean abs change | "
+             "normal cases: FWHM burden orig -> enh (%) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def fmt(value, digits=2):
+        return f"{value:.{digits}f}" if value is not None and np.isfinite(value) else "n/a"
+
     for name, result in results.items():
         s = result["summary"]
-        lines.append(f"| {name} | {s['cases']} | {100 * s['ssim']:.1f} | {s['psnr']:.1f} | "
-                     f"{s['cnr_scar_myo_original']:.2f} -> {s['cnr_scar_myo_enhanced']:.2f} | "
-                     f"{s['cnr_scar_blood_original']:.2f} -> {s['cnr_scar_blood_enhanced']:.2f} |")
+        normal = s.get("normal")
+        normal_text = f"{fmt(normal['fwhm_burden_original'], 1)} -> {fmt(normal['fwhm_burden_enhanced'], 1)} " \
+                      f"({normal['cases']})" if normal else "n/a"
+        lines.append(f"| {name} | {s['cases']} | {fmt(100 * s['ssim'], 1)} | {fmt(s['psnr'], 1)} | "
+                     f"{fmt(s['cnr_scar_myo_original'])} -> {fmt(s['cnr_scar_myo_enhanced'])} | "
+                     f"{fmt(s['cnr_scar_blood_original'])} -> {fmt(s['cnr_scar_blood_enhanced'])} | "
+                     f"{fmt(s.get('scar_brightening'), 1)} / {fmt(s.get('target_scar_brightening'), 1)} | "
+                     f"{fmt(s.get('brightened_outside_scar_percent'), 1)} | {fmt(s.get('myo_mean_abs_change'), 1)} | "
+                     f"{normal_text} |")
     return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
-from ScarEnhanceLib.evaluate import evaluate, evaluate_segmentation, heart_crop_ssim_psnr
+from ScarEnhanceLib.evaluate import diffusion_enhancer, evaluate, evaluate_segmentation, heart_crop_ssim_psnr
 from ScarEnhanceLib.io import read_image
 from ScarEnhanceLib.gamma import gamma_target
 from ScarEnhanceLib.metrics import cnr_readouts
@@ -79,7 +79,7 @@ def test_bundled_enhancement_raises_scar_contrast_on_the_held_out_sample():
 @needs_shared_data("emidec")
 def test_bundled_enhancement_moves_a_held_out_case_towards_the_gamma_target():
     case = load_cases(DatasetSpec.load(SHARED_DATA / "emidec"), ["Case_P007"])[0]
-    enhanced = evaluate([case], load(ENHANCEMENT), EnhanceParameters(k=3))["summary"]
+    enhanced = evaluate([case], diffusion_enhancer(load(ENHANCEMENT), EnhanceParameters(k=3)))["summary"]
     scale = SliceScale.of(case.images)
     original255 = scale.forward(case.images)
     target255 = np.stack([gamma_target(o, lab) for o, lab in zip(original255, case.labels)])
