@@ -186,7 +186,6 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None,
     model = _load(ENHANCEMENT, args)
     with _progress_bar("enhance", args.progress) as progress:
         result = enhance(image, labels if roi is None else roi, model, parameters, progress)
-    output_dir.mkdir(parents=True, exist_ok=True)
     images = {"enhanced": result.enhanced, "uncertainty": result.uncertainty, "roi": result.roi, "labels": labels}
     for name, path in _output_paths(output_dir, args).items():
         if name in _dicom_outputs(args):
@@ -297,21 +296,21 @@ def _summary_row(study, status: str, seconds: float, message: str, readouts: dic
 
 
 def _write_summary(rows: list[dict], path: Path) -> None:
+    from .io import atomic_path
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="") as stream:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as stream:
         writer = csv.DictWriter(stream, columns, restval="")
         writer.writeheader()
         writer.writerows([{k: ("" if v is None else v) for k, v in row.items()} for row in rows])
-    os.replace(partial, path)
 
 
 def cmd_batch(args) -> int:
     """Enhance many studies with the models loaded once; done studies are skipped, a failing one is logged."""
     from .batch import done_folder, find_studies, part_of, partial_folder, summary_name
+    from .io import prepare_output_folder
     studies = part_of(find_studies(args.inputs), args.num_parts, args.part_id)
-    _check_settings(args)  # bad settings fail before any study
-    args.output.mkdir(parents=True, exist_ok=True)
+    _check_settings(args)  # bad settings and output folders fail before any study
+    prepare_output_folder(args.output)
     summary = args.output / summary_name(args.num_parts, args.part_id)
     rows, started_all = [], time.monotonic()
     for number, study in enumerate(studies, 1):
