@@ -549,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scarenhance", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scarenhance {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--stop-on-stdin-eof", action="store_true",
+                        help="exit when stdin ends (for programs that run this one and cancel by closing the pipe)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     seg = commands.add_parser("segment", help="segment the heart (blood pool, myocardium, scar)")
@@ -678,14 +680,38 @@ def _one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+EXIT_CANCELLED = 130
+
+
+def _stop_when_stdin_closes() -> None:
+    """Exit as soon as stdin ends: a program that runs this one (the Slicer module, through a launcher that
+    forwards no signal) cancels by closing the pipe, and its death closes it too. Outputs are written whole
+    or not at all (temporary names, renamed), so stopping at any moment leaves no half-written file."""
+    import threading
+
+    descriptor = sys.stdin.fileno()
+
+    def watch():  # os.read on the descriptor: no lock of Python's stdin object held at interpreter shutdown
+        try:
+            while os.read(descriptor, 1024):
+                pass
+        except OSError:
+            pass
+        os._exit(EXIT_CANCELLED)
+
+    threading.Thread(target=watch, daemon=True, name="stdin-watch").start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.stop_on_stdin_eof:
+        _stop_when_stdin_closes()
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("scarenhance: interrupted (outputs are written whole or not at all)", file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED
     except Exception as error:  # every failure is one line and exit code 2; --debug shows where it came from
         if args.debug:
             raise

@@ -5,8 +5,12 @@ The fixture sets up what Slicer's application does at start-up and the Logic rel
 """
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -203,3 +207,67 @@ def test_a_failing_process_reports_its_error(scene, tmp_path):
     logic = ScarEnhanceLogic(pythonExecutable=sys.executable, modelsDir=tmp_path / "no-models")
     with pytest.raises(JobFailed, match="manifest"):
         logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST)
+
+
+def _launcher(tmp_path: Path) -> Path:
+    """A stand-in for Slicer's PythonSlicer: a parent process that runs the interpreter as its child and
+    forwards no signal (CTKAppLauncher runs python-real through QProcess)."""
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text(f"#!{sys.executable}\nimport subprocess, sys\n"
+                        f"sys.exit(subprocess.call([{sys.executable!r}] + sys.argv[1:]))\n")
+    launcher.chmod(0o755)
+    return launcher
+
+
+def _processes_mentioning(text: str) -> list:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                found.append(cmdline.parent.name)
+        except OSError:
+            pass
+    return found
+
+
+def _started_long_job(logic, tmp_path):
+    volume, labels = _load_phantom(tmp_path)
+    segmentation = _segmentation_from(volume, labels)
+    job = logic.startEnhance(volume, segmentation, ROI_SEGMENT_ID, EnhanceParameters(k=8, steps=250, sampler="ddpm"))
+    deadline = time.monotonic() + 120
+    while job.progress == 0 and job.isRunning() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.isRunning() and job.progress > 0, job.output()
+    return job
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads processes from /proc")
+def test_cancel_behind_a_launcher_leaves_no_process_and_no_file(scene, tiny_models, tmp_path):
+    logic = ScarEnhanceLogic(pythonExecutable=str(_launcher(tmp_path)), modelsDir=tiny_models)
+    job = _started_long_job(logic, tmp_path)
+    work = str(job._workDir)
+    assert len(_processes_mentioning(work)) == 2  # the launcher and the interpreter it started
+    job.cancel()
+    deadline = time.monotonic() + 5
+    while _processes_mentioning(work) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(work) == []
+    with pytest.raises(JobCancelled):
+        job.result()
+    time.sleep(1)  # nothing may write the folder again
+    assert not Path(work).exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads processes from /proc")
+def test_the_computation_stops_when_slicer_goes_away(scene, tiny_models, tmp_path):
+    """Slicer exiting or crashing closes the job's stdin; the interpreter behind the launcher then stops too."""
+    logic = ScarEnhanceLogic(pythonExecutable=str(_launcher(tmp_path)), modelsDir=tiny_models)
+    job = _started_long_job(logic, tmp_path)
+    work = str(job._workDir)
+    job._process.stdin.close()  # what the operating system does when Slicer's process ends
+    os.kill(job._process.pid, signal.SIGKILL)  # the launcher dies; its child is not told
+    deadline = time.monotonic() + 5
+    while _processes_mentioning(work) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(work) == []
+    shutil.rmtree(work, ignore_errors=True)
