@@ -92,8 +92,8 @@ REGION_DESCRIPTIONS = {
     "scar_segment": "the Scar segment (labels)",
     "nsd": f"myocardium brighter than the remote mean + {N_SD:g} SD (remote: the darkest of {REMOTE_SECTORS} "
            f"sectors of each slice), in connected parts of at least {MIN_ENHANCED_PIXELS} pixels",
-    "fwhm": f"myocardium at or above half the maximum of the {N_SD:g}-SD region, in connected parts of at least "
-            f"{MIN_ENHANCED_PIXELS} pixels; empty where there is no {N_SD:g}-SD region",
+    "fwhm": f"myocardium at or above half-way from the remote mean to the maximum of the {N_SD:g}-SD region, in "
+            f"connected parts of at least {MIN_ENHANCED_PIXELS} pixels; empty where there is no {N_SD:g}-SD region",
 }
 
 
@@ -128,19 +128,22 @@ def _large_parts(mask: np.ndarray, min_pixels: int) -> np.ndarray:
 
 def enhanced_regions(image: np.ndarray, labels: np.ndarray, n_sd: float = N_SD) -> dict[str, np.ndarray]:
     """Reproducible scar regions inside the myocardium (healthy + scar labels) that rest on no scar label:
-    ``nsd``, brighter than the remote mean + n SD; ``fwhm``, at or above half the maximum of the ``nsd`` region
-    (full width at half maximum, read only where there is enhancement: empty on a scar-free heart). Parts
-    smaller than MIN_ENHANCED_PIXELS are noise, not enhancement."""
+    ``nsd``, brighter than the remote mean + n SD; ``fwhm``, at or above half-way from the remote mean to the
+    maximum of the ``nsd`` region (full width at half maximum, read only where there is enhancement: empty on a
+    scar-free heart). Half-way from the remote mean is the classic half of the maximum where healthy
+    myocardium is nulled to about 0; with an intensity offset (EMIDEC's PNGs put healthy myocardium near 150 of
+    255) half of the maximum lies below all the myocardium and would call the whole wall scar. Parts smaller
+    than MIN_ENHANCED_PIXELS are noise, not enhancement."""
     myocardium = np.isin(labels, (L.MYOCARDIUM, L.SCAR))
     remote = remote_myocardium(image, labels)
     if remote.sum() < 2:
         return {"nsd": np.zeros_like(myocardium), "fwhm": np.zeros_like(myocardium)}
-    threshold = image[remote].mean() + n_sd * image[remote].std()
-    enhanced = _large_parts(myocardium & (image > threshold), MIN_ENHANCED_PIXELS)
+    baseline = image[remote].mean()
+    enhanced = _large_parts(myocardium & (image > baseline + n_sd * image[remote].std()), MIN_ENHANCED_PIXELS)
     if not enhanced.any():
         return {"nsd": enhanced, "fwhm": enhanced}
-    return {"nsd": enhanced,
-            "fwhm": _large_parts(myocardium & (image >= 0.5 * image[enhanced].max()), MIN_ENHANCED_PIXELS)}
+    half_maximum = baseline + 0.5 * (image[enhanced].max() - baseline)
+    return {"nsd": enhanced, "fwhm": _large_parts(myocardium & (image >= half_maximum), MIN_ENHANCED_PIXELS)}
 
 
 def percent_of_myocardium(region: np.ndarray, labels: np.ndarray) -> float:

@@ -120,3 +120,12 @@ def test_myocardium_error_splits_at_the_border_with_blood_and_scar():
     assert errors["myo_error_near_border"] == pytest.approx(6.0)  # columns 2 and 3, 1 and 2 pixels from blood
     assert errors["myo_error_inner"] == pytest.approx(np.sqrt(2.0 ** 2 / 2 * 4 / 6))  # columns 4-9
     assert np.isnan(myocardium_error_by_boundary(prediction, target, np.zeros_like(labels))["myo_error_inner"])
+
+
+def test_fwhm_is_measured_from_the_remote_myocardium_when_the_image_has_an_offset():
+    """EMIDEC's PNGs put healthy myocardium near 150 of 255: half of the maximum (100) lies below the whole wall."""
+    image, labels = make_phantom(PhantomSpec(scar="patchy", seed=1))
+    image, labels = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(labels)
+    offset = image + 400.0  # healthy myocardium near 460, scar near 760
+    truth = percent_of_myocardium(labels == L.SCAR, labels)
+    assert percent_of_myocardium(enhanced_regions(offset, labels)["fwhm"], labels) == pytest.approx(truth, abs=1.0)
