@@ -32,6 +32,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin  # noqa: E402
 
+from ScarEnhanceLib import README_FILE  # noqa: E402
 from ScarEnhanceLib.parameters import SAMPLERS, DEVICES, EnhanceParameters, estimated_seconds  # noqa: E402
 from ScarEnhanceModuleLib import Dependencies  # noqa: E402
 from ScarEnhanceModuleLib.Logic import ROI_SEGMENT_ID, cnrSummary  # noqa: E402
@@ -46,12 +47,13 @@ class ScarEnhance(ScriptedLoadableModule):
         self.parent.title = _("ScarEnhance")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Cardiac")]
         self.parent.dependencies = []
-        self.parent.contributors = ["ScarEnhance developers"]
+        self.parent.contributors = []  # no public repository or contributor list yet (see CMakeLists.txt)
         self.parent.helpText = _(
             "Makes myocardial scar easier to see in late gadolinium enhancement (LGE) MR: segment the heart, "
             "correct the heart ROI in Segment Editor, and get an enhanced copy of the volume with CNR readouts "
             "before and after. Method: localized partial diffusion (MICCAI 2024). "
-            '<a href="https://github.com/scarenhance/ScarEnhance">Documentation</a>.')
+            '<a href="{readme}">Documentation (the README installed with the module)</a>.').format(
+                readme=README_FILE.as_uri())
         self.parent.acknowledgementText = _(
             "Bundled models were trained on EMIDEC (CC BY-NC-SA 4.0, Lalande et al., Data 2020) and MS-CMRSeg 2019 "
             "LGE (Zhuang, TPAMI 2019); they are for research, not for diagnosis.")

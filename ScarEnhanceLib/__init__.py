@@ -5,4 +5,7 @@ Pure Python (numpy, torch, SimpleITK); never imports slicer or qt, so the same c
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+README_FILE = Path(__file__).resolve().parent.parent / "README.md"  # beside ScarEnhanceLib, in the source and built trees

@@ -55,3 +55,13 @@ def test_the_library_never_imports_slicer_or_qt():
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 imported.add(node.module.split(".")[0])
         assert not imported & {"slicer", "qt", "ctk", "vtk", "PythonQt"}, path.name
+
+
+def test_no_invented_address_or_contributor_and_the_linked_readme_is_installed():
+    for path in (ROOT / "CMakeLists.txt", MODULE, ROOT / "README.md"):
+        text = path.read_text()
+        assert "scarenhance/ScarEnhance" not in text and "ScarEnhance developers" not in text, path.name
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r'set\(EXTENSION_CONTRIBUTORS ""\)', cmake) and "README.md)" in cmake
+    from ScarEnhanceLib import README_FILE
+    assert README_FILE.exists() and "README_FILE.as_uri()" in MODULE.read_text()
