@@ -5,6 +5,7 @@ process, driven by ``ScarEnhanceModuleLib.Logic`` over MRML nodes.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -55,8 +56,22 @@ class ScarEnhance(ScriptedLoadableModule):
             '<a href="{readme}">Documentation (the README installed with the module)</a>.').format(
                 readme=README_FILE.as_uri())
         self.parent.acknowledgementText = _(
-            "Bundled models were trained on EMIDEC (CC BY-NC-SA 4.0, Lalande et al., Data 2020) and MS-CMRSeg 2019 "
-            "LGE (Zhuang, TPAMI 2019); they are for research, not for diagnosis.")
+            "Bundled models were trained on EMIDEC (CC BY-NC-SA 4.0, Lalande et al., Data 2020), MS-CMRSeg 2019 "
+            "LGE (Zhuang, TPAMI 2019) and MyoPS 2020 (Zhuang, MICCAI 2016; Li et al., Medical Image Analysis 2023); "
+            "they are for research, not for diagnosis.")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """The bundled sample (EMIDEC P050, a held-out case) in Slicer's Sample Data module, read from the
+    extension's own files (no download)."""
+    import SampleData
+    from ScarEnhanceLib.sample import SAMPLE_IMAGE
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="ScarEnhance", sampleName="ScarEnhanceSampleLGE", uris=SAMPLE_IMAGE.as_uri(),
+        fileNames=SAMPLE_IMAGE.name, nodeNames="ScarEnhance sample LGE",
+        thumbnailFileName=str(Path(__file__).resolve().parent / "Resources" / "Icons" / "ScarEnhance.png"),
+        loadFileType="VolumeFile")
 
 
 @parameterNodeWrapper
@@ -89,6 +104,22 @@ class ScarEnhanceLogic(ScriptedLoadableModuleLogic, MRMLLogic):
         return ScarEnhanceParameterNode(super().getParameterNode())
 
 
+def ensureWeightsLicence() -> bool:
+    """Ask once (remembered in Slicer's settings) for consent to the bundled weights' non-commercial licence, as
+    the Extensions Index asks for non-permissive components; False if the user declines."""
+    from ScarEnhanceModuleLib.Logic import acceptWeightsLicence, weightsLicenceAccepted
+    settings = qt.QSettings()
+    if weightsLicenceAccepted(settings):
+        return True
+    if not slicer.util.confirmOkCancelDisplay(
+            _("The bundled models were trained on EMIDEC data and are licensed CC BY-NC-SA 4.0: non-commercial "
+              "research use, with attribution (Lalande et al., Data 2020), results shared alike. They are not for "
+              "diagnosis. Do you accept these terms?"), windowTitle=_("ScarEnhance model licence")):
+        return False
+    acceptWeightsLicence(settings)
+    return True
+
+
 def ensureDependencies(ask: bool = True) -> bool:
     """Install what ScarEnhanceLib needs into Slicer's Python, after asking; False if the user declines."""
     missing = Dependencies.missingRequirements()
@@ -114,8 +145,7 @@ def ensureDependencies(ask: bool = True) -> bool:
 
 class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None, logic: Optional[ScarEnhanceLogic] = None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
+        # Everything setup() uses exists before the base class runs it (it does so when parent is None).
         self.logic = logic  # injected in tests; made in setup otherwise
         self._parameterNode: Optional[ScarEnhanceParameterNode] = None
         self._parameterNodeGuiTag = None
@@ -124,6 +154,8 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(250)
         self._timer.timeout.connect(self._pollJob)
+        VTKObservationMixin.__init__(self)
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -145,9 +177,19 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
+        self._cancelJob()
         self.removeObservers()
+
+    def _cancelJob(self) -> None:
+        """Stop the running job, its processes and its polling (module reload, scene close, Slicer exit)."""
+        self._timer.stop()
+        job, self._job = self._job, None
+        if job is not None:
+            job.cancel()
+            try:
+                job.result()  # removes its work folder
+            except Exception:
+                pass
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -159,6 +201,7 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._cancelJob()  # its results would land in the next scene
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -186,11 +229,20 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._showSegmentsOf(self._parameterNode.segmentation if self._parameterNode else None)
 
     def _showSegmentsOf(self, segmentation) -> None:
-        """The segment selector follows the segmentation selector (the signal passes the new node)."""
-        self.ui.roiSegmentSelector.setCurrentNode(segmentation)
+        """The segment selector follows the segmentation selector (the signal passes the new node). The ROI
+        segment is read first and the selector's signals held: given a new node, the selector picks its first
+        segment (Blood pool) and would write that into the parameter node as the ROI."""
         segmentId = self._parameterNode.roiSegmentId if self._parameterNode else ""
-        if segmentation and segmentId and segmentation.GetSegmentation().GetSegment(segmentId):
-            self.ui.roiSegmentSelector.setCurrentSegmentID(segmentId)
+        wasBlocked = self.ui.roiSegmentSelector.blockSignals(True)
+        try:
+            self.ui.roiSegmentSelector.setCurrentNode(segmentation)
+            if segmentation and segmentId and segmentation.GetSegmentation().GetSegment(segmentId):
+                self.ui.roiSegmentSelector.setCurrentSegmentID(segmentId)
+        finally:
+            self.ui.roiSegmentSelector.blockSignals(wasBlocked)
+        shown = self.ui.roiSegmentSelector.currentSegmentID()
+        if self._parameterNode and shown and shown != segmentId:
+            self._parameterNode.roiSegmentId = shown  # the segmentation lacks the remembered ROI segment
 
     def _onRoiSegmentChanged(self, segmentId: str) -> None:
         if self._parameterNode and segmentId:
@@ -209,7 +261,7 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ actions
     def onSegmentHeart(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Heart segmentation failed."), waitCursor=True):
-            if not ensureDependencies():
+            if not ensureWeightsLicence() or not ensureDependencies():
                 return
             node = self._parameterNode
             job = self.logic.startSegmentHeart(node.inputVolume, device=node.device)
@@ -228,6 +280,11 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor.setSegmentationNode(node.segmentation)
         editor.setSourceVolumeNode(node.inputVolume)
         editor.setCurrentSegmentID(node.roiSegmentId)
+        # Segment Editor overwrites all other segments by default: painting the ROI would erase Blood pool,
+        # Myocardium and Scar under the brush, which the readouts use.
+        editor.mrmlSegmentEditorNode().SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteNone)
+        slicer.util.showStatusMessage(_("ScarEnhance: Segment Editor set to let segments overlap, so editing the "
+                                        "Heart ROI leaves the tissue segments alone."), 5000)
 
     def onApply(self) -> None:
         if self._job is not None:
@@ -236,7 +293,7 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Enhancement failed to start."), waitCursor=True):
             node = self._parameterNode
             parameters = node.enhanceParameters().validate()
-            if not self._confirmSlowRun(parameters) or not ensureDependencies():
+            if not self._confirmSlowRun(parameters) or not ensureWeightsLicence() or not ensureDependencies():
                 return
             job = self.logic.startEnhance(node.inputVolume, node.segmentation, node.roiSegmentId, parameters,
                                           node.outputVolume)
@@ -263,6 +320,9 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             enhanced.GetDisplayNode().SetAutoWindowLevel(False)
             enhanced.GetDisplayNode().SetWindowLevel(source.GetWindow(), source.GetLevel())
         showSideBySide(original, enhanced)
+        segmentation = self._parameterNode.segmentation
+        if segmentation is not None and segmentation.GetDisplayNode() is not None:
+            segmentation.GetDisplayNode().SetVisibility2DFill(False)  # outlines only: the fill would cover the scar
         rows = cnrSummary(outputs.readouts)
         self.ui.cnrLabel.text = "<table>" + "".join(
             f"<tr><td>{name}:&nbsp;</td><td><b>{value}</b></td></tr>" for name, value in rows.items()) + "</table>"
@@ -304,30 +364,58 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 def showSideBySide(original, enhanced) -> None:
-    """Original in the red view, enhanced in the yellow one, both in the volume's slice plane, linked."""
+    """Original in the red view, enhanced in the yellow one, both in the original's acquisition plane, linked."""
+    from ScarEnhanceModuleLib.Logic import alignSliceViews
     layoutManager = slicer.app.layoutManager()
     layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    widgets = {name: layoutManager.sliceWidget(name) for name in ("Red", "Yellow")}
+    alignSliceViews(widgets["Red"].mrmlSliceNode(), widgets["Yellow"].mrmlSliceNode(), original)
     for viewName, volume in (("Red", original), ("Yellow", enhanced)):
-        sliceWidget = layoutManager.sliceWidget(viewName)
-        composite = sliceWidget.mrmlSliceCompositeNode()
+        composite = widgets[viewName].mrmlSliceCompositeNode()
         composite.SetBackgroundVolumeID(volume.GetID())
         composite.SetForegroundVolumeID(None)
         composite.SetLinkedControl(True)
-        sliceWidget.mrmlSliceNode().RotateToVolumePlane(original)
-        sliceWidget.sliceLogic().FitSliceToAll()
+        widgets[viewName].sliceLogic().FitSliceToAll()
+
+
+FULL_SELF_TEST = "SCARENHANCE_FULL_SELF_TEST"  # set to 1 for the self-test that installs packages and runs models
 
 
 class ScarEnhanceTest(ScriptedLoadableModuleTest):
-    """Runs in Slicer (Developer mode > Reload and Test): segments and enhances the bundled sample volume."""
+    """Runs in Slicer (Developer mode > Reload and Test). By default a smoke test that needs no network and
+    installs nothing; with the environment variable SCARENHANCE_FULL_SELF_TEST=1 it also installs what is
+    missing (after no question: gigabytes with PyTorch), then segments and enhances the bundled sample and
+    cancels a run."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_segment_and_enhance_the_sample()
-        self.setUp()
-        self.test_cancel_leaves_no_output()
+        self.test_module_and_bundled_files_without_installing_anything()
+        if os.environ.get(FULL_SELF_TEST) == "1":
+            self.setUp()
+            self.test_segment_and_enhance_the_sample()
+            self.setUp()
+            self.test_cancel_leaves_no_output()
+        else:
+            self.delayDisplay(f"Segmentation and enhancement not run: set {FULL_SELF_TEST}=1 for them")
+
+    def test_module_and_bundled_files_without_installing_anything(self):
+        import hashlib
+        import json
+        from ScarEnhanceLib.sample import SAMPLE_IMAGE
+        from ScarEnhanceLib import MODELS_DIR
+        self.delayDisplay("Smoke test: parameters, bundled files, dependency check")
+        node = ScarEnhanceLogic().getParameterNode()
+        self.assertEqual(node.enhanceParameters().validate(), EnhanceParameters())
+        self.assertTrue(SAMPLE_IMAGE.exists() and README_FILE.exists())
+        manifest = json.loads((MODELS_DIR / "manifest.json").read_text())
+        for entry in manifest.values():
+            digest = hashlib.sha256((MODELS_DIR / entry["file"]).read_bytes()).hexdigest()
+            self.assertEqual(digest, entry["sha256"])
+        self.assertIsInstance(Dependencies.missingRequirements(), list)  # reads package metadata only
+        self.delayDisplay("Smoke test passed")
 
     def _sample(self):
         from ScarEnhanceLib.sample import SAMPLE_IMAGE

@@ -8,4 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 __version__ = "0.1.0"
-README_FILE = Path(__file__).resolve().parent.parent / "README.md"  # beside ScarEnhanceLib, in the source and built trees
+# Beside ScarEnhanceLib, in the source tree and in the built extension (torch-free: Slicer reads them at start-up)
+README_FILE = Path(__file__).resolve().parent.parent / "README.md"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "models"

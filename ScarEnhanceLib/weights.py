@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from . import MODELS_DIR  # noqa: F401  (re-exported: the bundled models' folder)
 from .diffusion import DiffusionConfig, build_denoiser
 from .segmentation import SegmentationConfig, build_segmenter
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "models"
 MANIFEST = "manifest.json"
 SEGMENTATION = "heart_segmentation"
 ENHANCEMENT = "enhancement"

@@ -33,8 +33,20 @@ def test_torch_goes_through_pytorchutils_and_simpleitk_is_never_installed():
     pip_calls, torch_calls = [], []
     installRequirements([TORCH_REQUIREMENT, "monai>=1.4"], pip_calls.append,
                         lambda requirement: torch_calls.append(requirement) or True)
-    assert torch_calls == [TORCH_REQUIREMENT] and pip_calls == [["monai>=1.4"]]
+    assert torch_calls == [TORCH_REQUIREMENT] and [call[0] for call in pip_calls] == ["monai>=1.4"]
     pip_calls.clear()
     installRequirements([TORCH_REQUIREMENT], pip_calls.append, None)
     assert pip_calls == [[TORCH_REQUIREMENT]]
     assert not any("simpleitk" in r.lower() for r in (TORCH_REQUIREMENT, *REQUIREMENTS))
+
+
+def test_the_rest_is_installed_with_the_installed_torch_pinned():
+    """MONAI's torch floor must not let pip replace the torch PyTorchUtils chose for the GPU."""
+    seen = []
+
+    def pip(arguments):
+        constraints = arguments[arguments.index("-c") + 1]
+        seen.append((arguments[:arguments.index("-c")], open(constraints).read()))
+
+    installRequirements(["monai>=1.4", "diffusers>=0.30"], pip, None, _versions(torch="2.3.1+cu118"))
+    assert seen == [(["monai>=1.4", "diffusers>=0.30"], "torch==2.3.1+cu118\n")]

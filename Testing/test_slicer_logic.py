@@ -5,6 +5,7 @@ The fixture sets up what Slicer's application does at start-up and the Logic rel
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import vtk
 
 from conftest import ROOT
 from ScarEnhanceLib.parameters import EnhanceParameters, InputError
@@ -201,12 +203,73 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(scene, logic, tmp_path
     _assert_unchanged(before, _snapshot(volume, segmentation))
 
 
-def test_a_failing_process_reports_its_error(scene, tmp_path):
+def test_a_failing_process_reports_its_error_and_logs_what_it_said(scene, tmp_path, caplog):
     volume, labels = _load_phantom(tmp_path)
     segmentation = _segmentation_from(volume, labels)
     logic = ScarEnhanceLogic(pythonExecutable=sys.executable, modelsDir=tmp_path / "no-models")
-    with pytest.raises(JobFailed, match="manifest"):
+    with caplog.at_level(logging.INFO), pytest.raises(JobFailed, match="manifest"):
         logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST)
+    assert any(r.getMessage().startswith("ScarEnhance: scarenhance: error:") and "manifest" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_process_that_cannot_start_leaves_no_work_folder(scene, tmp_path):
+    volume, labels = _load_phantom(tmp_path)
+    segmentation = _segmentation_from(volume, labels)
+    dirs = _work_dirs()
+    logic = ScarEnhanceLogic(pythonExecutable=str(tmp_path / "no-such-python"))
+    with pytest.raises(OSError):
+        logic.startEnhance(volume, segmentation, ROI_SEGMENT_ID, FAST)
+    with pytest.raises(OSError):
+        logic.startSegmentHeart(volume)
+    assert _work_dirs() == dirs
+
+
+def test_a_segmentation_of_another_volume_is_refused(scene, logic, tmp_path):
+    volume, labels = _load_phantom(tmp_path)
+    segmentation = _segmentation_from(volume, labels)
+    image, _ = make_phantom(PhantomSpec(matrix=112, slices=3, spacing_mm=1.4, seed=9))
+    sitk.WriteImage(image, str(tmp_path / "other.nrrd"))
+    other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "other")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(tmp_path / "other.nrrd"))
+    assert storage.ReadData(other)
+    with pytest.raises(InputError, match="was made on 'lge', not on 'other'"):
+        logic.startEnhance(other, segmentation, ROI_SEGMENT_ID, FAST)
+
+
+def test_the_result_view_shows_the_same_plane_as_the_original(scene, tmp_path):
+    """Yellow starts sagittal (Slicer's Conventional layout); both views end in the volume's acquisition plane."""
+    from ScarEnhanceModuleLib.Logic import alignSliceViews
+    volume, _ = _load_phantom(tmp_path)  # oblique: its slice normal is not an axis
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    red, yellow = slicer.vtkMRMLSliceNode(), slicer.vtkMRMLSliceNode()
+    for node, orientation in ((red, "Axial"), (yellow, "Sagittal")):
+        scene.AddNode(node)
+        node.SetOrientation(orientation)
+    alignSliceViews(red, yellow, volume)
+    normal = lambda node: np.array([node.GetSliceToRAS().GetElement(row, 2) for row in range(3)])
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(ijk_to_ras)
+    slice_direction = np.array([ijk_to_ras.GetElement(row, 2) for row in range(3)])
+    np.testing.assert_allclose(normal(yellow), normal(red), atol=1e-9)
+    assert abs(np.dot(normal(red), slice_direction / np.linalg.norm(slice_direction))) > 0.999
+
+
+def test_the_weights_licence_is_asked_for_once():
+    from ScarEnhanceModuleLib.Logic import acceptWeightsLicence, weightsLicenceAccepted
+
+    class Settings(dict):  # qt.QSettings' value/setValue
+        def value(self, key, default=None):
+            return self.get(key, default)
+
+        def setValue(self, key, value):
+            self[key] = value
+
+    settings = Settings()
+    assert not weightsLicenceAccepted(settings)
+    acceptWeightsLicence(settings)
+    assert weightsLicenceAccepted(settings) and "CC BY-NC-SA 4.0" in settings.values()
 
 
 def _launcher(tmp_path: Path) -> Path:

@@ -65,3 +65,24 @@ def test_no_invented_address_or_contributor_and_the_linked_readme_is_installed()
     assert re.search(r'set\(EXTENSION_CONTRIBUTORS ""\)', cmake) and "README.md)" in cmake
     from ScarEnhanceLib import README_FILE
     assert README_FILE.exists() and "README_FILE.as_uri()" in MODULE.read_text()
+
+
+def test_the_default_self_test_installs_nothing_and_the_sample_is_registered():
+    source = MODULE.read_text()
+    tree = ast.parse(source)
+    test = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ScarEnhanceTest")
+    smoke = next(f for f in test.body if isinstance(f, ast.FunctionDef)
+                 and f.name == "test_module_and_bundled_files_without_installing_anything")
+    smoke_source = ast.get_source_segment(source, smoke)
+    assert "ensureDependencies" not in smoke_source and "segmentHeart" not in smoke_source
+    run = ast.get_source_segment(source, next(f for f in test.body if getattr(f, "name", "") == "runTest"))
+    assert "FULL_SELF_TEST" in run and run.index("FULL_SELF_TEST") < run.index("test_segment_and_enhance_the_sample")
+    assert "registerCustomSampleDataSource" in source and "SAMPLE_IMAGE.as_uri()" in source
+    # the smoke test's library imports stay torch-free
+    import subprocess
+    import sys
+    probe = ("import sys; import ScarEnhanceLib; from ScarEnhanceLib import MODELS_DIR, README_FILE; "
+             "from ScarEnhanceLib.sample import SAMPLE_IMAGE; from ScarEnhanceLib.parameters import EnhanceParameters; "
+             "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

@@ -5,7 +5,10 @@ machine's GPU); the rest from PyPI with lower bounds. SimpleITK is never install
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from importlib import metadata
+from pathlib import Path
 from typing import Callable, List, Optional
 
 try:
@@ -32,11 +35,20 @@ def missingRequirements(installedVersion: Callable[[str], str] = metadata.versio
 
 
 def installRequirements(missing: List[str], pipInstall: Callable[[List[str]], None],
-                        installTorch: Optional[Callable[[str], bool]] = None) -> None:
-    """Install ``missing``; torch through ``installTorch`` (PyTorchUtils) when given, else with pip."""
+                        installTorch: Optional[Callable[[str], bool]] = None,
+                        installedVersion: Callable[[str], str] = metadata.version) -> None:
+    """Install ``missing``; torch through ``installTorch`` (PyTorchUtils) when given, else with pip. The rest is
+    installed with the installed torch pinned by a constraints file: MONAI's own torch floor (2.8 for MONAI
+    1.6) would otherwise let pip replace the build PyTorchUtils chose for the GPU with a PyPI one (CPU-only on
+    Windows); pip picks a MONAI that fits the torch there is instead."""
     rest = [r for r in missing if Requirement(r).name != "torch"]
     if len(rest) < len(missing):
         if installTorch is None or not installTorch(TORCH_REQUIREMENT):
             pipInstall([TORCH_REQUIREMENT])
     if rest:
-        pipInstall(rest)
+        constraints = Path(tempfile.mkdtemp(prefix="ScarEnhance-pip-")) / "constraints.txt"
+        constraints.write_text(f"torch=={installedVersion('torch')}\n")
+        try:
+            pipInstall([*rest, "-c", str(constraints)])
+        finally:
+            shutil.rmtree(constraints.parent, ignore_errors=True)

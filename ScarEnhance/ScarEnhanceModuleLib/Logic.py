@@ -59,7 +59,7 @@ class ScarEnhanceLogic:
 
     def startSegmentHeart(self, volumeNode, segmentationNode=None, device: str = "auto") -> BackgroundJob:
         self._checkVolume(volumeNode)
-        workDir = Path(tempfile.mkdtemp(prefix="ScarEnhance-"))
+        workDir = workFolder()
         try:
             _writeVolume(volumeNode, workDir / "image.nrrd")
         except Exception:
@@ -72,7 +72,7 @@ class ScarEnhanceLogic:
         def loadSegmentation():
             return self._importLabels(workDir / "labels.nrrd", volumeNode, segmentationNode)
 
-        return BackgroundJob(command, loadSegmentation, workDir)
+        return _startJob(command, loadSegmentation, workDir)
 
     def _importLabels(self, labelsPath: Path, volumeNode, segmentationNode):
         scene = slicer.mrmlScene
@@ -106,8 +106,9 @@ class ScarEnhanceLogic:
         parameters = parameters.validate()
         if outputVolumeNode is not None and outputVolumeNode is volumeNode:
             raise InputError("the output volume must not be the input volume: choose another or a new volume")
+        self._checkSegmentationBelongsTo(segmentationNode, volumeNode)
         roi = self._roiMask(volumeNode, segmentationNode, roiSegmentId)
-        workDir = Path(tempfile.mkdtemp(prefix="ScarEnhance-"))
+        workDir = workFolder()
         try:
             _writeVolume(volumeNode, workDir / "image.nrrd")
             _writeArray(roi.astype(np.uint8), volumeNode, workDir / "roi.nrrd")
@@ -124,7 +125,17 @@ class ScarEnhanceLogic:
         def loadOutputs():
             return self._loadOutputs(output, volumeNode, outputVolumeNode)
 
-        return BackgroundJob(command, loadOutputs, workDir)
+        return _startJob(command, loadOutputs, workDir)
+
+    @staticmethod
+    def _checkSegmentationBelongsTo(segmentationNode, volumeNode) -> None:
+        """A segmentation made on another volume would be resampled onto this one without a word: refuse it."""
+        if segmentationNode is None:
+            return
+        reference = segmentationNode.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+        if reference is not None and reference is not volumeNode and not _sameGeometry(reference, volumeNode):
+            raise InputError(f"the segmentation {segmentationNode.GetName()!r} was made on {reference.GetName()!r}, "
+                             f"not on {volumeNode.GetName()!r}: segment this volume or choose its segmentation")
 
     def _roiMask(self, volumeNode, segmentationNode, roiSegmentId: str) -> np.ndarray:
         if segmentationNode is None:
@@ -199,6 +210,58 @@ class ScarEnhanceLogic:
 
     def _modelArguments(self) -> List[str]:
         return ["--models", str(self.modelsDir)] if self.modelsDir is not None else []
+
+
+def _startJob(command: List[str], onSuccess, workDir: Path) -> BackgroundJob:
+    """The background job; if its process cannot even start, its work folder (patient data) goes at once."""
+    try:
+        return BackgroundJob(command, onSuccess, workDir)
+    except Exception:
+        shutil.rmtree(workDir, ignore_errors=True)
+        raise
+
+
+def workFolder() -> Path:
+    """A new folder for a job's files, under Slicer's temporary folder where Slicer has one."""
+    application = getattr(slicer, "app", None)
+    parent = getattr(application, "temporaryPath", None) if application is not None else None
+    if parent:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="ScarEnhance-", dir=parent or None))
+
+
+def _sameGeometry(a, b, tolerance: float = 1e-4) -> bool:
+    """Two volumes on the same voxel grid (dimensions and IJK-to-RAS matrix)."""
+    if a.GetImageData() is None or b.GetImageData() is None:
+        return False
+    if a.GetImageData().GetDimensions() != b.GetImageData().GetDimensions():
+        return False
+    first, second = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    a.GetIJKToRASMatrix(first)
+    b.GetIJKToRASMatrix(second)
+    return all(abs(first.GetElement(r, c) - second.GetElement(r, c)) <= tolerance for r in range(4) for c in range(4))
+
+
+def alignSliceViews(leadingSliceNode, followingSliceNode, volumeNode) -> None:
+    """Both views in the volume's acquisition plane: the leading view rotates to it, the following one takes
+    its orientation (rotating each on its own picks the plane nearest to each view's current one, which for a
+    sagittal Yellow view is a cut across the slices)."""
+    leadingSliceNode.RotateToVolumePlane(volumeNode)
+    followingSliceNode.GetSliceToRAS().DeepCopy(leadingSliceNode.GetSliceToRAS())
+    followingSliceNode.UpdateMatrices()
+
+
+WEIGHTS_LICENCE_SETTING = "ScarEnhance/AcceptedWeightsLicence"
+WEIGHTS_LICENCE = "CC BY-NC-SA 4.0"
+
+
+def weightsLicenceAccepted(settings) -> bool:
+    """Whether the user has accepted the bundled weights' licence (kept in Slicer's settings: asked once)."""
+    return str(settings.value(WEIGHTS_LICENCE_SETTING, "")) == WEIGHTS_LICENCE
+
+
+def acceptWeightsLicence(settings) -> None:
+    settings.setValue(WEIGHTS_LICENCE_SETTING, WEIGHTS_LICENCE)
 
 
 def _number(value) -> float:

@@ -12,6 +12,7 @@ Slicer itself dies) and ends the whole process group (a job object's tree with `
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -124,6 +125,7 @@ class BackgroundJob(Generic[Result]):
             except ValueError:
                 pass
             self._output.append(line)
+            logging.info("ScarEnhance: %s", line)  # Slicer's application log keeps what the process said
 
     def isRunning(self) -> bool:
         return self._process.poll() is None
