@@ -211,7 +211,7 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            self._parameterNode.inputVolume = firstGreyLevelVolume()
 
     def setParameterNode(self, inputParameterNode: Optional[ScarEnhanceParameterNode]) -> None:
         if self._parameterNode:
@@ -312,7 +312,6 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showOutputs(self, outputs) -> None:
         original = self._parameterNode.inputVolume
         enhanced = outputs.enhancedVolume
-        self._parameterNode.outputVolume = enhanced
         for node in (enhanced, outputs.uncertaintyVolume):
             node.CreateDefaultDisplayNodes()
         source = original.GetDisplayNode()
@@ -361,6 +360,13 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay(_("Could not show the results."), waitCursor=True):
             self._onJobDone(result)
+
+
+def firstGreyLevelVolume():
+    """The first scalar volume that is not a labelmap (a labelmap is a vtkMRMLScalarVolumeNode too, and the
+    volume selector, which hides child classes, could not show it)."""
+    volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+    return next((v for v in volumes if not v.IsA("vtkMRMLLabelMapVolumeNode")), None)
 
 
 def showSideBySide(original, enhanced) -> None:
