@@ -249,3 +249,24 @@ def test_readouts_of_huge_float64_values_equal_those_of_the_same_image_unscaled(
         readouts.append(json.loads((tmp_path / name / "cnr.json").read_text())["regions"]["scar_segment"]["volume"])
     assert readouts[1]["cnr_scar_myo_original"] == pytest.approx(readouts[0]["cnr_scar_myo_original"], rel=1e-5)
     assert readouts[1]["cnr_scar_myo_original"] > 1
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_work(study, tiny_models, capsys, monkeypatch):
+    _never_enhance(monkeypatch)
+    code, err = _run(capsys, ["enhance", str(study / "img.nii.gz"), "--labels", str(study / "lab.nii.gz"), "-o",
+                              "/proc/scarenhance-output", "--models", str(tiny_models), *FAST])
+    assert code == 2 and "cannot write into the output folder /proc/scarenhance-output" in err and _error_lines(err) == 1
+
+
+def test_an_interrupt_is_one_line_with_exit_code_130(study, tiny_models, capsys, monkeypatch):
+    def interrupted(*_, **__):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pipeline, "segment", interrupted)
+    code, err = _run(capsys, ["segment", str(study / "img.nii.gz"), "-o", str(study / "l.nii.gz"), "--models",
+                              str(tiny_models)])
+    assert code == 130 and err.strip().splitlines()[-1].startswith("scarenhance: interrupted") and _error_lines(err) == 1
+
+
+def test_a_phantom_without_slices_is_a_clear_error(tmp_path, capsys):
+    code, err = _run(capsys, ["phantom", "-o", str(tmp_path), "--slices", "0"])
+    assert code == 2 and "at least 1 slice" in err
