@@ -147,9 +147,9 @@ def _read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Imag
 
 
 def _dicom_slice_mm(tags: dict[str, str], image: sitk.Image) -> float:
-    """Spacing Between Slices, else Slice Thickness; without either, ten pixels (LGE slices are far thicker
-    than their pixels)."""
-    for key in ("0018|0088", "0018|0050"):
+    """Slice Thickness, else Spacing Between Slices (which writers fill in inconsistently for one slice: GDCM
+    writes 1 mm for a 2D image); without either, ten pixels (LGE slices are far thicker than their pixels)."""
+    for key in ("0018|0050", "0018|0088"):
         try:
             value = float(tags.get(key, "").strip())
         except ValueError:

@@ -98,3 +98,13 @@ def test_demo_segments_enhances_and_reports(tmp_path, capsys):
     roi = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "roi.nii.gz")))
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE_LABELS)))
     assert 2 * (roi.astype(bool) & (reference > 0)).sum() / (roi.astype(bool).sum() + (reference > 0).sum()) > 0.7
+
+
+@needs_models
+@needs_shared_data("myops2020_train25")
+def test_bundled_segmentation_does_as_well_on_whole_frames_as_on_crops_around_the_heart():
+    """MyoPS test cases arrive as 480x480 whole frames: no window border may cut the heart."""
+    cases = load_cases(DatasetSpec.load(SHARED_DATA / "myops2020_train25"), load_splits()["myops2020_train25"]["test"])
+    summary = evaluate_segmentation(cases, load(SEGMENTATION))["summary"]
+    assert summary["roi_whole_frame_in_crop"] >= summary["roi_heart_crop"] - 0.01, summary
+    assert summary["roi"] > 0.9 and summary["myocardium"] > 0.75, summary
