@@ -66,7 +66,7 @@ def _from_folder(folder: Path) -> list[Study]:
 
 def _from_csv(table: Path) -> list[Study]:
     """Columns ``image`` (required), ``labels``, ``roi``, ``id``; relative paths are read from the CSV's folder."""
-    with open(table, newline="") as stream:
+    with open(table, newline="", encoding="utf-8-sig") as stream:
         rows = list(csv.DictReader(stream))
     if not rows or "image" not in rows[0]:
         raise InputError(f"{table}: a CSV of studies needs an 'image' column (optional: labels, roi, id)")

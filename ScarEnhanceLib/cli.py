@@ -135,7 +135,7 @@ def _write_cnr(readouts: dict, output_dir: Path) -> None:
     """cnr.json (strict JSON: null where a readout is not available) and cnr.csv, each number with its region."""
     from .io import atomic_path, strict_json, write_text
     write_text(strict_json(readouts), output_dir / "cnr.json")
-    with atomic_path(output_dir / "cnr.csv") as temporary, open(temporary, "w", newline="") as stream:
+    with atomic_path(output_dir / "cnr.csv") as temporary, open(temporary, "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(["region", "slices", "metric", "original", "enhanced"])
         for region in readouts["regions"].values():
@@ -298,7 +298,7 @@ def _summary_row(study, status: str, seconds: float, message: str, readouts: dic
 def _write_summary(rows: list[dict], path: Path) -> None:
     from .io import atomic_path
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with atomic_path(path) as temporary, open(temporary, "w", newline="") as stream:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, columns, restval="")
         writer.writeheader()
         writer.writerows([{k: ("" if v is None else v) for k, v in row.items()} for row in rows])
@@ -318,7 +318,7 @@ def cmd_batch(args) -> int:
         elapsed = time.monotonic() - started_all
         print(f"[{number}/{len(studies)}] {study.id} ({elapsed:.0f} s so far)", flush=True)
         if done.exists():
-            readouts = json.loads((done / "cnr.json").read_text()) if (done / "cnr.json").exists() else None
+            readouts = json.loads((done / "cnr.json").read_text(encoding="utf-8")) if (done / "cnr.json").exists() else None
             rows.append(_summary_row(study, "skipped", 0.0, "outputs complete from an earlier run", readouts))
         else:
             started = time.monotonic()
@@ -456,7 +456,7 @@ RUN_CONFIG_BOOKKEEPING = ("kind", "model", "iteration", "history")
 
 def cmd_bundle(args) -> int:
     from .weights import install
-    config = json.loads((args.run_dir / "config.json").read_text())
+    config = json.loads((args.run_dir / "config.json").read_text(encoding="utf-8"))
     kind = config["kind"]
     info = {"training": {"data": args.data, "iterations": config["iteration"], "history": config["history"][-3:],
                          **{key: value for key, value in config.items() if key not in RUN_CONFIG_BOOKKEEPING}},

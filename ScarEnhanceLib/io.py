@@ -261,7 +261,7 @@ def write_image(image: sitk.Image, path: Path) -> Path:
 
 def write_text(text: str, path: Path) -> Path:
     with atomic_path(Path(path)) as temporary:
-        Path(temporary).write_text(text)
+        Path(temporary).write_text(text, encoding="utf-8")
     return Path(path)
 
 

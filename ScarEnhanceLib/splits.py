@@ -71,7 +71,7 @@ def mscmrseg_patient(case: str) -> str:
 
 def myops_patients(myops_folder: Path) -> dict[str, str]:
     """MyoPS case -> MS-CMRSeg patient number, from the data set's own table."""
-    with open(Path(myops_folder) / MYOPS_PATIENTS_FILE, newline="") as handle:
+    with open(Path(myops_folder) / MYOPS_PATIENTS_FILE, newline="", encoding="utf-8-sig") as handle:
         return {row["myops_case"] + "_LGE": row["mscmrseg_patient"] for row in csv.DictReader(handle)}
 
 
@@ -103,7 +103,7 @@ def build_splits(data_root: Path, previous: dict | None = None, seed: int = 0) -
 
 
 def load_splits(path: Path = SPLITS_FILE) -> dict:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def emidec_stratum(name: str) -> str:
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--output", type=Path, default=SPLITS_FILE)
     args = parser.parse_args(argv)
     previous = load_splits(args.output) if args.output.exists() else None
-    args.output.write_text(json.dumps(build_splits(args.data_root, previous), indent=1) + "\n")
+    args.output.write_text(json.dumps(build_splits(args.data_root, previous), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.output}")
 
 

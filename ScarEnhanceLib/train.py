@@ -185,7 +185,8 @@ def _save(run_dir: Path, model, ema, optimizer, iteration: int, history: list, c
     os.replace(partial, run_dir / CHECKPOINT)  # never a half-written checkpoint
     weights = {k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()}
     save_file(weights, str(run_dir / "model.safetensors"))
-    (run_dir / "config.json").write_text(json.dumps({**config, "iteration": iteration, "history": history}, indent=1))
+    (run_dir / "config.json").write_text(json.dumps({**config, "iteration": iteration, "history": history}, indent=1),
+                                         encoding="utf-8")
 
 
 def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainSettings,

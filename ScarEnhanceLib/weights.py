@@ -59,7 +59,7 @@ def read_manifest(models_dir: Path = MODELS_DIR) -> dict:
     if not path.is_file():
         raise ModelError(f"no model manifest at {path}: train the models or pass --models")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelError(f"{path} is not valid JSON ({error})") from error
     if not isinstance(manifest, dict):
@@ -130,8 +130,8 @@ def install(weights: Path, name: str, kind: str, config: dict, models_dir: Path 
     if Path(weights).resolve() != target.resolve():
         shutil.copyfile(weights, target)
     manifest_path = models_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
     manifest[name] = {"file": target.name, "sha256": sha256(target), "kind": kind, "config": config,
                       "config_sha256": config_sha256(config), **info}
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return manifest[name]

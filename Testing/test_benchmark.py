@@ -15,7 +15,7 @@ def _run_benchmark(models, output, *options):
                              "--threads", "1", "--output", str(output), *options],
                             capture_output=True, text=True, cwd=output.parent)
     assert result.returncode == 0, result.stderr
-    return json.loads(output.read_text()), result.stdout
+    return json.loads(output.read_text(encoding="utf-8")), result.stdout
 
 
 def test_benchmark_reports_speed_memory_and_quality(tiny_models, tmp_path):
@@ -47,7 +47,7 @@ def test_segmentation_benchmark_times_both_frame_sizes(tiny_models, tmp_path):
                              "--models", str(tiny_models), "--slices", "2", "--repeats", "2", "--threads", "1",
                              "--output", str(output)], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    report = json.loads(output.read_text())
+    report = json.loads(output.read_text(encoding="utf-8"))
     for key, size in (("sample_256", 256), ("whole_frame_480", 480)):
         assert report[key]["size"] == [size, size, 2] and len(report[key]["seconds_each"]) == 2
         assert report[key]["seconds"] == float(np.median(report[key]["seconds_each"]))
@@ -60,7 +60,7 @@ def test_batch_benchmark_runs_both_ways(tiny_models, tmp_path):
                              "--slices", "2", "--models", str(tiny_models), "--output", str(output),
                              "--enhance-options", "--steps", "2", "-k", "1"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    report = json.loads(output.read_text())
+    report = json.loads(output.read_text(encoding="utf-8"))
     for key in ("one_call_per_study", "batch"):
         assert report[key]["seconds"] > 0
         assert report[key]["studies_per_minute"] == pytest.approx(60 * 2 / report[key]["seconds"])

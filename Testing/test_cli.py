@@ -34,12 +34,12 @@ def test_enhance_writes_every_output_with_the_inputs_geometry(phantom_files, tin
     image = sitk.ReadImage(str(image_path))
     for name in ("enhanced", "uncertainty", "roi", "labels"):
         assert same_geometry(sitk.ReadImage(str(tmp_path / f"{name}.nrrd")), image)
-    readouts = json.loads((tmp_path / "cnr.json").read_text())
+    readouts = json.loads((tmp_path / "cnr.json").read_text(encoding="utf-8"))
     assert set(readouts["regions"]) == {"scar_segment", "nsd", "fwhm"}
     for region in readouts["regions"].values():  # the phantom's scar is bright: every region finds it
         assert region["slices_with_scar"] > 0 and region["volume"]["cnr_scar_myo_original"] > 1
         assert region["burden_percent"]["original"] > 0 and region["description"]
-    rows = list(csv.reader((tmp_path / "cnr.csv").read_text().splitlines()))
+    rows = list(csv.reader((tmp_path / "cnr.csv").read_text(encoding="utf-8").splitlines()))
     assert rows[0] == ["region", "slices", "metric", "original", "enhanced"]
     assert {row[0] for row in rows[1:]} == {"Scar segment", "5-SD region", "FWHM region"}
     assert (tmp_path / "report.png").stat().st_size > 10_000
@@ -112,22 +112,22 @@ def test_evaluate_writes_the_papers_table(tiny_models, tmp_path):
     out = tmp_path / "eval"
     assert main(["evaluate", str(data), "--split", "all", "-o", str(out), "--models", str(tiny_models), "--ablation",
                  "--compare-models", f"other={tiny_models}", *FAST]) == 0
-    results = json.loads((out / "evaluation_enhancement.json").read_text())
+    results = json.loads((out / "evaluation_enhancement.json").read_text(encoding="utf-8"))
     assert set(results) == {"fast, k=2", "fast, k=1", "ddpm-250, k=2", "ddpm-250, k=2, seed 1", "other, fast, k=2"}
     assert results["ddpm-250, k=2"]["summary"]["psnr"] != results["ddpm-250, k=2, seed 1"]["summary"]["psnr"]
     assert all(r["summary"]["cases"] == 2 and 0 < r["summary"]["ssim"] <= 1 for r in results.values())
     assert all(r["summary"]["myo_error_near_border"] >= 0 for r in results.values())
-    assert "| fast, k=2 | 2 |" in (out / "evaluation_enhancement.md").read_text()
+    assert "| fast, k=2 | 2 |" in (out / "evaluation_enhancement.md").read_text(encoding="utf-8")
     (tmp_path / "data2").mkdir()
     for path in data.glob("case0*"):
         (tmp_path / "data2" / path.name).write_bytes(path.read_bytes())
     assert main(["evaluate", str(data), str(tmp_path / "data2"), "--split", "all", "-o", str(out), "--models",
                  str(tiny_models), "--task", "segmentation"]) == 0
-    dice = json.loads((out / "evaluation_segmentation.json").read_text())  # strict JSON: null, never NaN
+    dice = json.loads((out / "evaluation_segmentation.json").read_text(encoding="utf-8"))  # strict JSON: null, never NaN
     assert dice["data"]["summary"]["cases"] == 2 and dice["data2"]["summary"]["cases"] == 1
     assert all(0 <= r["roi"] <= 1 and 0 <= r["roi_heart_crop"] <= 1 for r in dice["data"]["rows"])
     assert "scar_burden_mad" in dice["data"]["summary"]
-    assert "| data2 | 1 |" in (out / "evaluation_segmentation.md").read_text()
+    assert "| data2 | 1 |" in (out / "evaluation_segmentation.md").read_text(encoding="utf-8")
 
 
 def test_module_entry_point_runs():

@@ -46,7 +46,7 @@ def test_gamma_baseline_with_reference_labels_is_the_target_and_normal_cases_are
                                                                                           tmp_path):
     assert main(["evaluate", str(dataset), "--split", "all", "-o", str(tmp_path), "--models", str(tiny_models),
                  "--gamma-baseline", *FAST]) == 0
-    results = json.loads((tmp_path / "evaluation_enhancement.json").read_text())
+    results = json.loads((tmp_path / "evaluation_enhancement.json").read_text(encoding="utf-8"))
     target = results["gamma correction with the reference labels"]["summary"]
     assert target["ssim"] == pytest.approx(1.0, abs=1e-4) and target["cases"] == 2
     assert target["scar_brightening"] == pytest.approx(target["target_scar_brightening"], rel=1e-3)
@@ -54,7 +54,7 @@ def test_gamma_baseline_with_reference_labels_is_the_target_and_normal_cases_are
     normal = results["fast, k=1"]["summary"]["normal"]
     assert normal["cases"] == 1 and normal["fwhm_burden_original"] == 0.0
     assert {"fwhm_burden_enhanced", "brightened_pixels_percent", "myo_mean_abs_change"} <= set(normal)
-    table = (tmp_path / "evaluation_enhancement.md").read_text()
+    table = (tmp_path / "evaluation_enhancement.md").read_text(encoding="utf-8")
     assert "brightened outside scar" in table and "| gamma correction with the reference labels | 2 |" in table
 
 
@@ -76,7 +76,7 @@ def test_the_users_path_takes_the_roi_from_the_segmentation(dataset, tiny_models
     monkeypatch.setattr(evaluate_module, "predicted_labels", counting)
     assert main(["evaluate", str(dataset), "--split", "all", "-o", str(tmp_path), "--models", str(tiny_models),
                  "--roi-from", "segmentation", "--gamma-baseline", *FAST]) == 0
-    results = json.loads((tmp_path / "evaluation_enhancement.json").read_text())
+    results = json.loads((tmp_path / "evaluation_enhancement.json").read_text(encoding="utf-8"))
     assert set(results) == {"fast, k=1", "gamma correction with the segmentation labels"}
     assert sorted(set(asked)) == ["normal1", "scar1", "scar2"]
     baseline = results["gamma correction with the segmentation labels"]["summary"]

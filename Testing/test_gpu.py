@@ -97,5 +97,5 @@ def test_training_on_the_gpu_with_workers_and_resuming(tmp_path):
     train_diffusion(cases, TINY_DIFFUSION, settings)
     settings.iterations = 6
     train_diffusion(cases, TINY_DIFFUSION, settings)  # the checkpoint's tensors load onto the GPU
-    history = json.loads((tmp_path / "run" / "config.json").read_text())["history"]
+    history = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["history"]
     assert [h["iteration"] for h in history] == [2, 4, 6] and all(np.isfinite(h["loss"]) for h in history)

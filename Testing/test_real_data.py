@@ -93,7 +93,7 @@ def test_demo_segments_enhances_and_reports(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path), "-k", "2", "--steps", "4"]) == 0
     out = capsys.readouterr().out
     assert "segmentation Dice" in out and "CNR scar/myocardium" in out
-    readouts = json.loads((tmp_path / "cnr.json").read_text())
+    readouts = json.loads((tmp_path / "cnr.json").read_text(encoding="utf-8"))
     assert readouts["regions"]["scar_segment"]["slices_with_scar"] == 4  # reference labels: scar on 4 of 6 slices
     roi = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "roi.nii.gz")))
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE_LABELS)))

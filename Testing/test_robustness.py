@@ -246,7 +246,7 @@ def test_readouts_of_huge_float64_values_equal_those_of_the_same_image_unscaled(
     for name, image in (("plain", study / "img.nii.gz"), ("huge", tmp_path / "huge.nrrd")):
         assert main(["enhance", str(image), "--labels", str(study / "lab.nii.gz"), "-o", str(tmp_path / name),
                      "--models", str(tiny_models), *FAST]) == 0
-        readouts.append(json.loads((tmp_path / name / "cnr.json").read_text())["regions"]["scar_segment"]["volume"])
+        readouts.append(json.loads((tmp_path / name / "cnr.json").read_text(encoding="utf-8"))["regions"]["scar_segment"]["volume"])
     assert readouts[1]["cnr_scar_myo_original"] == pytest.approx(readouts[0]["cnr_scar_myo_original"], rel=1e-5)
     assert readouts[1]["cnr_scar_myo_original"] > 1
 

@@ -17,13 +17,13 @@ def _ui_widgets() -> dict:
 
 
 def _parameter_fields() -> set:
-    tree = ast.parse(MODULE.read_text())
+    tree = ast.parse(MODULE.read_text(encoding="utf-8"))
     node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ScarEnhanceParameterNode")
     return {item.target.id for item in node.body if isinstance(item, ast.AnnAssign)}
 
 
 def test_every_widget_the_code_uses_exists_in_the_ui():
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text(encoding="utf-8")))
     assert used, "the widget uses no ui elements?"
     assert used <= set(_ui_widgets()), f"missing in the .ui: {sorted(used - set(_ui_widgets()))}"
 
@@ -40,7 +40,7 @@ def test_every_parameter_is_bound_to_a_widget_and_every_binding_to_a_parameter()
 
 @pytest.mark.parametrize("path", SLICER_IMPORTED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_code_slicer_imports_parses_as_python_3_9(path):
-    source = path.read_text()
+    source = path.read_text(encoding="utf-8")
     ast.parse(source, feature_version=(3, 9))  # rejects match statements and other 3.10+ syntax
     if "def " in source or "class " in source:
         assert "from __future__ import annotations" in source  # PEP 604/585 annotations on 3.9
@@ -49,7 +49,7 @@ def test_code_slicer_imports_parses_as_python_3_9(path):
 def test_the_library_never_imports_slicer_or_qt():
     for path in (ROOT / "ScarEnhanceLib").glob("*.py"):
         imported = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 imported |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -59,16 +59,16 @@ def test_the_library_never_imports_slicer_or_qt():
 
 def test_no_invented_address_or_contributor_and_the_linked_readme_is_installed():
     for path in (ROOT / "CMakeLists.txt", MODULE, ROOT / "README.md"):
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         assert "scarenhance/ScarEnhance" not in text and "ScarEnhance developers" not in text, path.name
-    cmake = (ROOT / "CMakeLists.txt").read_text()
+    cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r'set\(EXTENSION_CONTRIBUTORS ""\)', cmake) and "README.md)" in cmake
     from ScarEnhanceLib import README_FILE
-    assert README_FILE.exists() and "README_FILE.as_uri()" in MODULE.read_text()
+    assert README_FILE.exists() and "README_FILE.as_uri()" in MODULE.read_text(encoding="utf-8")
 
 
 def test_the_default_self_test_installs_nothing_and_the_sample_is_registered():
-    source = MODULE.read_text()
+    source = MODULE.read_text(encoding="utf-8")
     tree = ast.parse(source)
     test = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ScarEnhanceTest")
     smoke = next(f for f in test.body if isinstance(f, ast.FunctionDef)

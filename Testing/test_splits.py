@@ -59,7 +59,7 @@ def test_build_splits_keeps_each_patient_in_one_split(tmp_path):
 def test_a_myops_case_without_its_patient_is_an_error(tmp_path):
     _fake_data(tmp_path)
     csv_file = tmp_path / "myops2020_train25" / "same_patient_in_mscmrseg19.csv"
-    csv_file.write_text("\n".join(csv_file.read_text().splitlines()[:-1]) + "\n")
+    csv_file.write_text("\n".join(csv_file.read_text(encoding="utf-8").splitlines()[:-1]) + "\n")
     with pytest.raises(ValueError, match="Case3010_LGE"):
         build_splits(tmp_path)
 
@@ -69,6 +69,6 @@ def test_main_regenerates_and_keeps_previous_test_patients(tmp_path):
     output = tmp_path / "splits.json"
     output.write_text(json.dumps({"mscmrseg19_lge": {"train": [], "val": ["patient4_LGE"], "test": ["patient9_LGE"]}}))
     main([str(tmp_path / "data"), "-o", str(output)])
-    written = json.loads(output.read_text())
+    written = json.loads(output.read_text(encoding="utf-8"))
     assert "patient9_LGE" in written["mscmrseg19_lge"]["test"] and "Case3009_LGE" in written["myops2020_train25"]["test"]
     assert "patient4_LGE" in written["mscmrseg19_lge"]["val"]

@@ -62,12 +62,12 @@ def test_diffusion_training_checkpoints_resumes_and_keeps_snapshots(tmp_path):
     settings = TrainSettings(run_dir=tmp_path / "run", iterations=4, batch_size=2, checkpoint_every=2,
                              snapshot_every=2, device="cpu", max_timestep=300)
     train_diffusion(cases, TINY_DIFFUSION, settings, validation_cases=cases[:1])
-    first = json.loads((tmp_path / "run" / "config.json").read_text())
+    first = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
     assert [h["iteration"] for h in first["history"]] == [2, 4] and "val_loss" in first["history"][0]
     settings.iterations = 6
     settings.learning_rate = 5e-4
     train_diffusion(cases, TINY_DIFFUSION, settings)
-    resumed = json.loads((tmp_path / "run" / "config.json").read_text())
+    resumed = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
     assert [h["iteration"] for h in resumed["history"]] == [2, 4, 6]
     assert [h["learning_rate"] for h in resumed["history"]] == [2e-4, 2e-4, 5e-4]
     assert resumed["max_timestep"] == 300
@@ -105,7 +105,7 @@ def test_training_options_change_the_first_loss_and_are_recorded(tmp_path, optio
         settings = TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1, device="cpu",
                                  max_timestep=50, **extra)
         train_diffusion(cases, TINY_DIFFUSION, settings, validation_cases=cases)
-        config = json.loads((run / "config.json").read_text())
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
         assert all(config[key] == value for key, value in extra.items())
         assert config["history"][0]["val_scar_loss"] > 0
         first_losses.append(config["history"][0]["loss"])
@@ -126,7 +126,7 @@ def test_noise_hint_training_warm_starts_from_plain_weights_and_bundles(tmp_path
     hinted = DiffusionConfig(**{**TINY_DIFFUSION.to_dict(), "noise_hint": True})
     train_diffusion(cases, hinted, TrainSettings(run_dir=tmp_path / "hint", init_weights=tmp_path / "plain" /
                                                  "model.safetensors", **settings))
-    config = json.loads((tmp_path / "hint" / "config.json").read_text())
+    config = json.loads((tmp_path / "hint" / "config.json").read_text(encoding="utf-8"))
     assert config["model"]["noise_hint"] and config["init_weights"] == "model.safetensors"
     with pytest.raises(ValueError, match="does not fit this network"):  # hint weights into a plain network
         train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "bad", init_weights=tmp_path / "hint" /
@@ -151,7 +151,7 @@ def test_train_diffusion_command_passes_the_loss_weightings_hint_and_warm_start(
     assert main(common + ["--run-dir", str(tmp_path / "hint"), "--noise-hint", "--scar-weight", "3",
                           "--min-snr-gamma", "5", "--augmentation", "strong", "--dropout", "0.1",
                           "--init-weights", str(tmp_path / "plain" / "model.safetensors")]) == 0
-    config = json.loads((tmp_path / "hint" / "config.json").read_text())
+    config = json.loads((tmp_path / "hint" / "config.json").read_text(encoding="utf-8"))
     assert config["model"]["noise_hint"] and config["scar_weight"] == 3.0 and config["min_snr_gamma"] == 5.0
     assert config["augmentation"] == "strong" and config["model"]["dropout"] == 0.1
     assert config["init_weights"] == "model.safetensors"
@@ -180,7 +180,7 @@ def test_training_with_workers_stops_at_the_time_limit_with_a_checkpoint(tmp_pat
     settings = TrainSettings(run_dir=tmp_path / "run", iterations=10_000, batch_size=2, checkpoint_every=1000,
                              device="cpu", workers=1, time_limit_minutes=0.0)
     train_diffusion([phantom_case(seed=0)], TINY_DIFFUSION, settings)
-    history = json.loads((tmp_path / "run" / "config.json").read_text())["history"]
+    history = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["history"]
     assert [h["iteration"] for h in history] == [1]
     assert (tmp_path / "run" / "checkpoint.pt").exists()
 
@@ -191,7 +191,7 @@ def test_segmentation_training_with_data_that_lacks_scar(tmp_path):
     unlabelled[0].labels[unlabelled[0].labels == L.SCAR] = L.MYOCARDIUM
     settings = TrainSettings(run_dir=tmp_path / "seg", iterations=2, batch_size=2, checkpoint_every=2, device="cpu")
     train_segmentation([(labelled, True), (unlabelled, False)], TINY_SEGMENTATION, settings, validation_cases=labelled)
-    history = json.loads((tmp_path / "seg" / "config.json").read_text())["history"]
+    history = json.loads((tmp_path / "seg" / "config.json").read_text(encoding="utf-8"))["history"]
     assert history[-1]["iteration"] == 2 and 0 <= history[-1]["val_dice_roi"] <= 1
 
 
@@ -203,7 +203,7 @@ def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
     models = tmp_path / "models"
     assert main(["bundle", str(tmp_path / "run"), "--name", ENHANCEMENT, "--data", "phantoms", "--license", "test",
                  "--models", str(models)]) == 0
-    entry = json.loads((models / "manifest.json").read_text())[ENHANCEMENT]
+    entry = json.loads((models / "manifest.json").read_text(encoding="utf-8"))[ENHANCEMENT]
     assert entry["training"]["max_timestep"] == 300 and entry["training"]["scar_weight"] == 3.0
     assert entry["license"] == "test" and len(entry["sha256"]) == 64
     assert load(ENHANCEMENT, models).info["training"]["data"] == "phantoms"
@@ -235,6 +235,6 @@ def test_train_segmentation_command_builds_the_network_it_is_asked_for(tmp_path)
     assert main(["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
                  "--patch-size", "64", "--channels", "8", "16", "32", "--num-res-units", "1",
                  "--normalisation", "slice", "--device", "cpu", "--run-dir", str(tmp_path / "seg")]) == 0
-    model = json.loads((tmp_path / "seg" / "config.json").read_text())["model"]
+    model = json.loads((tmp_path / "seg" / "config.json").read_text(encoding="utf-8"))["model"]
     assert model["channels"] == [8, 16, 32] and model["strides"] == [2, 2] and model["num_res_units"] == 1
     assert model["normalisation"] == "slice" and model["patch_size"] == 64
