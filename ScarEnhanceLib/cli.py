@@ -168,11 +168,12 @@ def _output_paths(output_dir: Path, args) -> dict[str, Path]:
 
 
 def _series_description(name: str, parameters) -> str:
-    return (f"ScarEnhance {name} ({parameters.sampler}, {parameters.steps if parameters.sampler == 'fast' else parameters.lam}"
-            f" steps, lambda {parameters.lam}, k {parameters.k})")
+    steps = parameters.steps if parameters.sampler == "fast" else parameters.lam
+    return f"ScarEnhance {name} ({parameters.sampler}, {steps} steps, lambda {parameters.lam}, k {parameters.k})"
 
 
-def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None, dicom_tags: dict | None = None) -> dict:
+def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None,
+                    dicom_tags: dict | None = None) -> dict:
     """Enhance inside ``roi`` (default: labels > 0), then write images, the readouts of each region of
     ``labels`` (its Scar segment, and the n-SD and FWHM regions in its myocardium) and the report into
     ``output_dir``; returns the readouts. ``dicom_tags``: the source series' tags, for DICOM outputs."""
@@ -318,7 +319,8 @@ def cmd_batch(args) -> int:
         elapsed = time.monotonic() - started_all
         print(f"[{number}/{len(studies)}] {study.id} ({elapsed:.0f} s so far)", flush=True)
         if done.exists():
-            readouts = json.loads((done / "cnr.json").read_text(encoding="utf-8")) if (done / "cnr.json").exists() else None
+            earlier = done / "cnr.json"
+            readouts = json.loads(earlier.read_text(encoding="utf-8")) if earlier.exists() else None
             rows.append(_summary_row(study, "skipped", 0.0, "outputs complete from an earlier run", readouts))
         else:
             started = time.monotonic()

@@ -52,7 +52,8 @@ class DatasetSpec:
     def load(path: Path) -> "DatasetSpec":
         """A dataset folder, optionally with ``dataset.json`` giving the fields above."""
         path = Path(path)
-        values = json.loads((path / "dataset.json").read_text(encoding="utf-8")) if (path / "dataset.json").exists() else {}
+        described = path / "dataset.json"
+        values = json.loads(described.read_text(encoding="utf-8")) if described.exists() else {}
         if not path.is_dir():
             raise ValueError(f"dataset folder not found: {path}")
         if "image_dirs" in values:

@@ -214,7 +214,8 @@ def summarise_segmentation(rows: list[dict]) -> dict:
     pairs = pairs[np.isfinite(pairs).all(axis=1)]
     if len(pairs):
         difference = pairs[:, 0] - pairs[:, 1]
-        summary.update({"scar_burden_mad": float(np.abs(difference).mean()), "scar_burden_bias": float(difference.mean()),
+        summary.update({"scar_burden_mad": float(np.abs(difference).mean()),
+                        "scar_burden_bias": float(difference.mean()),
                         "scar_burden_loa": float(1.96 * difference.std(ddof=1)) if len(pairs) > 1 else float("nan")})
     return summary
 
@@ -239,8 +240,8 @@ def evaluate_segmentation(cases: list[Case], model: LoadedModel, merge_scar: boo
 
 
 def segmentation_table(results: dict[str, dict]) -> str:
-    lines = ["| data | cases | Dice ROI | ROI in a heart crop: whole-frame / crop input | blood pool | myocardium | scar (cases) | "
-             "false-positive scar, normal cases (mL) | scar burden MAD (points) | bias [95 % LoA] |",
+    lines = ["| data | cases | Dice ROI | ROI in a heart crop: whole-frame / crop input | blood pool | myocardium | "
+             "scar (cases) | false-positive scar, normal cases (mL) | scar burden MAD (points) | bias [95 % LoA] |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(s, key, digits=3):
