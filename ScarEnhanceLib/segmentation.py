@@ -1,7 +1,7 @@
 """Heart segmentation (blood pool, myocardium, scar) with a MONAI 2D U-Net, and the heart ROI.
 
 Each slice is resampled to the model's pixel spacing. Whole frames arrive from scanners (a 480x480 MyoPS
-frame is four windows wide), and a heart cut by window borders gets straight seams. So inference has two
+frame at 0.73 mm takes 2 x 2 windows or more at 1.5 mm), and a heart cut by window borders gets straight seams. So inference has two
 passes: sliding windows over the whole frame find the heart (the largest 3D component), then the network
 sees one window per slice centred on the heart, as in training. Post-processing keeps the largest 3D
 connected heart component and fills holes slice by slice (filled pixels take the nearest label).
@@ -89,11 +89,8 @@ def resample_slice(slice2d: np.ndarray, spacing: tuple[float, float], target_mm)
 
 
 def _network_input(config: SegmentationConfig, model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    if config.normalisation == "window":
-        return lambda batch: model(normalise_windows(batch))
-    if config.normalisation == "slice":
-        return model
-    raise ValueError(f"unknown segmentation normalisation {config.normalisation!r}")
+    """What the network is called with: each window scaled on its own, or as it comes (scaled per slice)."""
+    return (lambda batch: model(normalise_windows(batch))) if config.normalisation == "window" else model
 
 
 def _sliding_probabilities(frames: torch.Tensor, predictor, config: SegmentationConfig) -> torch.Tensor:

@@ -8,7 +8,7 @@ finished process into a result through a callback, once.
 Slicer's ``PythonSlicer`` is a launcher that runs the real interpreter as its child and forwards no signal,
 so stopping the launcher alone would leave the computation running. Cancel therefore closes the job's stdin
 (the command line, started with ``--stop-on-stdin-eof``, exits when it sees the end of its input, also when
-Slicer itself dies) and ends the whole process group (a job object's tree with ``taskkill /T`` on Windows).
+Slicer itself dies) and ends the whole process group (the process tree, with ``taskkill /T``, on Windows).
 """
 from __future__ import annotations
 
