@@ -27,7 +27,8 @@ NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u
                1280: "u8", 128: "u1", 2304: "u1", 32: "c8", 1792: "c16"}
 LOCK_FILE = ".scarenhance.lock"
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_SUFFIXES = VOLUME_SUFFIXES + (".dcm",)
 
 
 def read_image(path: Path, series_uid: str | None = None) -> sitk.Image:

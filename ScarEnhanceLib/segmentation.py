@@ -121,17 +121,22 @@ def heart_centres(heart: np.ndarray, bridge_px: int = 0) -> np.ndarray:
     return centres
 
 
+def _overlap(corner, size: int, shape) -> tuple:
+    """(frame slices, window slices) of where a ``size`` window at ``corner`` overlaps a frame of ``shape``."""
+    (row, col), (height, width) = corner, shape
+    r0, c0, r1, c1 = max(row, 0), max(col, 0), min(row + size, height), min(col + size, width)
+    return (slice(r0, max(r0, r1)), slice(c0, max(c0, c1))), \
+        (slice(r0 - row, max(r0, r1) - row), slice(c0 - col, max(c0, c1) - col))
+
+
 def _centred_windows(frames: torch.Tensor, centres: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray]:
     """(n, 1, size, size) windows of ``frames`` centred on ``centres`` (zero outside the frame), and their
     top-left corners."""
-    n, _, height, width = frames.shape
     corners = np.round(centres - (size - 1) / 2).astype(int)
-    windows = frames.new_zeros((n, 1, size, size))
-    for index, (row, col) in enumerate(corners):
-        r0, c0 = max(row, 0), max(col, 0)
-        r1, c1 = min(row + size, height), min(col + size, width)
-        if r1 > r0 and c1 > c0:
-            windows[index, :, r0 - row:r1 - row, c0 - col:c1 - col] = frames[index, :, r0:r1, c0:c1]
+    windows = frames.new_zeros((len(frames), 1, size, size))
+    for index, corner in enumerate(corners):
+        in_frame, in_window = _overlap(corner, size, frames.shape[-2:])
+        windows[index, :, in_window[0], in_window[1]] = frames[index, :, in_frame[0], in_frame[1]]
     return windows, corners
 
 
@@ -140,11 +145,9 @@ def _paste(probabilities: torch.Tensor, corners: np.ndarray, shape: tuple[int, i
     n, classes, size, _ = probabilities.shape
     frames = probabilities.new_zeros((n, classes, *shape))
     frames[:, 0] = 1.0
-    for index, (row, col) in enumerate(corners):
-        r0, c0 = max(row, 0), max(col, 0)
-        r1, c1 = min(row + size, shape[0]), min(col + size, shape[1])
-        if r1 > r0 and c1 > c0:
-            frames[index, :, r0:r1, c0:c1] = probabilities[index, :, r0 - row:r1 - row, c0 - col:c1 - col]
+    for index, corner in enumerate(corners):
+        in_frame, in_window = _overlap(corner, size, shape)
+        frames[index, :, in_frame[0], in_frame[1]] = probabilities[index, :, in_window[0], in_window[1]]
     return frames
 
 
