@@ -2,18 +2,22 @@
 patches at the model's spacing for the segmentation model."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
+from scipy import ndimage
 from monai.transforms import (Compose, Rand2DElasticd, RandAdjustContrastd, RandAffined, RandBiasFieldd, RandFlipd,
                               RandGaussianNoised, RandGaussianSmoothd, RandHistogramShiftd, RandRotated,
                               RandCropByPosNegLabeld, SpatialPadd)
 
 from . import labels as L
 from .datasets import Case
+from .diffusion import DiffusionConfig, build_condition, tissue_maps
 from .gamma import gamma_target
 from .parameters import AUGMENTATIONS
 from .segmentation import SegmentationConfig, normalise_for_segmentation, normalise_windows, resample_slice
-from .volume import CropBox, mask_to_model, resize
+from .volume import CropBox, IntensityWindow, mask_to_model, resize
 
 SCALE_RANGE = (0.7, 1.4)
 CROP_MARGIN = 1.3  # also the default at inference
@@ -40,19 +44,57 @@ def _spatial(keys, modes):
             RandFlipd(keys, prob=0.5, spatial_axis=0), RandFlipd(keys, prob=0.5, spatial_axis=1)]
 
 
-class DiffusionSamples:
-    """(original, target, roi, scar) at model size, from slices with a heart ROI: images in [-1, 1], the ROI
-    0/1 (every pixel that touches it), scar as the fraction of each pixel that is scar (inside the ROI)."""
+def degrade_labels(labels: np.ndarray, spacing: tuple, rng: np.random.Generator) -> np.ndarray:
+    """Reference labels of one slice as a segmentation or a quick correction might give them: the blood pool's
+    and the heart's borders each moved by up to 3 mm, now and then a hole of up to 6 mm, all shifted by up to
+    3 mm. Scar is merged into myocardium (the tissue maps do not tell them apart)."""
+    pixel_mm = float(np.mean(spacing))
+    blood, heart = _moved_border(labels == L.BLOOD_POOL, pixel_mm, rng), _moved_border(labels > 0, pixel_mm, rng)
+    degraded = np.where(heart, L.MYOCARDIUM, L.BACKGROUND).astype(np.uint8)
+    degraded[blood & heart] = L.BLOOD_POOL
+    if rng.random() < 0.3 and heart.any():
+        rows, cols = np.nonzero(heart)
+        centre = rng.integers(len(rows))
+        radius = rng.uniform(1.0, 6.0) / pixel_mm
+        grid_rows, grid_cols = np.ogrid[:labels.shape[0], :labels.shape[1]]
+        degraded[(grid_rows - rows[centre]) ** 2 + (grid_cols - cols[centre]) ** 2 <= radius ** 2] = L.BACKGROUND
+    shift = np.round(rng.uniform(-3.0, 3.0, 2) / pixel_mm).astype(int)
+    return np.roll(degraded, tuple(shift), axis=(0, 1))
 
-    def __init__(self, cases: list[Case], image_size: int, rng: np.random.Generator, augmentation: str = "standard"):
+
+def _moved_border(mask: np.ndarray, pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
+    steps = int(round(rng.uniform(-3.0, 3.0) / pixel_mm))
+    if steps == 0 or not mask.any():
+        return mask
+    operation = ndimage.binary_dilation if steps > 0 else ndimage.binary_erosion
+    return operation(mask, iterations=abs(steps))
+
+
+class DiffusionSamples:
+    """(condition, target, roi, scar) at model size, from slices with a heart ROI: the condition's channels are
+    ``diffusion.condition_channels(config)`` (the original in [-1, 1] of its intensity window first), the target
+    in the same window, the ROI 0/1 (every pixel that touches it), scar as the fraction of each pixel that is scar.
+
+    ``datasets``: lists of cases, each list drawn equally often (a small site weighs as much as a large one).
+    Tissue maps come, a third each, from the reference labels, the reference degraded (``degrade_labels``) and,
+    where ``predicted_labels`` has the case, the segmentation model's labels (else degraded again): the maps met
+    at inference are a segmentation's or a clinician's, not the reference. The target always uses the reference."""
+
+    def __init__(self, datasets: list[list[Case]], config: DiffusionConfig, rng: np.random.Generator,
+                 augmentation: str = "standard", predicted_labels: Optional[dict[str, np.ndarray]] = None):
         if augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
         strong = augmentation == "strong"
-        self.slices = [(c.images[i], c.labels[i]) for c in cases for i in range(len(c.images))
-                       if (c.labels[i] > 0).any()]
-        if not self.slices:
+        predicted_labels = predicted_labels or {}
+        self.sources = [[(c.images[i], c.labels[i], c.spacing,
+                          predicted_labels[c.name][i] if c.name in predicted_labels else None)
+                         for c in cases for i in range(len(c.images)) if (c.labels[i] > 0).any()]
+                        for cases in datasets]
+        self.sources = [source for source in self.sources if source]
+        if not self.sources:
             raise ValueError("no slice with a heart ROI in the training cases")
-        self.size = image_size
+        self.config = config
+        self.size = config.image_size
         self.intensity = Compose([RandAdjustContrastd(["image"], prob=0.5, gamma=(0.7, 1.5)),
                                   RandBiasFieldd(["image"], prob=0.3, coeff_range=(0.0, 0.2))] +
                                  (_strong_intensity() if strong else []))
@@ -65,30 +107,48 @@ class DiffusionSamples:
         for transform in (self.intensity, self.spatial):
             transform.set_random_state(seed=int(rng.integers(2**31)))
 
-    def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        items = [self._one(*self.slices[self.rng.integers(len(self.slices))]) for _ in range(batch_size)]
+    def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        items = []
+        for _ in range(batch_size):
+            source = self.sources[self.rng.integers(len(self.sources))]
+            items.append(self._one(*source[self.rng.integers(len(source))]))
         return tuple(torch.stack(parts) for parts in zip(*items))
 
-    def _one(self, image: np.ndarray, labels: np.ndarray):
+    def _map_labels(self, labels: np.ndarray, spacing: tuple, predicted: Optional[np.ndarray]) -> np.ndarray:
+        draw = self.rng.random()
+        if draw < 1 / 3:
+            return labels
+        if draw < 2 / 3 or predicted is None:
+            return degrade_labels(labels, spacing, self.rng)
+        return predicted
+
+    def _one(self, image: np.ndarray, labels: np.ndarray, spacing: tuple, predicted: Optional[np.ndarray]):
         span = max(float(np.ptp(image)), 1e-6)
         image01 = (image - image.min()) / span
         image01 = np.asarray(self.intensity({"image": image01[None]})["image"])[0]
         image255 = 255.0 * (image01 - image01.min()) / max(float(np.ptp(image01)), 1e-6)
         target = gamma_target(image255, labels)
-        roi = L.heart_roi(labels)
-        box = CropBox.around(roi[None], margin=CROP_MARGIN / self.rng.uniform(*SCALE_RANGE))
+        tissue_labels = self._map_labels(labels, spacing, predicted) if self.config.conditioning == "tissue" \
+            else labels
+        roi = L.heart_roi(labels) | L.heart_roi(tissue_labels)  # the ROI of the maps, and all the target changes
+        box = CropBox.around(L.heart_roi(labels)[None], margin=CROP_MARGIN / self.rng.uniform(*SCALE_RANGE))
         jitter = (self.rng.uniform(-0.1, 0.1, 2) * box.size).astype(int)
         box = CropBox(box.row0 + jitter[0], box.col0 + jitter[1], box.size)
         crops = [resize(box.extract(a[None]), self.size)[0] for a in (image255, target)]
+        window = IntensityWindow.of(crops[0][None], self.config.normalisation)  # of the crop as inference sees it
         mask = mask_to_model(box.extract(roi[None]), self.size)[0].astype(np.float32)
         scar = resize(box.extract((labels == L.SCAR)[None]).astype(np.float32), self.size)[0]  # area fraction
-        stack = torch.as_tensor(np.stack(crops + [mask, scar]))
-        stack = torch.as_tensor(np.asarray(self.spatial({"stack": stack})["stack"]))
-        original, target_crop = stack[:2] / 127.5 - 1.0
-        mask = (stack[2] > 0.5).float()
-        scar = stack[3].clamp(0.0, 1.0) * mask
-        target_crop = mask * target_crop + (1 - mask) * original
-        return original[None], target_crop[None], mask[None], scar[None]
+        tissue = [resize(box.extract(m[None]), self.size)[0] for m in tissue_maps(tissue_labels[None])[0]]
+        stack = torch.as_tensor(np.stack(crops + [mask, scar] + tissue))
+        stack = np.asarray(self.spatial({"stack": stack})["stack"])
+        original255, target255 = stack[:2]
+        mask = (stack[2] > 0.5).astype(np.float32)
+        scar = np.clip(stack[3], 0.0, 1.0) * mask
+        condition, _ = build_condition(original255[None], np.clip(stack[None, 4:6], 0.0, 1.0), self.config, window)
+        original, target = window.forward(np.stack([original255, target255]))
+        target = mask * target + (1 - mask) * original
+        return (torch.as_tensor(condition[0]), torch.as_tensor(target[None]), torch.as_tensor(mask[None]),
+                torch.as_tensor(scar[None]))
 
 
 class SegmentationSamples:

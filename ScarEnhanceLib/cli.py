@@ -186,7 +186,7 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None,
     parameters = _enhance_parameters(args)
     model = _load(ENHANCEMENT, args)
     with _progress_bar("enhance", args.progress) as progress:
-        result = enhance(image, labels if roi is None else roi, model, parameters, progress)
+        result = enhance(image, labels, model, parameters, progress, roi=roi)
     images = {"enhanced": result.enhanced, "uncertainty": result.uncertainty, "roi": result.roi, "labels": labels}
     for name, path in _output_paths(output_dir, args).items():
         if name in _dicom_outputs(args):
@@ -536,17 +536,41 @@ def cmd_train_diffusion(args) -> int:
         raise ValueError(f"the diffusion targets need scar labels, which {', '.join(unusable)} lacks")
     config = DiffusionConfig(image_size=args.image_size, block_out_channels=tuple(args.channels),
                              localized=not args.whole_image_noise, noise_hint=args.noise_hint,
-                             dropout=args.dropout)
+                             dropout=args.dropout, conditioning=args.conditioning, normalisation=args.normalisation)
     settings = _settings(args, max_timestep=args.max_timestep, scar_weight=args.scar_weight,
                          init_weights=args.init_weights, min_snr_gamma=args.min_snr_gamma,
                          augmentation=args.augmentation)
-    train_diffusion([c for _, t, _ in datasets for c in t], config, settings, [c for _, _, v in datasets for c in v])
+    training = [train for _, train, _ in datasets]
+    predicted = _predicted_training_labels(args, training) if config.conditioning == "tissue" else None
+    train_diffusion(training, config, settings, [validation for _, _, validation in datasets], predicted)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
 
 
+PREDICTED_LABELS = "predicted_labels.npz"  # in the run folder: the segmentation's labels of the training cases
+
+
+def _predicted_training_labels(args, datasets) -> dict:
+    """The segmentation model's labels of every training case (one source of the tissue maps), computed once per
+    run folder and kept there, so that a resumed run trains on the same maps."""
+    import numpy as np
+    from .evaluate import predicted_labels
+    from .io import atomic_path
+    from .weights import SEGMENTATION
+    path = Path(args.run_dir) / PREDICTED_LABELS
+    if path.exists():
+        with np.load(path) as stored:
+            return {name: stored[name] for name in stored.files}
+    labels_of = predicted_labels(_load(SEGMENTATION, args))
+    predicted = {case.name: labels_of(case) for cases in datasets for case in cases}
+    Path(args.run_dir).mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:  # a file: savez adds no suffix
+        np.savez_compressed(stream, **predicted)
+    return predicted
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .parameters import AUGMENTATIONS  # torch-free, so --help stays fast
+    from .parameters import AUGMENTATIONS, CONDITIONINGS, NORMALISATIONS  # torch-free, so --help stays fast
     from . import __version__
     parser = argparse.ArgumentParser(prog="scarenhance", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scarenhance {__version__}")
@@ -672,6 +696,15 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("--dropout", type=float, default=0.0,
                      help="dropout probability in the U-Net's residual blocks while training (0: none, the default)")
     dif.add_argument("--whole-image-noise", action="store_true", help="ablation: noise the whole image, not the ROI")
+    dif.add_argument("--conditioning", choices=CONDITIONINGS, default="image",
+                     help="image: the network sees the original (the paper's); tissue: also the blood-pool and wall "
+                          "maps of the labels (at training: reference, degraded and predicted by the segmentation "
+                          "model of --models)")
+    dif.add_argument("--normalisation", choices=NORMALISATIONS, default="slice",
+                     help="slice: the network sees the slice's [0, 255] (the paper's); heart: the 1st-99th "
+                          "percentile window of the crop around the heart")
+    dif.add_argument("--models", type=Path, default=None,
+                     help="folder with the segmentation model for --conditioning tissue (default: bundled)")
     dif.set_defaults(func=cmd_train_diffusion)
     return parser
 

@@ -5,7 +5,7 @@ Noise lives only inside the heart ROI m. Forward process, the same in training a
     x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * m * eps
 
 so outside the ROI x_t is the clean image scaled by sqrt(abar_t): a noise-free context whose scale
-tells the network the noise level. The network sees concat(original, x_t) and predicts eps; its
+tells the network the noise level. The network sees concat(condition, x_t) and predicts eps; its
 prediction outside the ROI is ignored (zeroed), as the training loss is masked by m. After each
 reverse step the outside is reset to sqrt(abar_prev) * original, so the result equals the input
 exactly outside the ROI. (The whole-image-noise ablation noises and denoises everything, as it was
@@ -28,9 +28,11 @@ import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from .parameters import SamplerSettings
+from . import labels as L
+from .parameters import CONDITIONINGS, NORMALISATIONS, SamplerSettings
+from .volume import IntensityWindow
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (concat(original, x_t), t) -> eps
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (concat(condition, x_t), t) -> eps
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class DiffusionConfig:
     localized: bool = True  # False: whole-image noise (the ablation)
     noise_hint: bool = False  # True: predict eps as (the noise x_t holds if the target is the original) + a residual
     dropout: float = 0.0  # in the residual blocks, while training only: regularises a model trained on few cases
+    conditioning: str = "image"  # image: the paper's (original only) | tissue: also blood-pool and wall maps
+    normalisation: str = "slice"  # slice: the paper's [0, 255] of the slice | heart: the window of the heart crop
 
     @staticmethod
     def from_dict(values: dict) -> "DiffusionConfig":
@@ -55,6 +59,10 @@ class DiffusionConfig:
         return DiffusionConfig(**values)
 
     def __post_init__(self):
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be at least 0 and below 1, got {self.dropout}")
         levels = len(self.block_out_channels)
@@ -72,12 +80,50 @@ class DiffusionConfig:
         return asdict(self)
 
 
+def condition_channels(config: DiffusionConfig) -> tuple[str, ...]:
+    """What the network sees beside x_t, in this order: the original; for tissue conditioning the blood-pool and
+    wall (myocardium + scar) maps; for heart normalisation the crop's intensity window on the slice's [0, 255]
+    scale as two constant maps (the gamma target depends on where the crop lies on that scale)."""
+    names = ("original",)
+    if config.conditioning == "tissue":
+        names += ("blood_pool", "wall")
+    if config.normalisation == "heart":
+        names += ("window_low", "window_high")
+    return names
+
+
+def build_condition(original255: np.ndarray, tissue: Optional[np.ndarray], config: DiffusionConfig,
+                    window: Optional[IntensityWindow] = None) -> tuple[np.ndarray, IntensityWindow]:
+    """The condition channels (n, C, S, S) of ``condition_channels(config)`` from model-sized crops on the slice's
+    [0, 255] scale, and the intensity window they were mapped with (``window``, else the crops' own).
+    ``tissue``: (n, 2, S, S) blood-pool and wall fractions in [0, 1] (needed for tissue conditioning)."""
+    window = window or IntensityWindow.of(original255, config.normalisation)
+    channels = [window.forward(original255)[:, None]]
+    if config.conditioning == "tissue":
+        if tissue is None or tissue.shape != (len(original255), 2, *original255.shape[1:]):
+            raise ValueError("a tissue-conditioned model needs blood-pool and wall maps beside each crop")
+        channels.append(tissue.astype(np.float32))
+    if config.normalisation == "heart":
+        channels.append(window.as_maps(original255.shape[-1]))
+    return np.concatenate(channels, axis=1), window
+
+
+def tissue_maps(labels: np.ndarray) -> np.ndarray:
+    """(n, 2, h, w) float32: blood pool and wall (myocardium with scar) of (n, h, w) labels."""
+    return np.stack([labels == L.BLOOD_POOL, (labels == L.MYOCARDIUM) | (labels == L.SCAR)], axis=1).astype(np.float32)
+
+
+def input_channels(config: DiffusionConfig) -> tuple[str, ...]:
+    """The network's input channels: the condition, x_t, and the noise hint where there is one."""
+    return condition_channels(config) + ("noisy",) + (("hint",) if config.noise_hint else ())
+
+
 def build_denoiser(config: DiffusionConfig) -> torch.nn.Module:
-    """diffusers U-Net: input concat(original, x_t), 1 output (eps); attention at the coarsest level.
+    """diffusers U-Net: input concat(condition, x_t), 1 output (eps); attention at the coarsest level.
     With ``config.noise_hint`` it is wrapped in a :class:`NoiseHintDenoiser`."""
     levels = len(config.block_out_channels)
     unet = UNet2DModel(
-        sample_size=config.image_size, in_channels=3 if config.noise_hint else 2, out_channels=1,
+        sample_size=config.image_size, in_channels=len(input_channels(config)), out_channels=1,
         block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
         down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
         up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1),
@@ -87,8 +133,8 @@ def build_denoiser(config: DiffusionConfig) -> torch.nn.Module:
 
 
 class NoiseHintDenoiser(torch.nn.Module):
-    """Called like the U-Net with concat(original, x_t): predicts eps as hint + U-Net(original, x_t, hint), where
-    the hint is the noise x_t holds if the target equals the original, (x_t - sqrt(abar_t) original) / sqrt(1 - abar_t).
+    """Called like the U-Net with concat(condition, x_t) (the original first): predicts eps as
+    hint + U-Net(condition, x_t, hint), where the hint is the noise x_t holds if the target equals the original, (x_t - sqrt(abar_t) original) / sqrt(1 - abar_t).
 
     Most of the ROI (myocardium) is unchanged by the target; there the hint *is* the noise, so the U-Net has only to
     output zero, and learns just the change (scar brighter, blood darker). A plain U-Net has to copy the original's
@@ -105,7 +151,7 @@ class NoiseHintDenoiser(torch.nn.Module):
         self.register_buffer("abar", abar, persistent=False)
 
     def forward(self, model_input: torch.Tensor, timestep: torch.Tensor):
-        original, noisy = model_input[:, :1], model_input[:, 1:]
+        original, noisy = model_input[:, :1], model_input[:, -1:]
         abar = self.abar[timestep.long()].view(-1, 1, 1, 1)
         hint = ((noisy - abar.sqrt() * original) / (1.0 - abar).sqrt()).clamp(-self.HINT_LIMIT, self.HINT_LIMIT)
         hint = hint.to(model_input.dtype)
@@ -114,18 +160,32 @@ class NoiseHintDenoiser(torch.nn.Module):
         return output
 
 
-def warm_start(network: torch.nn.Module, weights: dict) -> None:
-    """Load weights of the same U-Net trained with or without the noise hint. From plain weights, the hint
-    channel's input weights start at zero and the output layer at zero: the network begins as the identity
-    enhancement (eps = hint), on the plain network's features."""
-    if isinstance(network, NoiseHintDenoiser) and not any(k.startswith("unet.") for k in weights):
-        weights = {f"unet.{k}": v for k, v in weights.items()}
-        key = "unet.conv_in.weight"
-        zeros = weights[key].new_zeros(weights[key].shape[0], 1, *weights[key].shape[2:])
-        weights[key] = torch.cat([weights[key], zeros], dim=1)
-        weights["unet.conv_out.weight"] = torch.zeros_like(weights["unet.conv_out.weight"])
-        weights["unet.conv_out.bias"] = torch.zeros_like(weights["unet.conv_out.bias"])
-    network.load_state_dict(weights)
+# input channels of weights that do not match the network's, by their number: the image-only models
+SOURCE_LAYOUTS = {2: ("original", "noisy"), 3: ("original", "noisy", "hint")}
+
+
+def warm_start(network: torch.nn.Module, weights: dict, config: DiffusionConfig) -> None:
+    """Load weights of the same U-Net, or of the image-only model (with or without the noise hint) into a network
+    with more inputs (tissue maps, intensity window, hint). The inputs the source lacks start with zero weights,
+    so the network begins as the source did; from weights without the hint the output layer starts at zero too:
+    the network begins as the identity enhancement (eps = hint), on the source's features."""
+    hinted = isinstance(network, NoiseHintDenoiser)
+    source_hinted = any(k.startswith("unet.") for k in weights)
+    weights = {k[len("unet."):] if k.startswith("unet.") else k: v for k, v in weights.items()}
+    target = input_channels(config)
+    conv_in = weights["conv_in.weight"]
+    if conv_in.shape[1] != len(target):
+        source = SOURCE_LAYOUTS.get(conv_in.shape[1])
+        if source is None or not set(source) <= set(target):
+            raise RuntimeError(f"weights with {conv_in.shape[1]} input channels do not fit inputs {target}")
+        expanded = conv_in.new_zeros(conv_in.shape[0], len(target), *conv_in.shape[2:])
+        for index, name in enumerate(source):
+            expanded[:, target.index(name)] = conv_in[:, index]
+        weights["conv_in.weight"] = expanded
+    if hinted and not source_hinted:
+        weights["conv_out.weight"] = torch.zeros_like(weights["conv_out.weight"])
+        weights["conv_out.bias"] = torch.zeros_like(weights["conv_out.bias"])
+    network.load_state_dict({f"unet.{k}": v for k, v in weights.items()} if hinted else weights)
 
 
 # torch.compile backend; unit tests swap in a recording backend to check the traced path without a C++ build
@@ -176,10 +236,15 @@ def masked_loss(predicted: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor
     return ((predicted - noise) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+# ddpm clips its x0 estimate to +-this: the slice's [0, 255] is [-1, 1]; a heart window leaves bright scar above 1
+CLIP_RANGE = {"slice": 1.0, "heart": 3.0}
+
+
 def _reverse_scheduler(config: DiffusionConfig, settings: SamplerSettings, device):
     """A diffusers scheduler that runs ``settings.timesteps()``."""
     if settings.sampler == "ddpm":
-        scheduler = DDPMScheduler(**_schedule_kwargs(config), clip_sample=True)
+        scheduler = DDPMScheduler(**_schedule_kwargs(config), clip_sample=True,
+                                  clip_sample_range=CLIP_RANGE[config.normalisation])
     else:
         scheduler = DPMSolverMultistepScheduler(**_schedule_kwargs(config), algorithm_type="sde-dpmsolver++",
                                                 solver_order=2, final_sigmas_type="zero")
@@ -187,15 +252,17 @@ def _reverse_scheduler(config: DiffusionConfig, settings: SamplerSettings, devic
     return scheduler
 
 
-def sample(denoiser: Denoiser, original: torch.Tensor, mask: torch.Tensor, config: DiffusionConfig,
+def sample(denoiser: Denoiser, condition: torch.Tensor, mask: torch.Tensor, config: DiffusionConfig,
            settings: SamplerSettings, generator=None, on_step: Optional[Callable[[], None]] = None) -> torch.Tensor:
     """One partial-diffusion sample per item of the batch.
 
-    original, mask: (B, 1, S, S), original in [-1, 1], mask in {0, 1}. Returns (B, 1, S, S);
+    condition: (B, C, S, S), the channels of ``condition_channels(config)``, the original first (in [-1, 1] of its
+    intensity window); mask: (B, 1, S, S) in {0, 1}. Returns (B, 1, S, S);
     outside the mask it is exactly ``original``. ``generator``: one, or a list of one per item (each item's
     noise then depends on its own generator only, not on what else is in the batch).
     """
     settings = settings.validate(config.num_train_timesteps)
+    original = condition[:, :1]
     scheduler = _reverse_scheduler(config, settings, original.device)
     abar = scheduler.alphas_cumprod.to(original.device, torch.float32)
     noise_mask = mask if config.localized else torch.ones_like(mask)
@@ -206,7 +273,7 @@ def sample(denoiser: Denoiser, original: torch.Tensor, mask: torch.Tensor, confi
     timesteps = list(scheduler.timesteps)
     for index, t in enumerate(timesteps):
         t_batch = torch.full((original.shape[0],), int(t), device=original.device, dtype=torch.long)
-        eps = denoiser(torch.cat([original, x], dim=1), t_batch) * noise_mask
+        eps = denoiser(torch.cat([condition, x], dim=1), t_batch) * noise_mask
         x = scheduler.step(eps, t, x, generator=generator).prev_sample
         previous = int(timesteps[index + 1]) if index + 1 < len(timesteps) else -1
         abar_previous = abar[previous] if previous >= 0 else torch.ones((), device=original.device)
@@ -229,20 +296,20 @@ class EnsembleResult:
     samples: torch.Tensor = field(repr=False)  # (N, k, S, S)
 
 
-def sample_ensemble(denoiser: Denoiser, original: torch.Tensor, mask: torch.Tensor, config: DiffusionConfig,
+def sample_ensemble(denoiser: Denoiser, condition: torch.Tensor, mask: torch.Tensor, config: DiffusionConfig,
                     settings: SamplerSettings, batch_size: int = 64, seed: int = 0,
                     on_step: Optional[Callable[[], None]] = None) -> EnsembleResult:
     """k samples of each of N slices, all slices and samples together in batches of ``batch_size``. Each
     slice-sample draws its noise from a generator of its own, seeded by (``seed``, its index): the same seed
     gives the same result whatever the batch size (which on a GPU follows the free memory)."""
     settings = settings.validate(config.num_train_timesteps)
-    n = original.shape[0]
-    originals = original.repeat_interleave(settings.k, dim=0)
+    n = condition.shape[0]
+    conditions = condition.repeat_interleave(settings.k, dim=0)
     masks = mask.repeat_interleave(settings.k, dim=0)
-    generators = [torch.Generator(device=original.device).manual_seed(_sample_seed(seed, index))
-                  for index in range(len(originals))]
-    chunks = [sample(denoiser, originals[i:i + batch_size], masks[i:i + batch_size], config, settings,
-                     generators[i:i + batch_size], on_step) for i in range(0, len(originals), batch_size)]
-    samples = torch.cat(chunks).reshape(n, settings.k, *original.shape[2:])
+    generators = [torch.Generator(device=condition.device).manual_seed(_sample_seed(seed, index))
+                  for index in range(len(conditions))]
+    chunks = [sample(denoiser, conditions[i:i + batch_size], masks[i:i + batch_size], config, settings,
+                     generators[i:i + batch_size], on_step) for i in range(0, len(conditions), batch_size)]
+    samples = torch.cat(chunks).reshape(n, settings.k, *condition.shape[2:])
     return EnsembleResult(samples.mean(dim=1, keepdim=True), samples.std(dim=1, correction=0, keepdim=True),
                           samples)

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 import torch
 
 from . import diffusion, segmentation
+from . import labels as L
 from .parameters import EnhanceParameters, network_evaluations
 from .volume import (CropBox, InputError, SliceScale, as_slices, check_roi, from_slices, like, mask_to_model,
                      resize, same_geometry, slice_axis, to_array)
@@ -61,46 +62,66 @@ def _output_like(values: np.ndarray, reference: sitk.Image, roi: np.ndarray) -> 
 
 
 def enhance(image: sitk.Image, labels: sitk.Image, model: LoadedModel, parameters: EnhanceParameters = EnhanceParameters(),
-            progress: Optional[Progress] = None) -> EnhancementResult:
-    """Enhance ``image`` inside the heart ROI (labels > 0, dilated by ``dilation_mm`` in-plane)."""
+            progress: Optional[Progress] = None, roi: Optional[sitk.Image] = None) -> EnhancementResult:
+    """Enhance ``image`` inside the heart ROI: ``roi`` > 0 if given, else ``labels`` > 0, dilated by
+    ``dilation_mm`` in-plane. A tissue-conditioned model also reads the blood pool and the wall (myocardium and
+    scar) of ``labels``."""
     parameters = parameters.validate()
     resolve_device(parameters.device)
     check_lambda_trained(model, parameters.lam)
     original = to_array(image)
-    roi_image = segmentation.dilate_roi(like(_checked_labels(image, labels), image), parameters.dilation_mm)
+    label_array = _checked_labels(image, labels)
+    roi_source = label_array if roi is None else _checked_labels(image, roi)
+    roi_image = segmentation.dilate_roi(like(roi_source, image), parameters.dilation_mm)
     axis = slice_axis(image)
     slices = as_slices(original, axis)
-    roi = as_slices(sitk.GetArrayFromImage(roi_image).astype(bool), axis)
-    check_roi(roi)
-    with_roi = np.flatnonzero(roi.any(axis=(1, 2)))
+    roi_slices = as_slices(sitk.GetArrayFromImage(roi_image).astype(bool), axis)
+    check_roi(roi_slices)
+    tissue = as_slices(label_array, axis)
+    if model.config.conditioning == "tissue":
+        check_tissue_labels(tissue, roi_slices)
+    with_roi = np.flatnonzero(roi_slices.any(axis=(1, 2)))
     scale = SliceScale.of(slices)
     slices255 = scale.forward(slices)
-    change255, std255 = _enhance_slices(slices255[with_roi], roi[with_roi], model, parameters, progress)
+    change255, std255 = _enhance_slices(slices255[with_roi], roi_slices[with_roi], tissue[with_roi], model,
+                                        parameters, progress)
 
     enhanced255 = slices255.copy()
     uncertainty255 = np.zeros_like(slices255)
     enhanced255[with_roi] += change255
     uncertainty255[with_roi] = std255
     enhanced = scale.inverse(enhanced255)
-    uncertainty = np.where(roi, scale.inverse(uncertainty255) - scale.low[:, None, None], 0.0)
-    return EnhancementResult(enhanced=_output_like(from_slices(enhanced, axis), image, from_slices(roi, axis)),
+    uncertainty = np.where(roi_slices, scale.inverse(uncertainty255) - scale.low[:, None, None], 0.0)
+    return EnhancementResult(enhanced=_output_like(from_slices(enhanced, axis), image, from_slices(roi_slices, axis)),
                              uncertainty=like(from_slices(uncertainty, axis).astype(np.float32), image),
                              roi=roi_image)
 
 
-def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, model: LoadedModel, parameters: EnhanceParameters,
-                    progress: Optional[Progress]) -> tuple[np.ndarray, np.ndarray]:
+def check_tissue_labels(labels: np.ndarray, roi: np.ndarray) -> None:
+    """A tissue-conditioned model needs class labels (1 blood pool, 2 myocardium, 3 scar), not a bare ROI."""
+    inside = labels[roi]
+    if not np.isin(inside, (L.MYOCARDIUM, L.SCAR)).any() or not (inside == L.BLOOD_POOL).any():
+        raise InputError("the enhancement model reads the blood pool (label 1) and the myocardium (labels 2 and 3) "
+                         "inside the ROI, and the labels given have none of one of them: give class labels (or "
+                         "let ScarEnhance segment the heart)")
+
+
+def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, labels: np.ndarray, model: LoadedModel,
+                    parameters: EnhanceParameters, progress: Optional[Progress]) -> tuple[np.ndarray, np.ndarray]:
     """Change and uncertainty (both [0, 255] scale, zero outside the ROI) of slices that have ROI."""
     config: diffusion.DiffusionConfig = model.config
     size = config.image_size
     box = CropBox.around(roi, margin=parameters.crop_margin)
     crops = resize(box.extract(slices255), size)
     masks = mask_to_model(box.extract(roi), size)
+    tissue = np.stack([resize(box.extract(m), size) for m in diffusion.tissue_maps(labels).transpose(1, 0, 2, 3)],
+                      axis=1)
+    condition, window = diffusion.build_condition(crops, tissue, config)
     device = next(model.network.parameters()).device
-    original = torch.from_numpy(crops / 127.5 - 1.0).float()[:, None].to(device)
+    condition = torch.from_numpy(condition).to(device)
     mask = torch.from_numpy(masks).float()[:, None].to(device)
     batch = parameters.batch_size or default_batch_size(device, config)
-    total = -(-len(original) * parameters.k // batch) * network_evaluations(parameters)
+    total = -(-len(condition) * parameters.k // batch) * network_evaluations(parameters)
     done = [0]
 
     def on_step():
@@ -108,23 +129,23 @@ def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, model: LoadedModel, 
         if progress is not None:
             progress(min(1.0, done[0] / total), f"denoising step {done[0]} of {total}")
 
-    result = _sample_with_fallback(model, original, mask, parameters, batch, on_step)
-    mean255 = (result.mean[:, 0].float().cpu().numpy() + 1.0) * 127.5
-    std255 = result.std[:, 0].float().cpu().numpy() * 127.5
+    result = _sample_with_fallback(model, condition, mask, parameters, batch, on_step)
+    mean255 = window.inverse(result.mean[:, 0].float().cpu().numpy())
+    std255 = window.grey_levels(result.std[:, 0].float().cpu().numpy())
     canvas = np.zeros_like(slices255)
     change = box.add_into(canvas, resize(mean255 - crops, box.size)) * roi
     uncertainty = box.add_into(canvas, resize(std255, box.size)) * roi
     return change, np.clip(uncertainty, 0.0, None)
 
 
-def _sample_with_fallback(model: LoadedModel, original: torch.Tensor, mask: torch.Tensor,
+def _sample_with_fallback(model: LoadedModel, condition: torch.Tensor, mask: torch.Tensor,
                           parameters: EnhanceParameters, batch: int, on_step) -> diffusion.EnsembleResult:
     """Sample in batches of ``batch``; on GPU out-of-memory halve the batch, and below 1 fall back to the CPU."""
     while True:
         try:
             with torch.inference_mode():
                 denoiser = diffusion.as_denoiser(model.network, parameters.compile_network)
-                return diffusion.sample_ensemble(denoiser, original, mask, model.config, parameters.sampler_settings(),
+                return diffusion.sample_ensemble(denoiser, condition, mask, model.config, parameters.sampler_settings(),
                                                  batch_size=batch, seed=parameters.seed, on_step=on_step)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
@@ -133,8 +154,8 @@ def _sample_with_fallback(model: LoadedModel, original: torch.Tensor, mask: torc
             else:
                 warnings.warn("GPU out of memory even with one sample per batch: continuing on the CPU")
                 model.network.to("cpu")
-                original, mask = original.cpu(), mask.cpu()
-                batch = default_batch_size(original.device, model.config)
+                condition, mask = condition.cpu(), mask.cpu()
+                batch = default_batch_size(condition.device, model.config)
 
 
 def check_lambda_trained(model: LoadedModel, lam: int) -> None:

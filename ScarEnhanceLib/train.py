@@ -189,26 +189,29 @@ def _save(run_dir: Path, model, ema, optimizer, iteration: int, history: list, c
                                          encoding="utf-8")
 
 
-def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainSettings,
-                    validation_cases: Optional[list[Case]] = None) -> dict:
+def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, settings: TrainSettings,
+                    validation_datasets: Optional[list[list[Case]]] = None,
+                    predicted_labels: Optional[dict[str, np.ndarray]] = None) -> dict:
+    """``datasets``: the training cases of each data set (each drawn equally often); ``predicted_labels``: the
+    segmentation model's labels of training cases by name, one source of a tissue-conditioned model's maps."""
     if not settings.scar_weight > 0:
         raise ValueError(f"the scar weight must be positive, got {settings.scar_weight}")
     if settings.min_snr_gamma < 0:
         raise ValueError(f"the Min-SNR gamma must be positive (or 0: off), got {settings.min_snr_gamma}")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
-    samples = DiffusionSamples(cases, config.image_size, rng, settings.augmentation)
+    samples = DiffusionSamples(datasets, config, rng, settings.augmentation, predicted_labels)
     scheduler = training_scheduler(config)
     max_t = min(settings.max_timestep, config.num_train_timesteps)
 
     def loss_of_batch(model, batch):
-        original, target, mask, scar = batch
-        device = original.device
+        condition, target, mask, scar = batch
+        device = condition.device
         noise_mask = mask if config.localized else torch.ones_like(mask)
         noise = torch.randn_like(target)
         t = torch.randint(0, max_t, (len(target),), device=device)
         noisy = add_masked_noise(scheduler, target, noise, t, noise_mask)
-        predicted = model(torch.cat([original, noisy], dim=1), t).sample
+        predicted = model(torch.cat([condition, noisy], dim=1), t).sample
         # scar is a few percent of the ROI, yet the one place where the target brightens the image
         weights = noise_mask * (1.0 + (settings.scar_weight - 1.0) * scar)
         if settings.min_snr_gamma > 0:  # the plain noise loss is dominated by t near 0, where eps is tiny in x0
@@ -217,20 +220,20 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
         return masked_loss(predicted, noise, weights)
 
     validate = None
-    if validation_cases:
-        validation = DiffusionSamples(validation_cases, config.image_size, np.random.default_rng(1234))(64)
+    if validation_datasets and any(validation_datasets):
+        validation = DiffusionSamples(validation_datasets, config, np.random.default_rng(1234))(64)
 
         @torch.no_grad()
         def validate(model):
             """Unweighted ROI loss (comparable across scar weights) and the loss on scar pixels alone."""
             device = next(model.parameters()).device
-            original, target, mask, scar = (part.to(device) for part in validation)
+            condition, target, mask, scar = (part.to(device) for part in validation)
             generator = torch.Generator(device=device).manual_seed(0)
             noise = torch.randn(target.shape, generator=generator, device=device)
             t = torch.linspace(0, max_t - 1, len(target), device=device).long()
             noisy = add_masked_noise(scheduler, target, noise, t, mask)
             model.eval()
-            predicted = model(torch.cat([original, noisy], 1), t).sample
+            predicted = model(torch.cat([condition, noisy], 1), t).sample
             return {"val_loss": float(masked_loss(predicted, noise, mask)),
                     "val_scar_loss": float(masked_loss(predicted, noise, scar))}
 
@@ -242,7 +245,7 @@ def train_diffusion(cases: list[Case], config: DiffusionConfig, settings: TrainS
         run_config["init_weights"] = Path(settings.init_weights).name
         if not (Path(settings.run_dir) / CHECKPOINT).exists():  # a resumed run continues from its checkpoint
             try:
-                warm_start(network, load_file(str(settings.init_weights)))
+                warm_start(network, load_file(str(settings.init_weights)), config)
             except RuntimeError as error:
                 raise ValueError(f"{settings.init_weights} does not fit this network: {error}") from error
     return _train(network, run_config, settings, samples, loss_of_batch, validate)

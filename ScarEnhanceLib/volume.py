@@ -81,6 +81,46 @@ class SliceScale:
 
 
 @dataclass(frozen=True)
+class IntensityWindow:
+    """Per-crop affine map from the slice's [0, 255] scale to what the diffusion network sees, [-1, 1] across the
+    window. ``slice``: the whole [0, 255] (the paper's). ``heart``: from the slice's minimum (0) to the maximum of
+    the model-sized crop around the heart, so that a bright pixel far from the heart does not compress it (MyoPS
+    hearts sit near 50 of 255 after the slice's min-max). The lower end stays at the slice's minimum: partial
+    diffusion adds the same noise whatever the window, and a window narrowed from below too (EMIDEC's crops hold
+    nothing darker than about 100 of 255) would change how much of the image the noise destroys; the crop is
+    antialiased to model size, so a single bright pixel does not set its maximum."""
+
+    low: np.ndarray  # (n,) on [0, 255]
+    high: np.ndarray  # (n,)
+
+    @staticmethod
+    def of(crops255: np.ndarray, normalisation: str) -> "IntensityWindow":
+        n = len(crops255)
+        if normalisation == "slice":
+            return IntensityWindow(np.zeros(n), np.full(n, 255.0))
+        high = crops255.reshape(n, -1).max(axis=1).astype(np.float64)
+        return IntensityWindow(np.zeros(n), np.where(high < 1.0, 255.0, high))  # a black crop: the slice's scale
+
+    def _half_range(self) -> np.ndarray:
+        return ((self.high - self.low) / 2.0)[:, None, None]
+
+    def forward(self, crops255: np.ndarray) -> np.ndarray:
+        return ((crops255 - self.low[:, None, None]) / self._half_range() - 1.0).astype(np.float32)
+
+    def inverse(self, values: np.ndarray) -> np.ndarray:
+        return ((values + 1.0) * self._half_range() + self.low[:, None, None]).astype(np.float32)
+
+    def grey_levels(self, values: np.ndarray) -> np.ndarray:
+        """A spread (standard deviation) in model units on the [0, 255] scale."""
+        return (values * self._half_range()).astype(np.float32)
+
+    def as_maps(self, size: int) -> np.ndarray:
+        """(n, 2, size, size): low and high on the [0, 255] scale mapped to [-1, 1], as constant maps."""
+        bounds = np.stack([self.low, self.high], axis=1) / 127.5 - 1.0
+        return np.broadcast_to(bounds[:, :, None, None], (len(bounds), 2, size, size)).astype(np.float32)
+
+
+@dataclass(frozen=True)
 class CropBox:
     """A square in-plane box (may extend past the image; that part reads as zero)."""
 

@@ -175,15 +175,16 @@ def test_noise_hint_is_the_noise_where_the_target_equals_the_original():
 def test_a_noise_hint_network_warm_started_from_plain_weights_starts_as_the_identity_enhancement():
     torch.manual_seed(0)
     plain = build_denoiser(CONFIG).eval()
-    hinted = build_denoiser(DiffusionConfig(**{**CONFIG.to_dict(), "noise_hint": True})).eval()
-    warm_start(hinted, plain.state_dict())
+    hinted_config = DiffusionConfig(**{**CONFIG.to_dict(), "noise_hint": True})
+    hinted = build_denoiser(hinted_config).eval()
+    warm_start(hinted, plain.state_dict(), hinted_config)
     assert torch.equal(hinted.unet.conv_in.weight[:, :2], plain.conv_in.weight)  # the plain network's features
     model_input, t = torch.randn(2, 2, 16, 16), torch.tensor([5, 250])
     with torch.no_grad():
         hint_only = NoiseHintDenoiser(_ZeroUNet(), CONFIG)(model_input, t).sample
         assert torch.equal(hinted(model_input, t).sample, hint_only)
-        again = build_denoiser(DiffusionConfig(**{**CONFIG.to_dict(), "noise_hint": True})).eval()
-        warm_start(again, hinted.state_dict())  # hint weights load as they are
+        again = build_denoiser(hinted_config).eval()
+        warm_start(again, hinted.state_dict(), hinted_config)  # hint weights load as they are
         assert torch.equal(again(model_input, t).sample, hint_only)
 
 

@@ -94,8 +94,8 @@ def test_training_on_the_gpu_with_workers_and_resuming(tmp_path):
     cases = [phantom_case(seed=s) for s in range(2)]
     settings = TrainSettings(run_dir=tmp_path / "run", iterations=4, batch_size=8, checkpoint_every=2,
                              device="cuda", workers=2, max_timestep=300)
-    train_diffusion(cases, TINY_DIFFUSION, settings)
+    train_diffusion([cases], TINY_DIFFUSION, settings)
     settings.iterations = 6
-    train_diffusion(cases, TINY_DIFFUSION, settings)  # the checkpoint's tensors load onto the GPU
+    train_diffusion([cases], TINY_DIFFUSION, settings)  # the checkpoint's tensors load onto the GPU
     history = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["history"]
     assert [h["iteration"] for h in history] == [2, 4, 6] and all(np.isfinite(h["loss"]) for h in history)

@@ -61,12 +61,12 @@ def test_diffusion_training_checkpoints_resumes_and_keeps_snapshots(tmp_path):
     cases = [phantom_case(seed=s) for s in range(2)]
     settings = TrainSettings(run_dir=tmp_path / "run", iterations=4, batch_size=2, checkpoint_every=2,
                              snapshot_every=2, device="cpu", max_timestep=300)
-    train_diffusion(cases, TINY_DIFFUSION, settings, validation_cases=cases[:1])
+    train_diffusion([cases], TINY_DIFFUSION, settings, [cases[:1]])
     first = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
     assert [h["iteration"] for h in first["history"]] == [2, 4] and "val_loss" in first["history"][0]
     settings.iterations = 6
     settings.learning_rate = 5e-4
-    train_diffusion(cases, TINY_DIFFUSION, settings)
+    train_diffusion([cases], TINY_DIFFUSION, settings)
     resumed = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
     assert [h["iteration"] for h in resumed["history"]] == [2, 4, 6]
     assert [h["learning_rate"] for h in resumed["history"]] == [2e-4, 2e-4, 5e-4]
@@ -76,7 +76,7 @@ def test_diffusion_training_checkpoints_resumes_and_keeps_snapshots(tmp_path):
 
 
 def test_diffusion_samples_mark_scar_inside_the_roi_where_the_target_brightens():
-    original, target, roi, scar = DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0))(8)
+    original, target, roi, scar = DiffusionSamples([[phantom_case(seed=0)]], TINY_DIFFUSION, np.random.default_rng(0))(8)
     assert scar.sum() > 0 and bool((scar <= roi).all()) and bool((scar >= 0).all())
     brightening = (target - original)[scar > 0.9]  # gamma > 1 on scar (antialiasing blurs the odd pixel)
     assert float(brightening.mean()) > 0.02 and float((brightening > 0).float().mean()) > 0.95
@@ -85,15 +85,15 @@ def test_diffusion_samples_mark_scar_inside_the_roi_where_the_target_brightens()
 
 
 def test_strong_augmentation_keeps_the_target_the_gamma_correction_of_the_augmented_image():
-    standard = DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0))(8)
-    strong = DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0), augmentation="strong")(8)
+    standard = DiffusionSamples([[phantom_case(seed=0)]], TINY_DIFFUSION, np.random.default_rng(0))(8)
+    strong = DiffusionSamples([[phantom_case(seed=0)]], TINY_DIFFUSION, np.random.default_rng(0), augmentation="strong")(8)
     assert not torch.allclose(standard[0], strong[0])  # same draws, more transforms
     original, target, roi, scar = strong
     assert bool((scar <= roi).all()) and torch.equal(target[roi == 0], original[roi == 0])
     brightening = (target - original)[scar > 0.9]
     assert float(brightening.mean()) > 0.02 and float((brightening > 0).float().mean()) > 0.9
     with pytest.raises(ValueError, match="augmentation must be one of"):
-        DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0), augmentation="heavy")
+        DiffusionSamples([[phantom_case(seed=0)]], TINY_DIFFUSION, np.random.default_rng(0), augmentation="heavy")
 
 
 @pytest.mark.parametrize("option", [{"scar_weight": 5.0}, {"min_snr_gamma": 5.0}, {"augmentation": "strong"}])
@@ -104,7 +104,7 @@ def test_training_options_change_the_first_loss_and_are_recorded(tmp_path, optio
         # t below 50: SNR above 5 and unequal, so Min-SNR weighs the two samples of the batch differently
         settings = TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1, device="cpu",
                                  max_timestep=50, **extra)
-        train_diffusion(cases, TINY_DIFFUSION, settings, validation_cases=cases)
+        train_diffusion([cases], TINY_DIFFUSION, settings, [cases])
         config = json.loads((run / "config.json").read_text(encoding="utf-8"))
         assert all(config[key] == value for key, value in extra.items())
         assert config["history"][0]["val_scar_loss"] > 0
@@ -116,20 +116,20 @@ def test_training_options_change_the_first_loss_and_are_recorded(tmp_path, optio
                                              ({"min_snr_gamma": -1}, "Min-SNR gamma must be positive")])
 def test_bad_loss_weightings_are_refused(tmp_path, option, message):
     with pytest.raises(ValueError, match=message):
-        train_diffusion([phantom_case(seed=0)], TINY_DIFFUSION, TrainSettings(run_dir=tmp_path, device="cpu", **option))
+        train_diffusion([[phantom_case(seed=0)]], TINY_DIFFUSION, TrainSettings(run_dir=tmp_path, device="cpu", **option))
 
 
 def test_noise_hint_training_warm_starts_from_plain_weights_and_bundles(tmp_path):
     cases = [phantom_case(seed=0)]
     settings = dict(iterations=1, batch_size=2, checkpoint_every=1, device="cpu", max_timestep=300)
-    train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "plain", **settings))
+    train_diffusion([cases], TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "plain", **settings))
     hinted = DiffusionConfig(**{**TINY_DIFFUSION.to_dict(), "noise_hint": True})
-    train_diffusion(cases, hinted, TrainSettings(run_dir=tmp_path / "hint", init_weights=tmp_path / "plain" /
+    train_diffusion([cases], hinted, TrainSettings(run_dir=tmp_path / "hint", init_weights=tmp_path / "plain" /
                                                  "model.safetensors", **settings))
     config = json.loads((tmp_path / "hint" / "config.json").read_text(encoding="utf-8"))
     assert config["model"]["noise_hint"] and config["init_weights"] == "model.safetensors"
     with pytest.raises(ValueError, match="does not fit this network"):  # hint weights into a plain network
-        train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "bad", init_weights=tmp_path / "hint" /
+        train_diffusion([cases], TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "bad", init_weights=tmp_path / "hint" /
                                                              "model.safetensors", **settings))
     models = tmp_path / "models"
     assert main(["bundle", str(tmp_path / "hint"), "--name", ENHANCEMENT, "--data", "phantoms", "--license", "test",
@@ -158,7 +158,7 @@ def test_train_diffusion_command_passes_the_loss_weightings_hint_and_warm_start(
 
 
 def test_data_loader_workers_draw_different_batches_and_resume_draws_new_ones():
-    samples = DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0))
+    samples = DiffusionSamples([[phantom_case(seed=0)]], TINY_DIFFUSION, np.random.default_rng(0))
     settings = TrainSettings(run_dir=None, batch_size=2, workers=2)
     first = _batches(samples, settings, rank=0, start=0, pin_memory=False)
     originals = [next(first)[0] for _ in range(4)]  # the loader alternates between its two workers
@@ -168,7 +168,7 @@ def test_data_loader_workers_draw_different_batches_and_resume_draws_new_ones():
 
 
 def test_in_process_batches_are_reproducible_and_resume_draws_new_ones():
-    samples = DiffusionSamples([phantom_case(seed=0)], 32, np.random.default_rng(0))
+    samples = DiffusionSamples([[phantom_case(seed=0)]], TINY_DIFFUSION, np.random.default_rng(0))
     settings = TrainSettings(run_dir=None, batch_size=2)
     first = next(_batches(samples, settings, rank=0, start=0, pin_memory=False))[0]
     assert torch.equal(next(_batches(samples, settings, rank=0, start=0, pin_memory=False))[0], first)
@@ -179,7 +179,7 @@ def test_in_process_batches_are_reproducible_and_resume_draws_new_ones():
 def test_training_with_workers_stops_at_the_time_limit_with_a_checkpoint(tmp_path):
     settings = TrainSettings(run_dir=tmp_path / "run", iterations=10_000, batch_size=2, checkpoint_every=1000,
                              device="cpu", workers=1, time_limit_minutes=0.0)
-    train_diffusion([phantom_case(seed=0)], TINY_DIFFUSION, settings)
+    train_diffusion([[phantom_case(seed=0)]], TINY_DIFFUSION, settings)
     history = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["history"]
     assert [h["iteration"] for h in history] == [1]
     assert (tmp_path / "run" / "checkpoint.pt").exists()
@@ -197,7 +197,7 @@ def test_segmentation_training_with_data_that_lacks_scar(tmp_path):
 
 def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
     cases = [phantom_case(seed=0)]
-    train_diffusion(cases, TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "run", iterations=2, batch_size=2,
+    train_diffusion([cases], TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "run", iterations=2, batch_size=2,
                                                          checkpoint_every=2, device="cpu", max_timestep=300,
                                                          scar_weight=3.0))
     models = tmp_path / "models"

@@ -1,0 +1,171 @@
+"""Tissue-aware conditioning (blood-pool and wall maps beside the image) and the heart intensity window."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from ScarEnhanceLib import labels as L
+from ScarEnhanceLib.augment import DiffusionSamples, degrade_labels
+from ScarEnhanceLib.cli import main
+from ScarEnhanceLib.diffusion import (DiffusionConfig, build_condition, build_denoiser, condition_channels,
+                                      training_scheduler, warm_start)
+from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
+from ScarEnhanceLib.volume import InputError, IntensityWindow
+from ScarEnhanceLib.weights import ENHANCEMENT, LoadedModel, load
+
+from conftest import TINY_DIFFUSION, phantom_case
+from test_pipeline import _arrays, _Output
+from test_train import _png_dataset
+
+TISSUE = replace(TINY_DIFFUSION, conditioning="tissue")
+TISSUE_HEART = replace(TISSUE, normalisation="heart")
+
+
+class WallOracle(torch.nn.Module):
+    """Predicts the exact noise toward original + 0.4 * wall map: brightens what the labels call wall, only that."""
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.abar = training_scheduler(config).alphas_cumprod
+        self.wall = condition_channels(config).index("wall")
+
+    def forward(self, model_input, t):
+        original, wall, x_t = model_input[:, :1], model_input[:, self.wall:self.wall + 1], model_input[:, -1:]
+        a = self.abar[t].view(-1, 1, 1, 1)
+        return _Output((x_t - a.sqrt() * (original + 0.4 * wall)) / (1 - a).sqrt())
+
+
+def _with_labels(reference: sitk.Image, array: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(array.astype(np.uint8))
+    image.CopyInformation(reference)
+    return image
+
+
+def test_the_condition_holds_the_channels_the_configuration_names():
+    crops = np.random.default_rng(0).uniform(0, 200, (3, 32, 32)).astype(np.float32)
+    tissue = np.zeros((3, 2, 32, 32), dtype=np.float32)
+    tissue[:, 1, 10:20, 10:20] = 1.0
+    assert condition_channels(TINY_DIFFUSION) == ("original",)
+    assert condition_channels(TISSUE_HEART) == ("original", "blood_pool", "wall", "window_low", "window_high")
+    condition, window = build_condition(crops, tissue, TISSUE_HEART)
+    assert condition.shape == (3, 5, 32, 32)
+    np.testing.assert_array_equal(condition[:, 2], tissue[:, 1])
+    np.testing.assert_allclose(window.inverse(condition[:, 0]), crops, atol=1e-3)
+    with pytest.raises(ValueError, match="needs blood-pool and wall maps"):
+        build_condition(crops, None, TISSUE)
+    for config in (TISSUE, TISSUE_HEART, replace(TISSUE, noise_hint=True)):
+        network = build_denoiser(config)
+        x_t = torch.zeros(2, 1, 32, 32)
+        sample = torch.cat([torch.as_tensor(build_condition(crops[:2], tissue[:2], config)[0]), x_t], 1)
+        assert network(sample, torch.tensor([1, 2])).sample.shape == (2, 1, 32, 32)
+
+
+def test_the_heart_window_ignores_bright_pixels_away_from_the_heart():
+    crops = np.full((2, 16, 16), 40.0, dtype=np.float32)
+    crops[:, 5:9, 5:9] = 60.0  # a dim heart, as MyoPS's after the slice's min-max
+    heart = IntensityWindow.of(crops, "heart")
+    np.testing.assert_allclose(heart.forward(crops).max(axis=(1, 2)), 1.0)  # the heart's brightest is the top
+    np.testing.assert_allclose(heart.forward(np.zeros_like(crops)), -1.0)  # the slice's minimum the bottom
+    np.testing.assert_allclose(heart.inverse(heart.forward(crops)), crops, atol=1e-4)
+    assert np.allclose(heart.grey_levels(np.ones((2, 1, 1))), 30.0)  # half of the window, in grey levels
+    whole = IntensityWindow.of(crops, "slice")
+    np.testing.assert_allclose(whole.forward(crops), crops / 127.5 - 1.0, atol=1e-6)  # the paper's
+
+
+def test_degraded_labels_move_borders_but_keep_the_heart():
+    labels = phantom_case(seed=1).labels[1]
+    rng = np.random.default_rng(0)
+    draws = [degrade_labels(labels, (1.6, 1.6), rng) for _ in range(20)]
+    heart = labels > 0
+    dice = [2 * (heart & (d > 0)).sum() / (heart.sum() + (d > 0).sum()) for d in draws]
+    assert all(set(np.unique(d)) <= {L.BACKGROUND, L.BLOOD_POOL, L.MYOCARDIUM} for d in draws)  # scar merged
+    assert min(dice) > 0.6 and sum(not np.array_equal(d > 0, heart) for d in draws) >= 15
+
+
+def test_tissue_samples_carry_maps_from_the_reference_its_degraded_copies_and_the_predictions():
+    case = phantom_case(seed=0)
+    predicted = np.where(case.labels == L.BLOOD_POOL, L.MYOCARDIUM, case.labels)  # a "prediction" without blood
+    samples = DiffusionSamples([[case]], TISSUE_HEART, np.random.default_rng(0), predicted_labels={case.name: predicted})
+    condition, target, roi, scar = samples(30)
+    assert condition.shape == (30, 5, 32, 32)
+    blood, wall = condition[:, 1], condition[:, 2]
+    # the maps lie inside the noised ROI (but for the odd edge pixel of a crop upsampled to model size)
+    assert float(roi[:, 0][(blood + wall) > 0.5].mean()) > 0.99
+    without_blood = int((blood.sum(dim=(1, 2)) == 0).sum())
+    assert 3 <= without_blood <= 20  # about a third of the samples used the predictions
+    assert float(target[scar > 0.9].mean()) > float(condition[:, :1][scar > 0.9].mean())  # scar brighter
+
+
+def test_warm_started_tissue_network_starts_as_the_image_only_one():
+    torch.manual_seed(0)
+    image_only = build_denoiser(TINY_DIFFUSION).eval()
+    tissue = build_denoiser(TISSUE_HEART).eval()
+    warm_start(tissue, image_only.state_dict(), TISSUE_HEART)
+    original, x_t = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
+    maps = torch.rand(2, 4, 32, 32)
+    t = torch.tensor([3, 200])
+    with torch.no_grad():
+        expected = image_only(torch.cat([original, x_t], 1), t).sample
+        np.testing.assert_allclose(tissue(torch.cat([original, maps, x_t], 1), t).sample, expected, atol=1e-5)
+    with pytest.raises(RuntimeError, match="do not fit inputs"):
+        warm_start(build_denoiser(TINY_DIFFUSION), tissue.state_dict(), TINY_DIFFUSION)
+
+
+@pytest.mark.parametrize("config", [TISSUE, TISSUE_HEART])
+def test_enhance_brightens_what_the_labels_call_wall_and_reads_the_roi_apart(phantom, config):
+    image, labels = phantom
+    oracle = LoadedModel("oracle", WallOracle(config), config, {})
+    result = enhance(image, labels, oracle, EnhanceParameters(k=1, steps=5))
+    original, enhanced, truth = _arrays(image, result.enhanced, labels)
+    change = enhanced.astype(float) - original
+    wall, blood = (truth == L.MYOCARDIUM) | (truth == L.SCAR), truth == L.BLOOD_POOL
+    assert np.median(change[wall]) > 10 * abs(np.median(change[blood]))
+    as_blood = np.where(truth > 0, L.BLOOD_POOL, 0)  # the same ROI, read as all blood pool: no wall, no change
+    as_blood[truth == L.MYOCARDIUM] = L.BLOOD_POOL
+    with pytest.raises(InputError, match="blood pool .label 1. and the myocardium"):
+        enhance(image, _with_labels(labels, as_blood), oracle, EnhanceParameters(k=1, steps=5))
+    roi_only = _with_labels(labels, truth > 0)  # a bare ROI as the region, the classes from the labels
+    apart = enhance(image, labels, oracle, EnhanceParameters(k=1, steps=5), roi=roi_only)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(apart.enhanced), enhanced, atol=1e-3)
+
+
+def test_the_heart_window_makes_the_change_independent_of_a_bright_pixel_far_from_the_heart(phantom):
+    image, labels = phantom
+    far = sitk.GetArrayFromImage(image).copy()
+    far[:, 2, 2] = far.max() * 4  # a bright corner pixel
+    brighter = sitk.GetImageFromArray(far)
+    brighter.CopyInformation(image)
+    heart = sitk.GetArrayFromImage(labels) > 0
+    changes = {}
+    for config in (TISSUE, TISSUE_HEART):
+        oracle = LoadedModel("oracle", WallOracle(config), config, {})
+        for name, volume in (("plain", image), ("bright corner", brighter)):
+            result = enhance(volume, labels, oracle, EnhanceParameters(k=1, steps=5))
+            changes[config.normalisation, name] = (sitk.GetArrayFromImage(result.enhanced).astype(float) -
+                                                   sitk.GetArrayFromImage(volume))[heart]
+    np.testing.assert_allclose(changes["heart", "bright corner"], changes["heart", "plain"], atol=0.02 *
+                               np.abs(changes["heart", "plain"]).max())
+    assert np.abs(changes["slice", "bright corner"]).mean() > 2 * np.abs(changes["slice", "plain"]).mean()
+
+
+def test_train_and_bundle_a_tissue_model_that_enhances_with_the_labels(tmp_path, tiny_models):
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
+    assert main(["train-diffusion", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
+                 "--image-size", "32", "--channels", "16", "32", "--max-timestep", "300", "--device", "cpu",
+                 "--run-dir", str(tmp_path / "run"), "--conditioning", "tissue", "--normalisation", "heart",
+                 "--models", str(tiny_models)]) == 0
+    with np.load(tmp_path / "run" / "predicted_labels.npz") as predicted:
+        assert predicted.files == ["Case_P000"] and predicted["Case_P000"].shape == (2, 96, 96)
+    models = tmp_path / "models"
+    assert main(["bundle", str(tmp_path / "run"), "--name", ENHANCEMENT, "--data", "phantoms", "--license", "test",
+                 "--models", str(models)]) == 0
+    loaded = load(ENHANCEMENT, models)
+    assert loaded.config.conditioning == "tissue" and loaded.info["config"]["normalisation"] == "heart"
+    case = phantom_case(seed=2, slices=2)
+    image = sitk.GetImageFromArray(case.images)
+    labels = _with_labels(image, case.labels)
+    enhanced = sitk.GetArrayFromImage(enhance(image, labels, loaded, EnhanceParameters(k=1, steps=2)).enhanced)
+    assert np.isfinite(enhanced).all() and np.array_equal(enhanced[case.labels == 0], case.images[case.labels == 0])
