@@ -102,8 +102,8 @@ def check_tissue_labels(labels: np.ndarray, roi: np.ndarray) -> None:
     inside = labels[roi]
     if not np.isin(inside, (L.MYOCARDIUM, L.SCAR)).any() or not (inside == L.BLOOD_POOL).any():
         raise InputError("the enhancement model reads the blood pool (label 1) and the myocardium (labels 2 and 3) "
-                         "inside the ROI, and the labels given have none of one of them: give class labels (or "
-                         "let ScarEnhance segment the heart)")
+                         "inside the ROI, but the labels given lack one of them: give class labels (or let "
+                         "ScarEnhance segment the heart)")
 
 
 def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, labels: np.ndarray, model: LoadedModel,

@@ -44,6 +44,19 @@ def tiny_models(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_tissue_models(tmp_path_factory) -> Path:
+    """Like ``tiny_models``, with a tissue-conditioned enhancement model in the heart intensity window."""
+    folder = tmp_path_factory.mktemp("tissue_models")
+    torch.manual_seed(0)
+    config = DiffusionConfig(**{**TINY_DIFFUSION.to_dict(), "conditioning": "tissue", "normalisation": "heart"})
+    install(_save(build_segmenter(TINY_SEGMENTATION), folder / "s.safetensors"), SEGMENTATION, "segmentation",
+            TINY_SEGMENTATION.to_dict(), folder, license="test")
+    install(_save(build_denoiser(config), folder / "d.safetensors"), ENHANCEMENT, "diffusion", config.to_dict(), folder,
+            license="test")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def phantom() -> tuple[sitk.Image, sitk.Image]:
     return make_phantom(PhantomSpec(matrix=96, slices=5, spacing_mm=1.6, seed=3))
 

@@ -28,7 +28,8 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel (test extra
 vtk = pytest.importorskip("vtk")
 sys.path.insert(0, str(ROOT / "ScarEnhance"))
 
-from ScarEnhanceModuleLib.Logic import CLASS_SEGMENTS, ROI_SEGMENT_ID, ScarEnhanceLogic, cnrSummary  # noqa: E402
+from ScarEnhanceModuleLib.Logic import (CLASS_SEGMENTS, ROI_SEGMENT_ID, ScarEnhanceLogic, _importArray,  # noqa: E402
+                                         cnrSummary)
 from ScarEnhanceModuleLib.Process import JobCancelled, JobFailed  # noqa: E402
 
 FAST = EnhanceParameters(k=2, steps=3)
@@ -158,6 +159,23 @@ def test_enhance_writes_into_a_chosen_output_volume(scene, logic, tmp_path):
     assert outputs.enhancedVolume is chosen and chosen.GetImageData() is not None
     with pytest.raises(InputError, match="must not be the input"):
         logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST, outputVolumeNode=volume)
+
+
+def test_a_tissue_model_reads_the_corrected_blood_pool_and_myocardium_segments(scene, tiny_tissue_models, tmp_path):
+    volume, labels = _load_phantom(tmp_path)
+    segmentation = _segmentation_from(volume, labels)
+    logic = ScarEnhanceLogic(pythonExecutable=sys.executable, modelsDir=tiny_tissue_models)
+    first = slicer.util.arrayFromVolume(logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST).enhancedVolume).copy()
+    corrected = labels.copy()
+    corrected[1][labels[1] == 2] = 1  # the clinician calls one slice's wall blood pool: same ROI, other tissue maps
+    edited = _segmentation_from(volume, corrected)
+    second = slicer.util.arrayFromVolume(logic.enhance(volume, edited, ROI_SEGMENT_ID, FAST).enhancedVolume)
+    np.testing.assert_array_equal(second[labels == 0], first[labels == 0])
+    assert not np.allclose(second[labels > 0], first[labels > 0])
+    roi_only = _segmentation_from(volume, np.zeros_like(labels))  # only the ROI segment is painted
+    _importArray((labels > 0).astype(np.uint8), volume, roi_only, [ROI_SEGMENT_ID])
+    with pytest.raises(JobFailed, match="blood pool .label 1. and the myocardium"):
+        logic.enhance(volume, roi_only, ROI_SEGMENT_ID, FAST)
 
 
 def _volume_count(scene) -> int:

@@ -148,7 +148,8 @@ class ScarEnhanceLogic:
         return roi
 
     def _classLabels(self, volumeNode, segmentationNode) -> np.ndarray:
-        """Label map (1 blood pool, 2 myocardium, 3 scar) of the class segments there are, for the CNR readouts."""
+        """Label map (1 blood pool, 2 myocardium, 3 scar) of the class segments there are, as the user corrected
+        them: the CNR readouts are read in it, and a tissue-conditioned model sees its blood pool and wall."""
         labels = np.zeros(slicer.util.arrayFromVolume(volumeNode).shape, dtype=np.uint8)
         segmentation = segmentationNode.GetSegmentation()
         for segmentId, name, value, _ in CLASS_SEGMENTS:
