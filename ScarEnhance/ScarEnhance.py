@@ -177,7 +177,10 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """Module reload or Slicer exit: the job and the background process (which keeps the models) end."""
         self._cancelJob()
+        if self.logic is not None:
+            self.logic.stopWorker()
         self.removeObservers()
 
     def _cancelJob(self) -> None:

@@ -599,6 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(enh)
     enh.set_defaults(func=cmd_enhance)
 
+    serve = commands.add_parser("serve", help="run commands read from stdin (one JSON list of arguments per line) "
+                                              "with the models kept loaded; for programs such as the Slicer module")
+    serve.set_defaults(func=cmd_serve)
+
     batch = commands.add_parser(
         "batch", help="enhance many studies: folders, globs or a CSV; resumable; one summary CSV",
         description="Enhance every study found in INPUTS with the models loaded once. A study is an image file "
@@ -701,8 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "maps of the labels (at training: reference, degraded and predicted by the segmentation "
                           "model of --models)")
     dif.add_argument("--normalisation", choices=NORMALISATIONS, default="slice",
-                     help="slice: the network sees the slice's [0, 255] (the paper's); heart: the 1st-99th "
-                          "percentile window of the crop around the heart")
+                     help="slice: the network sees the slice's [0, 255] (the paper's); heart: from the slice's "
+                          "minimum to the maximum of the crop around the heart")
     dif.add_argument("--models", type=Path, default=None,
                      help="folder with the segmentation model for --conditioning tissue (default: bundled)")
     dif.set_defaults(func=cmd_train_diffusion)
@@ -718,23 +722,69 @@ def _one_line(error: BaseException) -> str:
 EXIT_CANCELLED = 130
 
 
-def _stop_when_stdin_closes() -> None:
+def _stop_when_stdin_closes(on_line=None) -> None:
     """Exit as soon as stdin ends: a program that runs this one (the Slicer module, through a launcher that
     forwards no signal) cancels by closing the pipe, and its death closes it too. Outputs are written whole
-    or not at all (temporary names, renamed), so stopping at any moment leaves no half-written file."""
+    or not at all (temporary names, renamed), so stopping at any moment leaves no half-written file.
+    ``on_line``: called with each line that arrives (``serve``'s requests)."""
     import threading
 
     descriptor = sys.stdin.fileno()
 
     def watch():  # os.read on the descriptor: no lock of Python's stdin object held at interpreter shutdown
+        pending = b""
         try:
-            while os.read(descriptor, 1024):
-                pass
+            while True:
+                chunk = os.read(descriptor, 1 << 16)
+                if not chunk:
+                    break
+                pending += chunk
+                while on_line is not None and b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    on_line(line.decode("utf-8", errors="replace"))
+                if on_line is None:
+                    pending = b""
         except OSError:
             pass
         os._exit(EXIT_CANCELLED)
 
     threading.Thread(target=watch, daemon=True, name="stdin-watch").start()
+
+
+SERVE_READY, SERVE_DONE = "READY", "DONE"  # serve's lines: started; a command ended ("DONE <exit code>")
+
+
+def cmd_serve(args) -> int:
+    """Run the commands that arrive on stdin, one JSON list of command-line arguments per line, one after the
+    other in this process: the modules stay imported and the models loaded between them, so the Slicer module's
+    second click does not pay for them again. Each command ends with a line 'DONE <exit code>'. The end of stdin
+    ends the process at once, in the middle of a command too: that is how the Slicer module cancels."""
+    import queue
+    requests: queue.Queue = queue.Queue()
+    _stop_when_stdin_closes(requests.put)
+    print(SERVE_READY, flush=True)
+    while True:
+        code = _serve_one(requests.get())
+        print(f"{SERVE_DONE} {code}", flush=True)
+
+
+def _serve_one(request: str) -> int:
+    try:
+        argv = json.loads(request)
+    except ValueError:
+        argv = None
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)) or \
+            argv[0].startswith("-") or argv[0] == "serve":
+        print("scarenhance: error: each request is one JSON list of arguments that starts with a command "
+              "(segment, enhance, ...)", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    try:
+        return main(argv)
+    except SystemExit as stop:  # argparse's errors and --help
+        return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> int:

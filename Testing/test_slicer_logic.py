@@ -300,15 +300,30 @@ def _launcher(tmp_path: Path) -> Path:
     return launcher
 
 
-def _processes_mentioning(text: str) -> list:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+def _process_tree(pid: int) -> set:
+    """``pid`` and every process below it that is still alive (not a zombie), from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if text in cmdline.read_bytes().decode(errors="replace"):
-                found.append(cmdline.parent.name)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
-            pass
-    return found
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    tree, grew = {pid} & set(parents), True
+    while grew:
+        below = {child for child, parent in parents.items() if parent in tree} - tree
+        tree, grew = tree | below, bool(below)
+    return tree
+
+
+def _gone_within(processes: set, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(Path(f"/proc/{pid}").exists() and pid in _process_tree(pid) for pid in processes):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _started_long_job(logic, tmp_path):
@@ -322,33 +337,57 @@ def _started_long_job(logic, tmp_path):
     return job
 
 
-@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads processes from /proc")
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_cancel_behind_a_launcher_leaves_no_process_and_no_file(scene, tiny_models, tmp_path):
     logic = ScarEnhanceLogic(pythonExecutable=str(_launcher(tmp_path)), modelsDir=tiny_models)
     job = _started_long_job(logic, tmp_path)
-    work = str(job._workDir)
-    assert len(_processes_mentioning(work)) == 2  # the launcher and the interpreter it started
+    work = job._workDir
+    processes = _process_tree(logic.worker._process.pid)
+    assert len(processes) == 2  # the launcher and the interpreter it started
     job.cancel()
-    deadline = time.monotonic() + 5
-    while _processes_mentioning(work) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _processes_mentioning(work) == []
+    assert _gone_within(processes, 5)
     with pytest.raises(JobCancelled):
         job.result()
     time.sleep(1)  # nothing may write the folder again
     assert not Path(work).exists()
 
 
-@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads processes from /proc")
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_the_computation_stops_when_slicer_goes_away(scene, tiny_models, tmp_path):
-    """Slicer exiting or crashing closes the job's stdin; the interpreter behind the launcher then stops too."""
+    """Slicer exiting or crashing closes the worker's stdin; the interpreter behind the launcher then stops too."""
     logic = ScarEnhanceLogic(pythonExecutable=str(_launcher(tmp_path)), modelsDir=tiny_models)
     job = _started_long_job(logic, tmp_path)
-    work = str(job._workDir)
-    job._process.stdin.close()  # what the operating system does when Slicer's process ends
-    os.kill(job._process.pid, signal.SIGKILL)  # the launcher dies; its child is not told
-    deadline = time.monotonic() + 5
-    while _processes_mentioning(work) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _processes_mentioning(work) == []
-    shutil.rmtree(work, ignore_errors=True)
+    launcher = logic.worker._process
+    processes = _process_tree(launcher.pid)
+    launcher.stdin.close()  # what the operating system does when Slicer's process ends
+    os.kill(launcher.pid, signal.SIGKILL)  # the launcher dies; its child is not told
+    assert _gone_within(processes, 5)
+    shutil.rmtree(job._workDir, ignore_errors=True)
+
+
+def test_the_worker_stays_between_jobs_and_a_cancelled_one_is_replaced(scene, tiny_models, tmp_path):
+    logic = ScarEnhanceLogic(pythonExecutable=sys.executable, modelsDir=tiny_models)
+    volume, labels = _load_phantom(tmp_path)
+    segmentation = _segmentation_from(volume, labels)
+    logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST)
+    worker = logic.worker._process.pid
+    logic.segmentHeart(volume)
+    second = logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST)
+    assert logic.worker._process.pid == worker  # one process: imports and models loaded once
+    running = logic.startEnhance(volume, segmentation, ROI_SEGMENT_ID, EnhanceParameters(k=8, steps=250,
+                                                                                         sampler="ddpm"))
+    dirs = _work_dirs()
+    with pytest.raises(RuntimeError, match="still running"):
+        logic.startEnhance(volume, segmentation, ROI_SEGMENT_ID, FAST)
+    assert _work_dirs() == dirs  # the refused job left no folder
+    running.cancel()
+    with pytest.raises(JobCancelled):
+        running.result()
+    assert _gone_within({worker}, 5)
+    third = logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST)  # a new worker after the cancel
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(third.enhancedVolume),
+                                  slicer.util.arrayFromVolume(second.enhancedVolume))  # same seed, same result
+    replacement = logic.worker._process.pid
+    assert replacement != worker
+    logic.stopWorker()  # module reload, Slicer exit
+    assert _gone_within({replacement}, 5) and not logic.worker.isAlive()

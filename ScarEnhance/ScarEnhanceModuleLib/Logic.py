@@ -4,8 +4,9 @@
     segmentation = logic.segmentHeart(volume)
     outputs = logic.enhance(volume, segmentation, "HeartROI")
 
-No Qt here: the work runs in a background process (``Process.py``); ``start...`` methods return the
-job for a GUI to poll, the plain methods wait for it. Input nodes are never modified: volumes and
+No Qt here: the work runs in a background process (``Process.py``) that the logic keeps between jobs, with
+its models loaded (``stopWorker`` ends it); ``start...`` methods return the job for a GUI to poll, the plain
+methods wait for it. Input nodes are never modified: volumes and
 segments are written to a temporary folder, and every result is a new node (or the output volume
 the caller chose).
 """
@@ -24,7 +25,7 @@ import slicer
 import vtk
 from ScarEnhanceLib.parameters import EnhanceParameters, InputError
 
-from .Process import BackgroundJob, defaultPythonExecutable, libraryCommand
+from .Process import BackgroundJob, Worker, defaultPythonExecutable
 
 # (segment ID, name, label value in ScarEnhanceLib, colour) of the tissue classes the U-Net predicts.
 CLASS_SEGMENTS = (
@@ -51,6 +52,11 @@ class ScarEnhanceLogic:
     def __init__(self, pythonExecutable: Optional[str] = None, modelsDir: Optional[Path] = None):
         self.pythonExecutable = pythonExecutable or defaultPythonExecutable()
         self.modelsDir = modelsDir  # None: the bundled models
+        self.worker = Worker(self.pythonExecutable)
+
+    def stopWorker(self) -> None:
+        """End the background process and the job it runs (module reload, Slicer exit); the next job starts it."""
+        self.worker.stop()
 
     # ------------------------------------------------------------------ heart segmentation
     def segmentHeart(self, volumeNode, segmentationNode=None, device: str = "auto"):
@@ -65,14 +71,13 @@ class ScarEnhanceLogic:
         except Exception:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
-        command = libraryCommand(self.pythonExecutable, ["segment", str(workDir / "image.nrrd"), "-o",
-                                                         str(workDir / "labels.nrrd"), "--device", device,
-                                                         *self._modelArguments()])
+        arguments = ["segment", str(workDir / "image.nrrd"), "-o", str(workDir / "labels.nrrd"), "--device", device,
+                     *self._modelArguments()]
 
         def loadSegmentation():
             return self._importLabels(workDir / "labels.nrrd", volumeNode, segmentationNode)
 
-        return _startJob(command, loadSegmentation, workDir)
+        return self._startJob(arguments, loadSegmentation, workDir)
 
     def _importLabels(self, labelsPath: Path, volumeNode, segmentationNode):
         scene = slicer.mrmlScene
@@ -117,15 +122,14 @@ class ScarEnhanceLogic:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
         output = workDir / "output"
-        command = libraryCommand(self.pythonExecutable, [
-            "enhance", str(workDir / "image.nrrd"), "--labels", str(workDir / "labels.nrrd"),
-            "--roi", str(workDir / "roi.nrrd"), "-o", str(output), "--format", "nrrd", "--no-report",
-            *parameters.command_line(), *self._modelArguments()])
+        arguments = ["enhance", str(workDir / "image.nrrd"), "--labels", str(workDir / "labels.nrrd"),
+                     "--roi", str(workDir / "roi.nrrd"), "-o", str(output), "--format", "nrrd", "--no-report",
+                     *parameters.command_line(), *self._modelArguments()]
 
         def loadOutputs():
             return self._loadOutputs(output, volumeNode, outputVolumeNode)
 
-        return _startJob(command, loadOutputs, workDir)
+        return self._startJob(arguments, loadOutputs, workDir)
 
     @staticmethod
     def _checkSegmentationBelongsTo(segmentationNode, volumeNode) -> None:
@@ -212,14 +216,13 @@ class ScarEnhanceLogic:
     def _modelArguments(self) -> List[str]:
         return ["--models", str(self.modelsDir)] if self.modelsDir is not None else []
 
-
-def _startJob(command: List[str], onSuccess, workDir: Path) -> BackgroundJob:
-    """The background job; if its process cannot even start, its work folder (patient data) goes at once."""
-    try:
-        return BackgroundJob(command, onSuccess, workDir)
-    except Exception:
-        shutil.rmtree(workDir, ignore_errors=True)
-        raise
+    def _startJob(self, arguments: List[str], onSuccess, workDir: Path) -> BackgroundJob:
+        """The job, run by the worker; if the worker cannot even start, the work folder (patient data) goes at once."""
+        try:
+            return self.worker.submit(arguments, onSuccess, workDir)
+        except Exception:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
 
 
 def workFolder() -> Path:

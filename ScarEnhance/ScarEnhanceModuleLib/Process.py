@@ -1,17 +1,20 @@
 """Long work in a background process: the ScarEnhanceLib command line run by Slicer's Python.
 
-The GUI stays responsive because nothing heavy (torch included) runs in Slicer's own process. A
-``BackgroundJob`` is polled (by a timer in the GUI, or by ``wait`` on the Python console); it reads the
+The GUI stays responsive because nothing heavy (torch included) runs in Slicer's own process. One
+``Worker`` process (``scarenhance serve``) runs the jobs one after the other and stays alive between them,
+so the imports and the models are loaded once per Slicer session, not at every click. A ``BackgroundJob``
+is polled (by a timer in the GUI, or by ``wait`` on the Python console); it reads the
 ``PROGRESS <fraction> <message>`` lines the command line prints, can be cancelled, and turns the
-finished process into a result through a callback, once.
+finished command into a result through a callback, once.
 
 Slicer's ``PythonSlicer`` is a launcher that runs the real interpreter as its child and forwards no signal,
-so stopping the launcher alone would leave the computation running. Cancel therefore closes the job's stdin
-(the command line, started with ``--stop-on-stdin-eof``, exits when it sees the end of its input, also when
-Slicer itself dies) and ends the whole process group (the process tree, with ``taskkill /T``, on Windows).
+so stopping the launcher alone would leave the computation running. Cancel therefore closes the worker's
+stdin (``serve`` exits when its input ends, also when Slicer itself dies) and ends the whole process group
+(the process tree, with ``taskkill /T``, on Windows); the next job starts a new worker.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -42,8 +45,8 @@ def defaultPythonExecutable() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
-def libraryCommand(pythonExecutable: str, arguments: List[str]) -> List[str]:
-    return [pythonExecutable, "-m", "ScarEnhanceLib", "--stop-on-stdin-eof", *arguments, "--progress", "lines"]
+def serveCommand(pythonExecutable: str) -> List[str]:
+    return [pythonExecutable, "-m", "ScarEnhanceLib", "serve"]
 
 
 STOP_SECONDS = 5.0  # after Cancel, every process of the job is gone within this time
@@ -90,71 +93,138 @@ def _stopProcessTree(process: subprocess.Popen) -> None:
             pass
 
 
-class BackgroundJob(Generic[Result]):
-    def __init__(self, command: List[str], onSuccess: Callable[[], Result], workDir: Optional[Path] = None):
+SERVE_READY, SERVE_DONE = "READY", "DONE"  # the lines of ``scarenhance serve`` (ScarEnhanceLib/cli.py)
+
+
+class Worker:
+    """One ``scarenhance serve`` process that runs the jobs one at a time and keeps its models loaded. Started
+    by the first job; a cancelled job ends it, and the next job starts a new one."""
+
+    def __init__(self, pythonExecutable: str):
+        self.pythonExecutable = pythonExecutable
+        self._process: Optional[subprocess.Popen] = None
+        self._job: Optional[BackgroundJob] = None
+        self._lock = threading.Lock()
+
+    def submit(self, arguments: List[str], onSuccess: Callable[[], Result],
+               workDir: Optional[Path] = None) -> "BackgroundJob[Result]":
+        """Run the command line with ``arguments`` (a command and its options) in the worker."""
+        if self._job is not None and self._job.isRunning():
+            raise RuntimeError("a ScarEnhance job is still running: wait for it or cancel it")
+        if self._process is None or self._process.poll() is not None:
+            self._start()
+        job = BackgroundJob(self, onSuccess, workDir)
+        with self._lock:
+            self._job = job
+        try:
+            self._process.stdin.write(json.dumps([*arguments, "--progress", "lines"]) + "\n")
+            self._process.stdin.flush()
+        except OSError:  # the worker died between jobs: say so through the job
+            job._end(None)
+        return job
+
+    def isAlive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self) -> None:
+        """End the worker and every process it started (its job, if any, ends cancelled or failed)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            process.stdin.close()  # serve exits at the end of its input
+        except OSError:
+            pass
+        _stopProcessTree(process)
+        try:
+            process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    def _start(self) -> None:
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LIB_PARENT), environment.get("PYTHONPATH")]))
         environment["PYTHONUNBUFFERED"] = "1"
         environment["PYTHONIOENCODING"] = "utf-8"  # paths and messages outside the console's code page
-        self.command = command
+        process = subprocess.Popen(serveCommand(self.pythonExecutable), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, encoding="utf-8", errors="replace", env=environment,
+                                   bufsize=1, **_processGroupOptions())
+        self._process = process
+        threading.Thread(target=self._read, args=(process,), daemon=True).start()
+
+    def _read(self, process: subprocess.Popen) -> None:
+        """Drain the pipe to the end whatever arrives (a reader that died would block the worker on a full pipe),
+        handing each line to the job that runs."""
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            with self._lock:
+                job = self._job
+            if line == SERVE_READY or job is None:
+                continue
+            if line.startswith(SERVE_DONE + " "):
+                job._end(int(line.split(" ", 1)[1]) if line.split(" ", 1)[1].lstrip("-").isdigit() else None)
+            else:
+                job._line(line)
+        process.wait()
+        with self._lock:
+            job = self._job
+        if job is not None:
+            job._end(None)  # the worker ended (cancel, crash): a job still running ends with it
+
+
+class BackgroundJob(Generic[Result]):
+    """One command run by a ``Worker``."""
+
+    def __init__(self, worker: Worker, onSuccess: Callable[[], Result], workDir: Optional[Path] = None):
         self.progress = 0.0
         self.message = "starting"
+        self._worker = worker
         self._onSuccess = onSuccess
         self._workDir = workDir
         self._output: List[str] = []
         self._cancelled = False
+        self._exitCode: Optional[int] = None
+        self._ended = threading.Event()
         self._result: Optional[Result] = None
         self._error: Optional[Exception] = None
         self._finished = False
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, encoding="utf-8", errors="replace", env=environment,
-                                         bufsize=1, **_processGroupOptions())
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self) -> None:
-        """Drain the pipe to the end whatever arrives (a reader that died would block the process on a full
-        pipe)."""
-        for line in self._process.stdout:
-            line = line.rstrip("\n")
-            _, fraction, message = (line.split(" ", 2) + ["", ""])[:3]
+    def _line(self, line: str) -> None:
+        _, fraction, message = (line.split(" ", 2) + ["", ""])[:3]
+        if line.startswith("PROGRESS "):
             try:
-                if line.startswith("PROGRESS "):
-                    self.progress, self.message = float(fraction), message
-                    continue
+                self.progress, self.message = float(fraction), message
+                return
             except ValueError:
                 pass
-            self._output.append(line)
-            logging.info("ScarEnhance: %s", line)  # Slicer's application log keeps what the process said
+        self._output.append(line)
+        logging.info("ScarEnhance: %s", line)  # Slicer's application log keeps what the process said
+
+    def _end(self, exitCode: Optional[int]) -> None:
+        """The command ended with ``exitCode`` (None: the worker ended before it finished)."""
+        if not self._ended.is_set():
+            self._exitCode = exitCode
+            self._ended.set()
 
     def isRunning(self) -> bool:
-        return self._process.poll() is None
+        return not self._ended.is_set()
 
     def cancel(self) -> None:
         """Stop the job and every process it started; its work folder goes when its result is asked for."""
-        self._cancelled = True
-        try:
-            self._process.stdin.close()  # the command line stops at the end of its input
-        except OSError:
-            pass
-        _stopProcessTree(self._process)
-        try:
-            self._process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
+        if self.isRunning():
+            self._cancelled = True
+            self._worker.stop()
+            self._ended.wait(STOP_SECONDS)
+            self._end(None)
 
     def wait(self, timeout: Optional[float] = None) -> Result:
-        """Block until the process ends (the Python console's way); then the result."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.isRunning():
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                raise JobFailed(f"the background process took longer than {timeout} s and was stopped")
-            time.sleep(0.1)
+        """Block until the command ends (the Python console's way); then the result."""
+        if not self._ended.wait(timeout):
+            self.cancel()
+            raise JobFailed(f"the background process took longer than {timeout} s and was stopped")
         return self.result()
 
     def output(self) -> str:
-        self._reader.join(timeout=5)
         return "\n".join(self._output)
 
     def result(self) -> Result:
@@ -177,10 +247,10 @@ class BackgroundJob(Generic[Result]):
     def _finish(self) -> Result:
         if self._cancelled:
             raise JobCancelled("cancelled")
-        if self._process.returncode != 0:
+        if self._exitCode != 0:
             errors = [line for line in self.output().splitlines() if "error" in line.lower()]
+            what = f"exit code {self._exitCode}" if self._exitCode is not None else "the process ended"
             raise JobFailed(errors[-1].replace("scarenhance: error: ", "") if errors else
-                            f"the background process failed (exit code {self._process.returncode}):\n"
-                            + self.output()[-2000:])
+                            f"the background process failed ({what}):\n" + self.output()[-2000:])
         self.progress = 1.0
         return self._onSuccess()
