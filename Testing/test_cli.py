@@ -188,3 +188,35 @@ def test_no_report_skips_the_figure_and_a_missing_matplotlib_is_a_clear_error(ph
     capsys.readouterr()
     assert main(arguments + ["-o", str(tmp_path / "b")]) == 2
     assert "--no-report" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_serve_runs_requests_in_one_process_and_ends_with_its_input(phantom_files, tiny_models, tmp_path):
+    image, labels = phantom_files
+    serve = subprocess.Popen([sys.executable, "-m", "ScarEnhanceLib", "serve"], cwd=ROOT, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+
+    def request(arguments) -> tuple[int, list]:
+        serve.stdin.write(json.dumps(arguments) + "\n")
+        serve.stdin.flush()
+        lines = []
+        while not lines or not lines[-1].startswith("DONE "):
+            lines.append(serve.stdout.readline().rstrip("\n"))
+        return int(lines[-1].split()[1]), lines[:-1]
+
+    try:
+        assert serve.stdout.readline().strip() == "READY"
+        enhance = ["enhance", str(image), "--labels", str(labels), "--no-report", "-k", "1", "--steps", "2",
+                   "--models", str(tiny_models)]
+        for run in ("first", "second"):
+            code, said = request(enhance + ["-o", str(tmp_path / run), "--progress", "lines"])
+            assert code == 0 and any(line.startswith("PROGRESS ") for line in said)
+        np.testing.assert_array_equal(*(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / run / "enhanced.nii.gz")))
+                                        for run in ("first", "second")))
+        assert request(["enhance", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "x")])[0] == 2
+        code, said = request({"not": "a list"})
+        assert code == 2 and "one JSON list of arguments" in said[-1]
+        assert request(["serve"])[0] == 2  # no server inside the server
+        serve.stdin.close()  # how the Slicer module cancels, and what its exit does
+        assert serve.wait(timeout=10) == 130
+    finally:
+        serve.kill()
