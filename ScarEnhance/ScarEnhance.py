@@ -34,7 +34,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin  # noqa: E402
 
 from ScarEnhanceLib import README_FILE  # noqa: E402
-from ScarEnhanceLib.parameters import SAMPLERS, DEVICES, EnhanceParameters, estimated_seconds  # noqa: E402
+from ScarEnhanceLib.parameters import SAMPLERS, EnhanceParameters, estimated_seconds  # noqa: E402
 from ScarEnhanceModuleLib import Dependencies  # noqa: E402
 from ScarEnhanceModuleLib.Logic import ROI_SEGMENT_ID, cnrSummary  # noqa: E402
 from ScarEnhanceModuleLib.Logic import ScarEnhanceLogic as MRMLLogic  # noqa: E402
@@ -47,7 +47,7 @@ class ScarEnhance(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("ScarEnhance")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Cardiac")]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["Segmentations", "SegmentEditor"]  # Edit ROI opens Segment Editor
         self.parent.contributors = []  # no public repository or contributor list yet (see CMakeLists.txt)
         self.parent.helpText = _(
             "Makes myocardial scar easier to see in late gadolinium enhancement (LGE) MR: segment the heart, "
@@ -84,7 +84,7 @@ class ScarEnhanceParameterNode:
     steps: Annotated[int, WithinRange(1, 250)] = EnhanceParameters.steps
     lam: Annotated[int, WithinRange(1, 1000)] = EnhanceParameters.lam
     k: Annotated[int, WithinRange(1, 64)] = EnhanceParameters.k
-    device: Annotated[str, Choice(list(DEVICES))] = EnhanceParameters.device
+    device: Annotated[str, Choice(Dependencies.deviceChoices())] = EnhanceParameters.device
     seed: Annotated[int, WithinRange(0, 1000000)] = EnhanceParameters.seed
     outputVolume: vtkMRMLScalarVolumeNode
 
@@ -150,6 +150,7 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: Optional[ScarEnhanceParameterNode] = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._jobKind = None  # "segment" or "enhance": whose button is the Cancel
         self._onJobDone = None
         self._timer = qt.QTimer()
         self._timer.setInterval(250)
@@ -254,21 +255,27 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateButtons(self, *_unused) -> None:
         node = self._parameterNode
         busy = self._job is not None
+        segmenting, enhancing = busy and self._jobKind == "segment", busy and self._jobKind == "enhance"
         hasVolume = bool(node and node.inputVolume)
         hasRoi = bool(hasVolume and node.segmentation and node.roiSegmentId)
-        self.ui.segmentHeartButton.enabled = hasVolume and not busy
+        # each running job's own button turns into its Cancel; the other buttons wait
+        self.ui.segmentHeartButton.enabled = segmenting or (hasVolume and not busy)
+        self.ui.segmentHeartButton.text = _("Cancel") if segmenting else _("Segment heart")
         self.ui.editRoiButton.enabled = hasRoi and not busy
-        self.ui.applyButton.enabled = busy or hasRoi
-        self.ui.applyButton.text = _("Cancel") if busy else _("Enhance")
+        self.ui.applyButton.enabled = enhancing or (hasRoi and not busy)
+        self.ui.applyButton.text = _("Cancel") if enhancing else _("Enhance")
 
     # ------------------------------------------------------------------ actions
     def onSegmentHeart(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            return
         with slicer.util.tryWithErrorDisplay(_("Heart segmentation failed."), waitCursor=True):
             if not ensureWeightsLicence() or not ensureDependencies():
                 return
             node = self._parameterNode
             job = self.logic.startSegmentHeart(node.inputVolume, device=node.device)
-            self._runJob(job, _("Segmenting the heart"), self._showSegmentation)
+            self._runJob(job, "segment", _("Segmenting the heart"), self._showSegmentation)
 
     def _showSegmentation(self, segmentation) -> None:
         self._parameterNode.segmentation = segmentation
@@ -300,7 +307,7 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             job = self.logic.startEnhance(node.inputVolume, node.segmentation, node.roiSegmentId, parameters,
                                           node.outputVolume)
-            self._runJob(job, _("Enhancing"), self._showOutputs)
+            self._runJob(job, "enhance", _("Enhancing"), self._showOutputs)
 
     def _confirmSlowRun(self, parameters: EnhanceParameters) -> bool:
         dimensions = self._parameterNode.inputVolume.GetImageData().GetDimensions()
@@ -333,8 +340,8 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             table=outputs.cnrTable.GetName())
 
     # ------------------------------------------------------------------ background job
-    def _runJob(self, job, description: str, onDone) -> None:
-        self._job, self._onJobDone = job, onDone
+    def _runJob(self, job, kind: str, description: str, onDone) -> None:
+        self._job, self._jobKind, self._onJobDone = job, kind, onDone
         self.ui.progressBar.value = 0
         self.ui.progressBar.visible = True
         self.ui.statusLabel.text = description + "..."

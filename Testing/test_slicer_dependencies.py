@@ -1,12 +1,14 @@
 """First-use installation of the module's Python packages: what is missing, and how it is installed."""
 import sys
 from importlib import metadata
+from types import SimpleNamespace
 
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "ScarEnhance"))
 
-from ScarEnhanceModuleLib.Dependencies import REQUIREMENTS, TORCH_REQUIREMENT, installRequirements, missingRequirements  # noqa: E402,E501
+from ScarEnhanceModuleLib.Dependencies import (REQUIREMENTS, TORCH_REQUIREMENT, deviceChoices, gpuAvailable,  # noqa: E402
+                                                installRequirements, missingRequirements, torchBuildHasCuda)
 
 
 def _versions(**installed):
@@ -50,3 +52,26 @@ def test_the_rest_is_installed_with_the_installed_torch_pinned():
 
     installRequirements(["monai>=1.4", "diffusers>=0.30"], pip, None, _versions(torch="2.3.1+cu118"))
     assert seen == [(["monai>=1.4", "diffusers>=0.30"], "torch==2.3.1+cu118\n")]
+
+
+def _torch_with_version_file(tmp_path, text):
+    package = tmp_path / "torch"
+    package.mkdir(parents=True)
+    (package / "version.py").write_text(text, encoding="utf-8")
+    return lambda name: SimpleNamespace(submodule_search_locations=[str(package)]) if name == "torch" else None
+
+
+def test_the_gpu_counts_only_with_a_cuda_build_of_torch_and_a_driver(tmp_path):
+    cpu_build = _torch_with_version_file(tmp_path / "cpu", "__version__ = '2.13.0+cpu'\ncuda: Optional[str] = None\n")
+    cuda_build = _torch_with_version_file(tmp_path / "cuda", "__version__ = '2.13.0'\ncuda: Optional[str] = '12.8'\n")
+    driver, no_driver = (lambda name: "/usr/bin/nvidia-smi"), (lambda name: None)
+    assert not torchBuildHasCuda(cpu_build) and torchBuildHasCuda(cuda_build)
+    assert not torchBuildHasCuda(lambda name: None)  # no torch yet
+    assert gpuAvailable(cuda_build, driver)
+    assert not gpuAvailable(cpu_build, driver)  # the machine has a GPU, this torch cannot use it
+    assert not gpuAvailable(cuda_build, no_driver)
+
+
+def test_macos_is_not_offered_cuda():
+    assert deviceChoices("darwin") == ["auto", "cpu"]
+    assert deviceChoices("linux") == deviceChoices("win32") == ["auto", "cuda", "cpu"]

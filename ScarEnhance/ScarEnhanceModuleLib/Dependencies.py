@@ -5,9 +5,11 @@ machine's GPU); the rest from PyPI with lower bounds. SimpleITK is never install
 """
 from __future__ import annotations
 
+import re
 import shutil
+import sys
 import tempfile
-from importlib import metadata
+from importlib import metadata, util
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -18,6 +20,32 @@ except ImportError:  # a Python without packaging still has pip's copy
 
 TORCH_REQUIREMENT = "torch>=2.1"
 REQUIREMENTS = ("monai>=1.4", "diffusers>=0.30", "safetensors>=0.4", "scipy>=1.9", "tqdm>=4.64")
+
+
+def torchBuildHasCuda(findSpec: Callable[[str], object] = util.find_spec) -> bool:
+    """Whether the installed torch was built for CUDA, read from its ``version.py`` without importing torch
+    (seconds, and half a gigabyte, in Slicer's own process). A CPU-only build has ``cuda = None`` there."""
+    spec = findSpec("torch")
+    if spec is None or not getattr(spec, "submodule_search_locations", None):
+        return False
+    versionFile = Path(list(spec.submodule_search_locations)[0]) / "version.py"
+    try:
+        text = versionFile.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    found = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    return found is not None
+
+
+def gpuAvailable(findSpec: Callable[[str], object] = util.find_spec, which: Callable[[str], object] = shutil.which) -> bool:
+    """An NVIDIA driver is installed and torch was built for CUDA (a CPU-only torch runs on the CPU whatever the
+    machine has)."""
+    return which("nvidia-smi") is not None and torchBuildHasCuda(findSpec)
+
+
+def deviceChoices(platform: str = sys.platform) -> List[str]:
+    """The devices to offer: no CUDA on macOS, where no NVIDIA GPU runs it."""
+    return [device for device in ("auto", "cuda", "cpu") if not (platform == "darwin" and device == "cuda")]
 
 
 def _satisfied(requirement: str, installedVersion: Callable[[str], str]) -> bool:

@@ -25,6 +25,7 @@ import slicer
 import vtk
 from ScarEnhanceLib.parameters import EnhanceParameters, InputError
 
+from . import Dependencies
 from .Process import BackgroundJob, Worker, defaultPythonExecutable
 
 # (segment ID, name, label value in ScarEnhanceLib, colour) of the tissue classes the U-Net predicts.
@@ -210,8 +211,8 @@ class ScarEnhanceLogic:
 
     @staticmethod
     def gpuAvailable() -> bool:
-        """An NVIDIA driver is installed (checked without importing torch into Slicer's process)."""
-        return shutil.which("nvidia-smi") is not None
+        """An NVIDIA driver and a CUDA build of torch (checked without importing torch into Slicer's process)."""
+        return Dependencies.gpuAvailable()
 
     def _modelArguments(self) -> List[str]:
         return ["--models", str(self.modelsDir)] if self.modelsDir is not None else []
