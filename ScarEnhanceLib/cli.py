@@ -173,10 +173,11 @@ def _series_description(name: str, parameters) -> str:
 
 
 def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None,
-                    dicom_tags: dict | None = None) -> dict:
-    """Enhance inside ``roi`` (default: labels > 0), then write images, the readouts of each region of
-    ``labels`` (its Scar segment, and the n-SD and FWHM regions in its myocardium) and the report into
-    ``output_dir``; returns the readouts. ``dicom_tags``: the source series' tags, for DICOM outputs."""
+                    dicom_tags: dict | None = None, readout_labels=None) -> dict:
+    """Enhance inside ``roi`` (default: labels > 0), the tissue maps of a tissue-aware model from ``labels``,
+    then write images, the readouts of each region of ``readout_labels`` (default: ``labels``; its Scar
+    segment, and the n-SD and FWHM regions in its myocardium) and the report into ``output_dir``; returns the
+    readouts. ``dicom_tags``: the source series' tags, for DICOM outputs."""
     import SimpleITK as sitk
     from .io import atomic_path, write_dicom_series, write_image
     from .metrics import region_readouts
@@ -187,6 +188,7 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None,
     model = _load(ENHANCEMENT, args)
     with _progress_bar("enhance", args.progress) as progress:
         result = enhance(image, labels, model, parameters, progress, roi=roi)
+    labels = labels if readout_labels is None else readout_labels
     images = {"enhanced": result.enhanced, "uncertainty": result.uncertainty, "roi": result.roi, "labels": labels}
     for name, path in _output_paths(output_dir, args).items():
         if name in _dicom_outputs(args):
@@ -446,9 +448,9 @@ def _demo_locked(args, image, reference) -> int:
     dice = dice_per_class(sitk.GetArrayFromImage(predicted), sitk.GetArrayFromImage(reference))
     print("segmentation Dice against the sample's reference labels: " +
           ", ".join(f"{k} {v:.2f}" for k, v in dice.items()))
-    print("enhancing inside the segmented heart ROI; CNR read in the reference labels")
-    run_enhancement(image, reference, args, args.output, title="ScarEnhance demo (EMIDEC P050, held out)",
-                    roi=predicted)
+    print("enhancing inside the segmented heart (as a user would); CNR read in the reference labels")
+    run_enhancement(image, predicted, args, args.output, title="ScarEnhance demo (EMIDEC P050, held out)",
+                    readout_labels=reference)
     return 0
 
 

@@ -97,6 +97,8 @@ def test_demo_segments_enhances_and_reports(tmp_path, capsys):
     assert readouts["regions"]["scar_segment"]["slices_with_scar"] == 4  # reference labels: scar on 4 of 6 slices
     roi = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "roi.nii.gz")))
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE_LABELS)))
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "labels.nii.gz")))
+    np.testing.assert_array_equal(written, reference)  # the labels the CNR was read in; the model saw the U-Net's
     assert 2 * (roi.astype(bool) & (reference > 0)).sum() / (roi.astype(bool).sum() + (reference > 0).sum()) > 0.7
 
 
