@@ -124,6 +124,15 @@ def test_segment_heart_makes_class_and_roi_segments_on_the_inputs_grid(scene, lo
     assert roi.shape == before["voxels"].shape
     np.testing.assert_array_equal(roi > 0, classes > 0)  # the ROI is the union of the classes
     _assert_unchanged(before, _snapshot(volume))
+    codes = {}
+    for segmentId in ids:
+        segment = segmentation.GetSegmentation().GetSegment(segmentId)
+        entry = vtk.reference("")
+        assert segment.GetTag(segment.GetTerminologyEntryTagName(), entry)
+        parts = str(entry).split("~")  # context, category, type, modifier, anatomic context, region, region modifier
+        assert len(parts) == 7 and parts[0].endswith("DICOM master list") and parts[4].endswith("DICOM master list")
+        codes[segmentId] = parts[2].split("^")[1]
+    assert codes == {"BloodPool": "87878005", "Myocardium": "71616004", "Scar": "12402003", ROI_SEGMENT_ID: "80891009"}
 
 
 def test_enhance_keeps_geometry_leaves_inputs_untouched_and_reports_cnr(scene, logic, tmp_path):

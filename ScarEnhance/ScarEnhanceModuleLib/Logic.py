@@ -37,6 +37,23 @@ CLASS_SEGMENTS = (
 ROI_SEGMENT_ID = "HeartROI"
 ROI_SEGMENT_NAME = "Heart ROI"
 ROI_COLOR = (0.25, 0.80, 0.35)
+
+
+def _terminology(category: str, segmentType: str, region: str = "^^") -> str:
+    """A segment's terminology entry in Slicer's tag format (contexts and codes of the DICOM master lists that
+    Slicer 5.8 ships; Modules/Loadable/Terminologies/Resources). Slicer matches the codes, not the meanings."""
+    return (f"Segmentation category and type - DICOM master list~{category}~{segmentType}~^^"
+            f"~Anatomic codes - DICOM master list~{region}~^^")
+
+
+_ANATOMY, _TISSUE, _LEFT_VENTRICLE = "SCT^123037004^Anatomical Structure", "SCT^85756007^Tissue", "SCT^87878005^Left ventricle"
+# Slicer's lists have no blood-pool, myocardium or infarct type: the closest ones, the ventricle as the region
+TERMINOLOGY = {
+    "BloodPool": _terminology(_ANATOMY, _LEFT_VENTRICLE),
+    "Myocardium": _terminology(_TISSUE, "SCT^71616004^Muscle", _LEFT_VENTRICLE),
+    "Scar": _terminology(_TISSUE, "SCT^12402003^Scar tissue", _LEFT_VENTRICLE),
+    ROI_SEGMENT_ID: _terminology(_ANATOMY, "SCT^80891009^Heart"),
+}
 CNR_ROWS = (("cnr_scar_myo", "CNR scar/myocardium"), ("cnr_scar_blood", "CNR scar/blood pool"))
 # cnr.json regions: where each readout is read (the Scar segment, and threshold regions that rest on no scar label)
 
@@ -94,6 +111,8 @@ class ScarEnhanceLogic:
                 if segmentation.GetSegment(segmentId) is not None:
                     segmentation.RemoveSegment(segmentId)
                 segmentation.AddEmptySegment(segmentId, name, list(color))
+                segment = segmentation.GetSegment(segmentId)
+                segment.SetTag(segment.GetTerminologyEntryTagName(), TERMINOLOGY[segmentId])
             labels = slicer.util.arrayFromVolume(labelmap)
             _importArray(labels, labelmap, segmentationNode, [segment[0] for segment in CLASS_SEGMENTS])
             _importArray((labels > 0).astype(np.uint8), labelmap, segmentationNode, [ROI_SEGMENT_ID])
