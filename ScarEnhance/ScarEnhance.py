@@ -151,6 +151,7 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._job = None
         self._jobKind = None  # "segment" or "enhance": whose button is the Cancel
+        self._installing = False  # pip is running (on the GUI thread, pumping events)
         self._onJobDone = None
         self._timer = qt.QTimer()
         self._timer.setInterval(250)
@@ -254,7 +255,7 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateButtons(self, *_unused) -> None:
         node = self._parameterNode
-        busy = self._job is not None
+        busy = self._job is not None or self._installing
         segmenting, enhancing = busy and self._jobKind == "segment", busy and self._jobKind == "enhance"
         hasVolume = bool(node and node.inputVolume)
         hasRoi = bool(hasVolume and node.segmentation and node.roiSegmentId)
@@ -266,13 +267,33 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.text = _("Cancel") if enhancing else _("Enhance")
 
     # ------------------------------------------------------------------ actions
+    def _readyToRun(self) -> bool:
+        """Consent to the weights' licence and the Python packages, asked for before any wait cursor. The buttons
+        are off while pip runs: it pumps Qt events, and a second click would start a second installation."""
+        if not ensureWeightsLicence():
+            self.ui.statusLabel.text = _("Not started: the models' licence was not accepted.")
+            return False
+        ready = False
+        self._installing = True
+        self._updateButtons()
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Installing the Python packages ScarEnhance needs failed.")):
+                ready = ensureDependencies()
+                if not ready:
+                    self.ui.statusLabel.text = _("Not started: the Python packages ScarEnhance needs are not "
+                                                 "installed.")
+        finally:
+            self._installing = False
+            self._updateButtons()
+        return ready
+
     def onSegmentHeart(self) -> None:
         if self._job is not None:
             self._job.cancel()
             return
+        if not self._readyToRun():
+            return
         with slicer.util.tryWithErrorDisplay(_("Heart segmentation failed."), waitCursor=True):
-            if not ensureWeightsLicence() or not ensureDependencies():
-                return
             node = self._parameterNode
             job = self.logic.startSegmentHeart(node.inputVolume, device=node.device)
             self._runJob(job, "segment", _("Segmenting the heart"), self._showSegmentation)
@@ -300,11 +321,12 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:
             self._job.cancel()
             return
-        with slicer.util.tryWithErrorDisplay(_("Enhancement failed to start."), waitCursor=True):
-            node = self._parameterNode
+        node, parameters = self._parameterNode, None
+        with slicer.util.tryWithErrorDisplay(_("Enhancement failed to start.")):
             parameters = node.enhanceParameters().validate()
-            if not self._confirmSlowRun(parameters) or not ensureWeightsLicence() or not ensureDependencies():
-                return
+        if parameters is None or not self._confirmSlowRun(parameters) or not self._readyToRun():
+            return
+        with slicer.util.tryWithErrorDisplay(_("Enhancement failed to start."), waitCursor=True):
             job = self.logic.startEnhance(node.inputVolume, node.segmentation, node.roiSegmentId, parameters,
                                           node.outputVolume)
             self._runJob(job, "enhance", _("Enhancing"), self._showOutputs)
