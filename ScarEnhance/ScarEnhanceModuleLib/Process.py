@@ -114,6 +114,7 @@ class Worker:
         if self._process is None or self._process.poll() is not None:
             self._start()
         job = BackgroundJob(self, onSuccess, workDir)
+        job._process = self._process
         with self._lock:
             self._job = job
         try:
@@ -159,7 +160,7 @@ class Worker:
             line = line.rstrip("\n")
             with self._lock:
                 job = self._job
-            if line == SERVE_READY or job is None:
+            if line == SERVE_READY or job is None or job._process is not process:
                 continue
             if line.startswith(SERVE_DONE + " "):
                 job._end(int(line.split(" ", 1)[1]) if line.split(" ", 1)[1].lstrip("-").isdigit() else None)
@@ -168,8 +169,8 @@ class Worker:
         process.wait()
         with self._lock:
             job = self._job
-        if job is not None:
-            job._end(None)  # the worker ended (cancel, crash): a job still running ends with it
+        if job is not None and job._process is process:
+            job._end(None)  # the worker ended (cancel, crash): its job, if still running, ends with it
 
 
 class BackgroundJob(Generic[Result]):
@@ -179,6 +180,7 @@ class BackgroundJob(Generic[Result]):
         self.progress = 0.0
         self.message = "starting"
         self._worker = worker
+        self._process: Optional[subprocess.Popen] = None  # the worker process it was sent to
         self._onSuccess = onSuccess
         self._workDir = workDir
         self._output: List[str] = []
