@@ -350,7 +350,7 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if source is not None:
             enhanced.GetDisplayNode().SetAutoWindowLevel(False)
             enhanced.GetDisplayNode().SetWindowLevel(source.GetWindow(), source.GetLevel())
-        showSideBySide(original, enhanced)
+        shown = showSideBySide(original, enhanced)
         segmentation = self._parameterNode.segmentation
         if segmentation is not None and segmentation.GetDisplayNode() is not None:
             segmentation.GetDisplayNode().SetVisibility2DFill(False)  # outlines only: the fill would cover the scar
@@ -360,6 +360,9 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Done: '{enhanced}', '{uncertainty}' and table '{table}'.").format(
             enhanced=enhanced.GetName(), uncertainty=outputs.uncertaintyVolume.GetName(),
             table=outputs.cnrTable.GetName())
+        if not shown:
+            slicer.util.showStatusMessage(_("ScarEnhance finished: '{enhanced}' is ready (the views were left as "
+                                            "they are).").format(enhanced=enhanced.GetName()), 5000)
 
     # ------------------------------------------------------------------ background job
     def _runJob(self, job, kind: str, description: str, onDone) -> None:
@@ -401,9 +404,13 @@ def firstGreyLevelVolume():
     return next((v for v in volumes if not v.IsA("vtkMRMLLabelMapVolumeNode")), None)
 
 
-def showSideBySide(original, enhanced) -> None:
-    """Original in the red view, enhanced in the yellow one, both in the original's acquisition plane, linked."""
+def showSideBySide(original, enhanced) -> bool:
+    """Original in the red view, enhanced in the yellow one, both in the original's acquisition plane, linked;
+    only while ScarEnhance is the module shown (a result that arrives while the user works in another module
+    leaves that module's layout and views alone). True if shown."""
     from ScarEnhanceModuleLib.Logic import alignSliceViews
+    if slicer.util.selectedModule() != "ScarEnhance":
+        return False
     layoutManager = slicer.app.layoutManager()
     layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
     widgets = {name: layoutManager.sliceWidget(name) for name in ("Red", "Yellow")}
@@ -414,6 +421,7 @@ def showSideBySide(original, enhanced) -> None:
         composite.SetForegroundVolumeID(None)
         composite.SetLinkedControl(True)
         widgets[viewName].sliceLogic().FitSliceToAll()
+    return True
 
 
 FULL_SELF_TEST = "SCARENHANCE_FULL_SELF_TEST"  # set to 1 for the self-test that installs packages and runs models
