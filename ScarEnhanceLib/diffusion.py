@@ -134,7 +134,8 @@ def build_denoiser(config: DiffusionConfig) -> torch.nn.Module:
 
 class NoiseHintDenoiser(torch.nn.Module):
     """Called like the U-Net with concat(condition, x_t) (the original first): predicts eps as
-    hint + U-Net(condition, x_t, hint), where the hint is the noise x_t holds if the target equals the original, (x_t - sqrt(abar_t) original) / sqrt(1 - abar_t).
+    hint + U-Net(condition, x_t, hint), where the hint is the noise x_t holds if the target equals the original,
+    (x_t - sqrt(abar_t) original) / sqrt(1 - abar_t).
 
     Most of the ROI (myocardium) is unchanged by the target; there the hint *is* the noise, so the U-Net has only to
     output zero, and learns just the change (scar brighter, blood darker). A plain U-Net has to copy the original's

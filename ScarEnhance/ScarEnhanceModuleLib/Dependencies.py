@@ -37,7 +37,8 @@ def torchBuildHasCuda(findSpec: Callable[[str], object] = util.find_spec) -> boo
     return found is not None
 
 
-def gpuAvailable(findSpec: Callable[[str], object] = util.find_spec, which: Callable[[str], object] = shutil.which) -> bool:
+def gpuAvailable(findSpec: Callable[[str], object] = util.find_spec,
+                 which: Callable[[str], object] = shutil.which) -> bool:
     """An NVIDIA driver is installed and torch was built for CUDA (a CPU-only torch runs on the CPU whatever the
     machine has)."""
     return which("nvidia-smi") is not None and torchBuildHasCuda(findSpec)

@@ -46,7 +46,8 @@ def _terminology(category: str, segmentType: str, region: str = "^^") -> str:
             f"~Anatomic codes - DICOM master list~{region}~^^")
 
 
-_ANATOMY, _TISSUE, _LEFT_VENTRICLE = "SCT^123037004^Anatomical Structure", "SCT^85756007^Tissue", "SCT^87878005^Left ventricle"
+_ANATOMY, _TISSUE = "SCT^123037004^Anatomical Structure", "SCT^85756007^Tissue"
+_LEFT_VENTRICLE = "SCT^87878005^Left ventricle"
 # Slicer's lists have no blood-pool, myocardium or infarct type: the closest ones, the ventricle as the region
 TERMINOLOGY = {
     "BloodPool": _terminology(_ANATOMY, _LEFT_VENTRICLE),
