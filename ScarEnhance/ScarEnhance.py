@@ -256,7 +256,8 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateButtons(self, *_unused) -> None:
         node = self._parameterNode
         busy = self._job is not None or self._installing
-        segmenting, enhancing = busy and self._jobKind == "segment", busy and self._jobKind == "enhance"
+        running = self._job is not None
+        segmenting, enhancing = running and self._jobKind == "segment", running and self._jobKind == "enhance"
         hasVolume = bool(node and node.inputVolume)
         hasRoi = bool(hasVolume and node.segmentation and node.roiSegmentId)
         # each running job's own button turns into its Cancel; the other buttons wait
@@ -488,6 +489,7 @@ class ScarEnhanceTest(ScriptedLoadableModuleTest):
         self.assertTrue((enhanced[~roi] == voxels[~roi]).all())
         self.assertTrue((slicer.util.arrayFromVolume(volume) == voxels).all())
         self.assertEqual(outputs.cnrTable.GetNumberOfRows() >= 2, True)
+        logic.stopWorker()
         self.delayDisplay("Segment and enhance passed")
 
     def test_cancel_leaves_no_output(self):
@@ -500,5 +502,6 @@ class ScarEnhanceTest(ScriptedLoadableModuleTest):
         job.cancel()
         with self.assertRaises(JobCancelled):
             job.result()
+        self.assertFalse(logic.worker.isAlive())  # the worker that ran it is gone, launcher and interpreter
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), volumes)
         self.delayDisplay("Cancel passed")
