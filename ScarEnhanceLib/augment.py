@@ -138,13 +138,15 @@ class DiffusionSamples:
         window = IntensityWindow.of(crops[0][None], self.config.normalisation)  # of the crop as inference sees it
         mask = mask_to_model(box.extract(roi[None]), self.size)[0].astype(np.float32)
         scar = resize(box.extract((labels == L.SCAR)[None]).astype(np.float32), self.size)[0]  # area fraction
-        tissue = [resize(box.extract(m[None]), self.size)[0] for m in tissue_maps(tissue_labels[None])[0]]
+        tissue = [resize(box.extract(m[None]), self.size)[0] for m in tissue_maps(tissue_labels[None])[0]] \
+            if self.config.conditioning == "tissue" else []  # an image-only model needs no maps
         stack = torch.as_tensor(np.stack(crops + [mask, scar] + tissue))
         stack = np.asarray(self.spatial({"stack": stack})["stack"])
         original255, target255 = stack[:2]
         mask = (stack[2] > 0.5).astype(np.float32)
         scar = np.clip(stack[3], 0.0, 1.0) * mask
-        condition, _ = build_condition(original255[None], np.clip(stack[None, 4:6], 0.0, 1.0), self.config, window)
+        maps = np.clip(stack[None, 4:6], 0.0, 1.0) if tissue else None
+        condition, _ = build_condition(original255[None], maps, self.config, window)
         original, target = window.forward(np.stack([original255, target255]))
         target = mask * target + (1 - mask) * original
         return (torch.as_tensor(condition[0]), torch.as_tensor(target[None]), torch.as_tensor(mask[None]),

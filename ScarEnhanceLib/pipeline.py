@@ -114,8 +114,10 @@ def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, labels: np.ndarray, 
     box = CropBox.around(roi, margin=parameters.crop_margin)
     crops = resize(box.extract(slices255), size)
     masks = mask_to_model(box.extract(roi), size)
-    tissue = np.stack([resize(box.extract(m), size) for m in diffusion.tissue_maps(labels).transpose(1, 0, 2, 3)],
-                      axis=1)
+    tissue = None  # an image-only model (the bundled one) needs no maps
+    if config.conditioning == "tissue":
+        tissue = np.stack([resize(box.extract(m), size) for m in diffusion.tissue_maps(labels).transpose(1, 0, 2, 3)],
+                          axis=1)
     condition, window = diffusion.build_condition(crops, tissue, config)
     device = next(model.network.parameters()).device
     condition = torch.from_numpy(condition).to(device)
