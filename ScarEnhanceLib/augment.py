@@ -16,7 +16,8 @@ from .datasets import Case
 from .diffusion import DiffusionConfig, build_condition, tissue_maps
 from .gamma import gamma_target
 from .parameters import AUGMENTATIONS
-from .segmentation import SegmentationConfig, normalise_for_segmentation, normalise_windows, resample_slice
+from .segmentation import (SegmentationConfig, context_indices, has_context, normalise_for_segmentation,
+                           normalise_windows, resample_slice)
 from .volume import CropBox, IntensityWindow, mask_to_model, resize
 
 SCALE_RANGE = (0.7, 1.4)
@@ -156,7 +157,8 @@ class DiffusionSamples:
 class SegmentationSamples:
     """(image, labels) patches at the model's spacing. Scanners differ in pixel shape (EMIDEC's PNGs are
     stretched along one axis by up to 1.7), orientation and intensity curves: each axis is scaled on its own,
-    rotations span the full circle, and the intensities get contrast curves, bias field, noise and blur."""
+    rotations span the full circle, and the intensities get contrast curves, bias field, noise and blur. A 2.5D
+    model's neighbour slices come in either order (stacks run base to apex or apex to base)."""
 
     def __init__(self, cases: list[Case], config: SegmentationConfig, rng: np.random.Generator):
         self.cases = cases
@@ -191,10 +193,13 @@ class SegmentationSamples:
 
     def _one(self, case: Case, index: int):
         scale = self.rng.uniform(*SCALE_RANGE, size=2)  # anisotropic: rows and columns on their own
-        image = case.images[index]
+        channels = context_indices(len(case.images), self.config.context_slices, has_context(case.slice_mm))[index]
+        if self.rng.random() < 0.5:  # the neighbours the other way round: (before, after) -> (after, before)
+            channels = np.concatenate([channels[:1], channels[1:].reshape(-1, 2)[:, ::-1].ravel()])
+        images = case.images[channels]
         if self.config.normalisation == "slice":
-            image = normalise_for_segmentation(image)
-        image = resample_slice(image, case.spacing, self.config.spacing_mm / scale)[0]
+            images = np.stack([normalise_for_segmentation(i) for i in images])
+        image = torch.cat([resample_slice(i, case.spacing, self.config.spacing_mm / scale)[0] for i in images])
         label = torch.nn.functional.interpolate(torch.as_tensor(case.labels[index], dtype=torch.float32)[None, None],
                                                 size=image.shape[-2:], mode="nearest")[0]
         sample = self.spatial({"image": image, "label": label})[0]

@@ -487,6 +487,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser, iterations: int, ba
     parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                         help="stop after this many minutes of training, with a checkpoint (resume later)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-weights", type=Path, default=None,
+                        help="start a new run from these weights (the same network, or one with fewer inputs: "
+                             "the new inputs start at zero weight)")
 
 
 def _split_cases(args, train_only: bool = False):
@@ -513,7 +516,7 @@ def _settings(args, **extra):
     return TrainSettings(run_dir=args.run_dir, iterations=args.iterations, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, checkpoint_every=args.checkpoint_every,
                          seed=args.seed, device=args.device, workers=args.workers,
-                         time_limit_minutes=args.time_limit, **extra)
+                         time_limit_minutes=args.time_limit, init_weights=args.init_weights, **extra)
 
 
 def cmd_train_segmentation(args) -> int:
@@ -523,8 +526,9 @@ def cmd_train_segmentation(args) -> int:
     validation = [c for _, _, val in datasets for c in val]
     config = SegmentationConfig(spacing_mm=args.spacing_mm, patch_size=args.patch_size, channels=tuple(args.channels),
                                 strides=(2,) * (len(args.channels) - 1), num_res_units=args.num_res_units,
-                                normalisation=args.normalisation)
-    train_segmentation([(train, spec.labels_scar) for spec, train, _ in datasets], config, _settings(args), validation)
+                                normalisation=args.normalisation, context_slices=args.context_slices)
+    train_segmentation([(train, spec.labels_scar) for spec, train, _ in datasets], config,
+                       _settings(args), validation)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
 
@@ -540,7 +544,7 @@ def cmd_train_diffusion(args) -> int:
                              localized=not args.whole_image_noise, noise_hint=args.noise_hint,
                              dropout=args.dropout, conditioning=args.conditioning, normalisation=args.normalisation)
     settings = _settings(args, max_timestep=args.max_timestep, scar_weight=args.scar_weight,
-                         init_weights=args.init_weights, min_snr_gamma=args.min_snr_gamma,
+                         min_snr_gamma=args.min_snr_gamma,
                          augmentation=args.augmentation)
     training = [train for _, train, _ in datasets]
     predicted = _predicted_training_labels(args, training) if config.conditioning == "tissue" else None
@@ -680,6 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--num-res-units", type=int, default=2, help="residual units per U-Net block")
     seg.add_argument("--normalisation", default="window", choices=("window", "slice"),
                      help="intensity percentiles of each network input (window) or of the whole slice (slice)")
+    seg.add_argument("--context-slices", type=int, default=0,
+                     help="neighbour slices on each side as extra inputs (2.5D), where slices are at most "
+                          "11 mm apart")
     seg.set_defaults(func=cmd_train_segmentation)
 
     dif = commands.add_parser("train-diffusion", help="train the enhancement diffusion model")
@@ -692,8 +699,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="loss weight of scar pixels relative to the ROI's others (1: the paper's plain masked loss)")
     dif.add_argument("--noise-hint", action="store_true",
                      help="predict the noise as the noise x_t holds where the target equals the original + a residual")
-    dif.add_argument("--init-weights", type=Path, default=None,
-                     help="start a new run from these weights (same network; with or without the noise hint)")
     dif.add_argument("--min-snr-gamma", type=float, default=0.0,
                      help="weigh timesteps by min(SNR, gamma)/SNR (Min-SNR; 5 is usual); 0: the paper's plain loss")
     dif.add_argument("--augmentation", choices=AUGMENTATIONS, default="standard",

@@ -154,7 +154,7 @@ def predicted_labels(model: LoadedModel) -> Callable[[Case], np.ndarray]:
     def labels_of(case: Case) -> np.ndarray:
         if case.name not in cache:
             cache[case.name] = postprocess(predict_slices(model.network, case.images, case.spacing, model.config,
-                                                          device))
+                                                          device, slice_mm=case.slice_mm))
         return cache[case.name]
     return labels_of
 
@@ -186,6 +186,8 @@ def segmentation_row(case: Case, predicted: np.ndarray, merge_scar: bool) -> dic
     for label, name in L.NAMES.items():  # Dice over the cases that have the class, as the field reports it
         if not (truth == label).any():
             scores[name.replace(" ", "_")] = float("nan")
+    if not np.isin(truth, (L.MYOCARDIUM, L.SCAR)).any():
+        scores["wall"] = float("nan")
     row = {"case": case.name, **scores}
     if merge_scar:
         del row["scar"]
@@ -229,10 +231,12 @@ def evaluate_segmentation(cases: list[Case], model: LoadedModel, merge_scar: boo
     device = next(model.network.parameters()).device
     rows = []
     for case in cases:
-        predicted = postprocess(predict_slices(model.network, case.images, case.spacing, model.config, device))
+        predicted = postprocess(predict_slices(model.network, case.images, case.spacing, model.config, device,
+                                               slice_mm=case.slice_mm))
         row = segmentation_row(case, predicted, merge_scar)
         crop = (slice(None), *_heart_crop(case))
-        cropped = postprocess(predict_slices(model.network, case.images[crop], case.spacing, model.config, device))
+        cropped = postprocess(predict_slices(model.network, case.images[crop], case.spacing, model.config, device,
+                                             slice_mm=case.slice_mm))
         row["roi_heart_crop"] = dice_per_class(cropped, case.labels[crop])["roi"]
         row["roi_whole_frame_in_crop"] = dice_per_class(predicted[crop], case.labels[crop])["roi"]
         rows.append(row)
@@ -240,8 +244,9 @@ def evaluate_segmentation(cases: list[Case], model: LoadedModel, merge_scar: boo
 
 
 def segmentation_table(results: dict[str, dict]) -> str:
-    lines = ["| data | cases | Dice ROI | ROI in a heart crop: whole-frame / crop input | blood pool | myocardium | "
-             "scar (cases) | false-positive scar, normal cases (mL) | scar burden MAD (points) | bias [95 % LoA] |",
+    lines = ["| data | cases | Dice ROI | ROI in a heart crop: whole-frame / crop input | blood pool | "
+             "myocardium: wall / healthy | scar (cases) | false-positive scar, normal cases (mL) | "
+             "scar burden MAD (points) | bias [95 % LoA] |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(s, key, digits=3):
@@ -257,7 +262,8 @@ def segmentation_table(results: dict[str, dict]) -> str:
             if "scar_burden_bias" in s else "n/a"
         lines.append(f"| {name} | {s['cases']} | {cell(s, 'roi')} | "
                      f"{cell(s, 'roi_whole_frame_in_crop')} / {cell(s, 'roi_heart_crop')} | "
-                     f"{cell(s, 'blood_pool')} | {cell(s, 'myocardium')} | {scar} | {false_positive} | "
+                     f"{cell(s, 'blood_pool')} | {cell(s, 'wall')} / {cell(s, 'myocardium')} | {scar} | "
+                     f"{false_positive} | "
                      f"{cell(s, 'scar_burden_mad', 1)} | {agreement} |")
     return "\n".join(lines) + "\n"
 

@@ -5,6 +5,10 @@ frame at 0.73 mm takes 2 x 2 windows or more at 1.5 mm), and a heart cut by wind
 passes: sliding windows over the whole frame find the heart (the largest 3D component), then the network
 sees one window per slice centred on the heart, as in training. Post-processing keeps the largest 3D
 connected heart component and fills holes slice by slice (filled pixels take the nearest label).
+
+A model may also see neighbour slices (2.5D, ``context_slices``): the slices above and below show where the
+wall goes at the base and apex, where one slice alone is ambiguous. Only where slices are close (gaps up to
+MAX_CONTEXT_GAP_MM); otherwise, and beyond the first and last slice, the slice stands in for its neighbours.
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ from .volume import as_slices, from_slices, inplane_spacing, like, slice_axis, t
 
 NORMALISATIONS = ("slice", "window")
 SEAM_BRIDGE_MM = 15.0  # heart parts of the first pass this close in-plane are one heart
+MAX_CONTEXT_GAP_MM = 11.0  # neighbour slices further apart (MyoPS keeps every 2nd-4th slice) are not shown
+MAX_CONTEXT_SLICES = 2
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class SegmentationConfig:
     # percentiles for intensity scaling: "slice" over the whole slice (models before 2026-11-26), "window" over
     # each network input, so a bright pixel far from the heart does not change what the network sees
     normalisation: str = "slice"
+    context_slices: int = 0  # neighbour slices on each side given as extra input channels (2.5D)
 
     @staticmethod
     def from_dict(values: dict) -> "SegmentationConfig":
@@ -56,14 +63,54 @@ class SegmentationConfig:
             raise ValueError(f"channels must be 1 to 2048 each, with one stride fewer: {self.channels}, {self.strides}")
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        if not 0 <= self.context_slices <= MAX_CONTEXT_SLICES:
+            raise ValueError(f"context_slices must be 0 to {MAX_CONTEXT_SLICES}, got {self.context_slices}")
+        if self.context_slices and self.normalisation != "window":
+            raise ValueError("neighbour slices need the window normalisation (all channels on the centre's scale)")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def input_channels(config: SegmentationConfig) -> int:
+    """The slice, then its neighbours in pairs (one before, one after) outwards."""
+    return 1 + 2 * config.context_slices
+
+
 def build_segmenter(config: SegmentationConfig) -> UNet:
-    return UNet(spatial_dims=2, in_channels=1, out_channels=L.NUM_CLASSES, channels=config.channels,
-                strides=config.strides, num_res_units=config.num_res_units)
+    return UNet(spatial_dims=2, in_channels=input_channels(config), out_channels=L.NUM_CLASSES,
+                channels=config.channels, strides=config.strides, num_res_units=config.num_res_units)
+
+
+def warm_start_segmenter(network: UNet, weights: dict) -> None:
+    """Load the weights of the same U-Net with fewer inputs (a 2D model into a 2.5D one): the inputs the source
+    lacks start with zero weights, so the network begins as the source did."""
+    target = network.state_dict()
+    expanded = {}
+    for key, value in weights.items():
+        wanted = target.get(key)
+        if wanted is not None and value.ndim == 4 and value.shape[1] < wanted.shape[1] and \
+                value.shape[0] == wanted.shape[0] and value.shape[2:] == wanted.shape[2:]:
+            value = torch.cat([value, value.new_zeros(value.shape[0], wanted.shape[1] - value.shape[1],
+                                                      *value.shape[2:])], dim=1)
+        expanded[key] = value
+    network.load_state_dict(expanded)
+
+
+def has_context(slice_mm: Optional[float]) -> bool:
+    """Whether neighbour slices this far apart show the same heart a little further along."""
+    return slice_mm is not None and 0 < slice_mm <= MAX_CONTEXT_GAP_MM
+
+
+def context_indices(count: int, context_slices: int, contiguous: bool) -> np.ndarray:
+    """(count, 1 + 2 * context_slices) slice indices of each slice's input channels: itself, then its
+    neighbours (before, after) outwards; beyond the stack's ends, or where slices are not contiguous, itself."""
+    centre = np.arange(count)
+    columns = [centre]
+    for step in range(1, context_slices + 1):
+        for neighbour in (centre - step, centre + step):
+            columns.append(np.clip(neighbour, 0, count - 1) if contiguous else centre)
+    return np.stack(columns, axis=1)
 
 
 def normalise_for_segmentation(slice2d: np.ndarray) -> np.ndarray:
@@ -73,8 +120,9 @@ def normalise_for_segmentation(slice2d: np.ndarray) -> np.ndarray:
 
 
 def normalise_windows(batch: torch.Tensor) -> torch.Tensor:
-    """``normalise_for_segmentation`` of each (c, h, w) item of a batch, on its own percentiles."""
-    flat = batch.flatten(1).float()
+    """``normalise_for_segmentation`` of each (c, h, w) item of a batch, on its own percentiles: those of its
+    first channel (the slice; neighbour slices take the same scale)."""
+    flat = batch[:, :1].flatten(1).float()
     low, high = (torch.quantile(flat, q, dim=1).view(-1, 1, 1, 1) for q in (0.01, 0.99))
     return (batch - low) / (high - low).clamp(min=1e-6)
 
@@ -133,7 +181,7 @@ def _centred_windows(frames: torch.Tensor, centres: np.ndarray, size: int) -> tu
     """(n, 1, size, size) windows of ``frames`` centred on ``centres`` (zero outside the frame), and their
     top-left corners."""
     corners = np.round(centres - (size - 1) / 2).astype(int)
-    windows = frames.new_zeros((len(frames), 1, size, size))
+    windows = frames.new_zeros((len(frames), frames.shape[1], size, size))
     for index, corner in enumerate(corners):
         in_frame, in_window = _overlap(corner, size, frames.shape[-2:])
         windows[index, :, in_window[0], in_window[1]] = frames[index, :, in_frame[0], in_frame[1]]
@@ -154,13 +202,15 @@ def _paste(probabilities: torch.Tensor, corners: np.ndarray, shape: tuple[int, i
 @torch.inference_mode()
 def predict_slices(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
                    config: SegmentationConfig, device: torch.device,
-                   on_slice: Optional[Callable[[], None]] = None) -> np.ndarray:
+                   on_slice: Optional[Callable[[], None]] = None, slice_mm: Optional[float] = None) -> np.ndarray:
     """Label (n, h, w) of (n, h, w) slices with in-plane ``spacing`` (mm): the heart is found on the whole
-    frames, then segmented in one window per slice centred on it (no window border crosses the heart)."""
+    frames, then segmented in one window per slice centred on it (no window border crosses the heart).
+    ``slice_mm``: the distance between slices (unknown: no neighbour slices shown to a 2.5D model)."""
     model.eval()
     predictor = _network_input(config, model)
     scaled = [normalise_for_segmentation(s) if config.normalisation == "slice" else s for s in slices]
     frames = torch.cat([resample_slice(s, spacing, config.spacing_mm) for s in scaled]).to(device)
+    frames = frames[:, 0][torch.from_numpy(context_indices(len(frames), config.context_slices, has_context(slice_mm)))]
     coarse = torch.cat([_sliding_probabilities(frame[None], predictor, config) for frame in frames])
     centres = heart_centres((coarse.argmax(dim=1) > 0).cpu().numpy(), int(np.ceil(SEAM_BRIDGE_MM / config.spacing_mm)))
     windows, corners = _centred_windows(frames, centres, config.patch_size)
@@ -199,7 +249,8 @@ def segment_heart(image: sitk.Image, model: torch.nn.Module, config: Segmentatio
     """Labelmap (0 background, 1 blood pool, 2 myocardium, 3 scar) with the image's geometry."""
     array = to_array(image)
     axis = slice_axis(image)
-    predicted = predict_slices(model, as_slices(array, axis), inplane_spacing(image, axis), config, device, on_slice)
+    predicted = predict_slices(model, as_slices(array, axis), inplane_spacing(image, axis), config, device, on_slice,
+                               slice_mm=image.GetSpacing()[2 - axis])
     labels = postprocess(from_slices(predicted, axis), axis)
     return like(labels, image, sitk.sitkUInt8)
 

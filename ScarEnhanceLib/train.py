@@ -31,7 +31,7 @@ from .datasets import Case
 from .pipeline import resolve_device
 from .diffusion import (DiffusionConfig, add_masked_noise, build_denoiser, masked_loss, training_scheduler,
                         warm_start)
-from .segmentation import SegmentationConfig, build_segmenter
+from .segmentation import SegmentationConfig, build_segmenter, warm_start_segmenter
 
 
 CHECKPOINT = "checkpoint.pt"  # resumable state in the run folder
@@ -49,7 +49,7 @@ class TrainSettings:
     device: str = "auto"
     max_timestep: int = 1000  # diffusion: draw t below this (inference never goes above lambda)
     scar_weight: float = 1.0  # diffusion: loss weight of scar pixels (1 for the ROI's other pixels)
-    init_weights: Optional[Path] = None  # diffusion: start a new run from these weights (see diffusion.warm_start)
+    init_weights: Optional[Path] = None  # start a new run from these weights (diffusion.warm_start, warm_start_segmenter)
     augmentation: str = "standard"  # diffusion: standard | strong (adds noise, blur, intensity curves, elastic)
     min_snr_gamma: float = 0.0  # diffusion: > 0 weighs each timestep by min(SNR, gamma) / SNR (Min-SNR); 0: plain
     snapshot_every: int = 1000  # keep the EMA weights of every this many iterations (equal-budget comparisons)
@@ -241,14 +241,22 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
     run_config = {"kind": "diffusion", "model": config.to_dict(), "max_timestep": max_t,
                   "scar_weight": settings.scar_weight, "min_snr_gamma": settings.min_snr_gamma,
                   "augmentation": settings.augmentation}
-    if settings.init_weights:
-        run_config["init_weights"] = Path(settings.init_weights).name
-        if not (Path(settings.run_dir) / CHECKPOINT).exists():  # a resumed run continues from its checkpoint
-            try:
-                warm_start(network, load_file(str(settings.init_weights)), config)
-            except RuntimeError as error:
-                raise ValueError(f"{settings.init_weights} does not fit this network: {error}") from error
+    _warm_start(settings, run_config, lambda weights: warm_start(network, weights, config))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
+
+
+def _warm_start(settings: TrainSettings, run_config: dict, load: Callable[[dict], None]) -> None:
+    """A new run from ``settings.init_weights`` (named in the run's config); a resumed run continues from its
+    checkpoint instead."""
+    if not settings.init_weights:
+        return
+    run_config["init_weights"] = Path(settings.init_weights).name
+    if (Path(settings.run_dir) / CHECKPOINT).exists():
+        return
+    try:
+        load(load_file(str(settings.init_weights)))
+    except RuntimeError as error:
+        raise ValueError(f"{settings.init_weights} does not fit this network: {error}") from error
 
 
 def _merged_scar_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -281,12 +289,15 @@ def train_segmentation(datasets: list[tuple[list[Case], bool]], config: Segmenta
 
         def validate(model):
             device = next(model.parameters()).device
-            scores = [dice_per_class(postprocess(predict_slices(model, c.images, c.spacing, config, device)), c.labels)
+            scores = [dice_per_class(postprocess(predict_slices(model, c.images, c.spacing, config, device,
+                                                                slice_mm=c.slice_mm)), c.labels)
                       for c in validation_cases]
             return {f"val_dice_{k}": float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
 
     run_config = {"kind": "segmentation", "model": config.to_dict()}
-    return _train(build_segmenter(config), run_config, settings, samples, loss_of_batch, validate)
+    network = build_segmenter(config)
+    _warm_start(settings, run_config, lambda weights: warm_start_segmenter(network, weights))
+    return _train(network, run_config, settings, samples, loss_of_batch, validate)
 
 
 class _MixedSegmentationSamples:

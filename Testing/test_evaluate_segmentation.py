@@ -48,6 +48,7 @@ def test_summary_averages_dice_over_cases_with_scar_and_gives_bland_altman():
     assert math.isclose(summary["scar_burden_loa"], 1.96 * differences.std(ddof=1))
     table = segmentation_table({"made-up": {"summary": summary}})
     assert "| made-up | 3 |" in table and f"{(1 + 16 / 24) / 2:.3f} (2)" in table and "0.00 (1)" in table
+    assert summary["wall"] == 1.0 and "| 1.000 / " in table and "wall / healthy" in table
 
 
 def test_data_without_scar_labels_merge_scar_and_report_no_burden():

@@ -105,7 +105,15 @@ def test_dice_per_class():
     scores = dice_per_class(predicted, truth)
     assert scores["roi"] == 1.0
     assert scores["blood_pool"] == pytest.approx(2 * 4 / 12)
-    assert np.isnan(scores["scar"])
+    assert np.isnan(scores["scar"]) and scores["wall"] == 0.0
+
+
+def test_wall_dice_counts_scar_and_healthy_myocardium_as_one_region():
+    truth = np.full((1, 4, 4), L.MYOCARDIUM, dtype=np.uint8)
+    truth[0, :, :2] = L.SCAR
+    predicted = np.full(truth.shape, L.MYOCARDIUM, dtype=np.uint8)  # all healthy: scar missed, wall right
+    scores = dice_per_class(predicted, truth)
+    assert scores["wall"] == 1.0 and scores["scar"] == 0.0 and scores["myocardium"] == pytest.approx(2 * 8 / 24)
 
 
 def test_myocardium_error_splits_at_the_border_with_blood_and_scar():

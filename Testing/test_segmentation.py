@@ -1,13 +1,14 @@
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
 from ScarEnhanceLib import labels as L
-from ScarEnhanceLib.segmentation import (SegmentationConfig, build_segmenter, dilate_roi, heart_centres,
-                                         normalise_for_segmentation, normalise_windows, postprocess, predict_slices,
-                                         resample_slice, segment_heart)
+from ScarEnhanceLib.segmentation import (SegmentationConfig, build_segmenter, context_indices, dilate_roi, has_context,
+                                         heart_centres, normalise_for_segmentation, normalise_windows, postprocess,
+                                         predict_slices, resample_slice, segment_heart, warm_start_segmenter)
 from ScarEnhanceLib.volume import same_geometry
 
 from conftest import TINY_SEGMENTATION
@@ -119,6 +120,51 @@ def test_a_bright_rim_far_from_the_heart_does_not_hide_it():
     assert _found_whole(predicted[0], disc)
     whole_slice = SegmentationConfig(spacing_mm=1.5, patch_size=128, normalisation="slice")
     assert not predict_slices(_WindowInteriorOnly(), frame, (1.5, 1.5), whole_slice, torch.device("cpu")).any()
+
+
+def test_neighbour_slices_are_shown_only_where_slices_are_close():
+    assert context_indices(4, 1, contiguous=True).tolist() == [[0, 0, 1], [1, 0, 2], [2, 1, 3], [3, 2, 3]]
+    assert context_indices(3, 2, contiguous=True)[0].tolist() == [0, 0, 1, 0, 2]
+    assert context_indices(3, 1, contiguous=False).tolist() == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]
+    assert context_indices(2, 0, contiguous=True).tolist() == [[0], [1]]
+    assert has_context(5.0) and has_context(10.0) and not has_context(12.0) and not has_context(None)
+    with pytest.raises(ValueError, match="window normalisation"):
+        SegmentationConfig(context_slices=1, normalisation="slice")
+
+
+class _SeesSliceBefore(_WindowInteriorOnly):
+    """The stand-in looking only at the neighbour slice before (channel 1 of a 2.5D input)."""
+
+    def forward(self, x):
+        return super().forward(x[:, 1:2])
+
+
+def test_a_25d_model_sees_the_neighbour_slice_where_slices_are_contiguous():
+    frame, disc = _frame_with_heart(128, centre=(64, 64))
+    empty = np.random.default_rng(1).uniform(0.0, 0.3, frame.shape).astype(np.float32)
+    slices = np.concatenate([frame, empty])  # the heart in the first slice only
+    config = SegmentationConfig(spacing_mm=1.5, patch_size=128, normalisation="window", context_slices=1)
+    stand_in = _SeesSliceBefore(margin=1)
+    close = predict_slices(stand_in, slices, (1.5, 1.5), config, torch.device("cpu"), slice_mm=5.0)
+    assert _found_whole(close[1], disc), "slice 2 shows what its neighbour before holds"
+    apart = predict_slices(stand_in, slices, (1.5, 1.5), config, torch.device("cpu"), slice_mm=20.0)
+    assert _found_whole(apart[0], disc) and not apart[1].any(), "20 mm apart: each slice stands in for its neighbours"
+
+
+def test_a_2d_model_warm_started_into_a_25d_one_predicts_as_before():
+    torch.manual_seed(0)
+    flat = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64, normalisation="window")
+    deep = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64, normalisation="window",
+                              context_slices=2)
+    source, target = build_segmenter(flat), build_segmenter(deep)
+    warm_start_segmenter(target, source.state_dict())
+    slices = np.random.default_rng(0).gamma(2.0, 50.0, size=(4, 90, 90)).astype(np.float32)
+    slices[1:3, 30:60, 30:60] += 400.0  # neighbours differ: scaled on their own, they would change the output
+    before = predict_slices(source, slices, (1.5, 1.5), flat, torch.device("cpu"))
+    after = predict_slices(target, slices, (1.5, 1.5), deep, torch.device("cpu"), slice_mm=8.0)
+    assert np.array_equal(before, after) and len(np.unique(before)) > 1
+    with pytest.raises(RuntimeError):
+        warm_start_segmenter(build_segmenter(flat), target.state_dict())  # more inputs do not fit fewer
 
 
 def test_heart_centres_follow_the_largest_component_and_fill_slices_without_it():

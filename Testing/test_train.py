@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from safetensors.torch import load_file
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
@@ -238,3 +239,36 @@ def test_train_segmentation_command_builds_the_network_it_is_asked_for(tmp_path)
     model = json.loads((tmp_path / "seg" / "config.json").read_text(encoding="utf-8"))["model"]
     assert model["channels"] == [8, 16, 32] and model["strides"] == [2, 2] and model["num_res_units"] == 1
     assert model["normalisation"] == "slice" and model["patch_size"] == 64
+
+
+def test_25d_patches_carry_the_neighbour_slices_in_either_order():
+    config = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64, normalisation="window",
+                                context_slices=1)
+    case = phantom_case(seed=0)
+    ramp = np.linspace(0.0, 1.0, case.images.shape[-1], dtype=np.float32)
+    case.images[:] = ramp + 10.0 * np.arange(len(case.images), dtype=np.float32)[:, None, None]  # slice k: k * 10 up
+    samples = SegmentationSamples([case], config, np.random.default_rng(0))
+    samples.intensity = lambda item: item
+    assert samples(2)[0].shape == (2, 3, 64, 64)
+    samples.spatial = lambda item: [item]  # no rotation or crop: compare whole channels
+    means = [samples._one(case, 1)[0].mean(dim=(1, 2)) for _ in range(20)]
+    orders = {tuple(np.sign((m[1:] - m[0]).numpy()).tolist()) for m in means}
+    assert orders == {(-1.0, 1.0), (1.0, -1.0)}, "slice 2's neighbours are slices 1 and 3, in either order"
+    case.slice_mm = 20.0  # not contiguous: the slice stands in for its neighbours
+    assert all(torch.equal(c[0], c[1]) for c in [samples._one(case, 1)[0]])
+
+
+def test_train_segmentation_command_warm_starts_a_25d_model_from_2d_weights(tmp_path, capsys):
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=3)
+    common = ["--dataset", str(dataset), "--iterations", "1", "--batch-size", "2", "--patch-size", "64",
+              "--channels", "8", "16", "32", "--num-res-units", "1", "--device", "cpu"]
+    assert main(["train-segmentation", *common, "--run-dir", str(tmp_path / "flat")]) == 0
+    assert main(["train-segmentation", *common, "--context-slices", "1", "--run-dir", str(tmp_path / "deep"),
+                 "--init-weights", str(tmp_path / "flat" / "model.safetensors")]) == 0
+    config = json.loads((tmp_path / "deep" / "config.json").read_text(encoding="utf-8"))
+    assert config["model"]["context_slices"] == 1 and config["init_weights"] == "model.safetensors"
+    deep = load_file(str(tmp_path / "deep" / "model.safetensors"))
+    assert max(v.shape[1] for v in deep.values() if v.ndim == 4 and v.shape[-1] == 3) >= 3
+    assert main(["train-segmentation", *common, "--run-dir", str(tmp_path / "bad"),
+                 "--init-weights", str(tmp_path / "deep" / "model.safetensors")]) != 0
+    assert "does not fit this network" in capsys.readouterr().err
