@@ -527,8 +527,7 @@ def cmd_train_segmentation(args) -> int:
     config = SegmentationConfig(spacing_mm=args.spacing_mm, patch_size=args.patch_size, channels=tuple(args.channels),
                                 strides=(2,) * (len(args.channels) - 1), num_res_units=args.num_res_units,
                                 normalisation=args.normalisation, context_slices=args.context_slices)
-    train_segmentation([(train, spec.labels_scar) for spec, train, _ in datasets], config,
-                       _settings(args), validation)
+    train_segmentation([(train, spec.labels_scar) for spec, train, _ in datasets], config, _settings(args), validation)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
 

@@ -178,7 +178,7 @@ def _overlap(corner, size: int, shape) -> tuple:
 
 
 def _centred_windows(frames: torch.Tensor, centres: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray]:
-    """(n, 1, size, size) windows of ``frames`` centred on ``centres`` (zero outside the frame), and their
+    """(n, c, size, size) windows of ``frames`` centred on ``centres`` (zero outside the frame), and their
     top-left corners."""
     corners = np.round(centres - (size - 1) / 2).astype(int)
     windows = frames.new_zeros((len(frames), frames.shape[1], size, size))
