@@ -59,6 +59,15 @@ def test_segment_heart_keeps_geometry_with_a_thick_first_axis(phantom):
     assert same_geometry(labels, permuted) and labels.GetPixelID() == sitk.sitkUInt8
 
 
+def test_segment_heart_with_a_25d_model_keeps_geometry(phantom):
+    image, _ = phantom
+    config = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64, normalisation="window",
+                                context_slices=1)
+    torch.manual_seed(0)
+    labels = segment_heart(image, build_segmenter(config), config, torch.device("cpu"))
+    assert same_geometry(labels, image) and labels.GetPixelID() == sitk.sitkUInt8
+
+
 class _WindowInteriorOnly(torch.nn.Module):
     """A stand-in network that, like a real one near zero-padded window borders, finds the heart only farther
     than ``margin`` pixels from its window's edge: blood pool where a 7x7 neighbourhood is bright (> 0.5)."""
