@@ -255,7 +255,8 @@ def test_25d_patches_carry_the_neighbour_slices_in_either_order():
     orders = {tuple(np.sign((m[1:] - m[0]).numpy()).tolist()) for m in means}
     assert orders == {(-1.0, 1.0), (1.0, -1.0)}, "slice 2's neighbours are slices 1 and 3, in either order"
     case.slice_mm = 20.0  # not contiguous: the slice stands in for its neighbours
-    assert all(torch.equal(c[0], c[1]) for c in [samples._one(case, 1)[0]])
+    patch = samples._one(case, 1)[0]
+    assert torch.equal(patch[1], patch[0]) and torch.equal(patch[2], patch[0])
 
 
 def test_train_segmentation_command_warm_starts_a_25d_model_from_2d_weights(tmp_path, capsys):
