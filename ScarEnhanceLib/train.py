@@ -49,7 +49,7 @@ class TrainSettings:
     device: str = "auto"
     max_timestep: int = 1000  # diffusion: draw t below this (inference never goes above lambda)
     scar_weight: float = 1.0  # diffusion: loss weight of scar pixels (1 for the ROI's other pixels)
-    init_weights: Optional[Path] = None  # start a new run from these weights (diffusion.warm_start, warm_start_segmenter)
+    init_weights: Optional[Path] = None  # start a new run from these weights (see _warm_start)
     augmentation: str = "standard"  # diffusion: standard | strong (adds noise, blur, intensity curves, elastic)
     min_snr_gamma: float = 0.0  # diffusion: > 0 weighs each timestep by min(SNR, gamma) / SNR (Min-SNR); 0: plain
     snapshot_every: int = 1000  # keep the EMA weights of every this many iterations (equal-budget comparisons)
