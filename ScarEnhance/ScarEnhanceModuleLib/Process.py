@@ -113,8 +113,7 @@ class Worker:
             raise RuntimeError("a ScarEnhance job is still running: wait for it or cancel it")
         if self._process is None or self._process.poll() is not None:
             self._start()
-        job = BackgroundJob(self, onSuccess, workDir)
-        job._process = self._process
+        job = BackgroundJob(self, self._process, onSuccess, workDir)
         with self._lock:
             self._job = job
         try:
@@ -176,11 +175,12 @@ class Worker:
 class BackgroundJob(Generic[Result]):
     """One command run by a ``Worker``."""
 
-    def __init__(self, worker: Worker, onSuccess: Callable[[], Result], workDir: Optional[Path] = None):
+    def __init__(self, worker: Worker, process: subprocess.Popen, onSuccess: Callable[[], Result],
+                 workDir: Optional[Path] = None):
         self.progress = 0.0
         self.message = "starting"
         self._worker = worker
-        self._process: Optional[subprocess.Popen] = None  # the worker process it was sent to
+        self._process = process  # the worker process it was sent to: only its output and end concern this job
         self._onSuccess = onSuccess
         self._workDir = workDir
         self._output: List[str] = []
