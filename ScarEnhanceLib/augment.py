@@ -16,8 +16,8 @@ from .datasets import Case
 from .diffusion import DiffusionConfig, build_condition, tissue_maps
 from .gamma import gamma_target
 from .parameters import AUGMENTATIONS
-from .segmentation import (SegmentationConfig, context_indices, has_context, normalise_for_segmentation,
-                           normalise_windows, resample_slice)
+from .segmentation import (SegmentationConfig, context_indices, normalise_for_segmentation, normalise_windows,
+                           resample_slice)
 from .volume import CropBox, IntensityWindow, mask_to_model, resize
 
 SCALE_RANGE = (0.7, 1.4)
@@ -193,7 +193,7 @@ class SegmentationSamples:
 
     def _one(self, case: Case, index: int):
         scale = self.rng.uniform(*SCALE_RANGE, size=2)  # anisotropic: rows and columns on their own
-        channels = context_indices(len(case.images), self.config.context_slices, has_context(case.slice_mm))[index]
+        channels = context_indices(len(case.images), self.config.context_slices, case.slice_mm)[index]
         if self.rng.random() < 0.5:  # the neighbours the other way round: (before, after) -> (after, before)
             channels = np.concatenate([channels[:1], channels[1:].reshape(-1, 2)[:, ::-1].ravel()])
         images = case.images[channels]

@@ -102,9 +102,11 @@ def has_context(slice_mm: Optional[float]) -> bool:
     return slice_mm is not None and 0 < slice_mm <= MAX_CONTEXT_GAP_MM
 
 
-def context_indices(count: int, context_slices: int, contiguous: bool) -> np.ndarray:
+def context_indices(count: int, context_slices: int, slice_mm: Optional[float]) -> np.ndarray:
     """(count, 1 + 2 * context_slices) slice indices of each slice's input channels: itself, then its
-    neighbours (before, after) outwards; beyond the stack's ends, or where slices are not contiguous, itself."""
+    neighbours (before, after) outwards; beyond the stack's ends, or where slices are ``slice_mm`` apart
+    without ``has_context``, itself."""
+    contiguous = has_context(slice_mm)
     centre = np.arange(count)
     columns = [centre]
     for step in range(1, context_slices + 1):
@@ -210,7 +212,7 @@ def predict_slices(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[fl
     predictor = _network_input(config, model)
     scaled = [normalise_for_segmentation(s) if config.normalisation == "slice" else s for s in slices]
     frames = torch.cat([resample_slice(s, spacing, config.spacing_mm) for s in scaled]).to(device)
-    frames = frames[:, 0][torch.from_numpy(context_indices(len(frames), config.context_slices, has_context(slice_mm)))]
+    frames = frames[:, 0][torch.from_numpy(context_indices(len(frames), config.context_slices, slice_mm))]
     coarse = torch.cat([_sliding_probabilities(frame[None], predictor, config) for frame in frames])
     centres = heart_centres((coarse.argmax(dim=1) > 0).cpu().numpy(), int(np.ceil(SEAM_BRIDGE_MM / config.spacing_mm)))
     windows, corners = _centred_windows(frames, centres, config.patch_size)

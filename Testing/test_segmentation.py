@@ -132,10 +132,11 @@ def test_a_bright_rim_far_from_the_heart_does_not_hide_it():
 
 
 def test_neighbour_slices_are_shown_only_where_slices_are_close():
-    assert context_indices(4, 1, contiguous=True).tolist() == [[0, 0, 1], [1, 0, 2], [2, 1, 3], [3, 2, 3]]
-    assert context_indices(3, 2, contiguous=True)[0].tolist() == [0, 0, 1, 0, 2]
-    assert context_indices(3, 1, contiguous=False).tolist() == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]
-    assert context_indices(2, 0, contiguous=True).tolist() == [[0], [1]]
+    assert context_indices(4, 1, slice_mm=10.0).tolist() == [[0, 0, 1], [1, 0, 2], [2, 1, 3], [3, 2, 3]]
+    assert context_indices(3, 2, slice_mm=5.0)[0].tolist() == [0, 0, 1, 0, 2]
+    assert context_indices(3, 1, slice_mm=12.0).tolist() == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]
+    assert context_indices(3, 1, slice_mm=None).tolist() == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]
+    assert context_indices(2, 0, slice_mm=5.0).tolist() == [[0], [1]]
     assert has_context(5.0) and has_context(10.0) and not has_context(12.0) and not has_context(None)
     with pytest.raises(ValueError, match="window normalisation"):
         SegmentationConfig(context_slices=1, normalisation="slice")
