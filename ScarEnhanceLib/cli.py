@@ -486,6 +486,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser, iterations: int, ba
                         help="data-loader processes for augmentation (0: in the training process; a GPU needs several)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                         help="stop after this many minutes of training, with a checkpoint (resume later)")
+    parser.add_argument("--scar-weight", type=float, default=1.0,
+                        help="loss weight of scar against the rest (diffusion: of scar pixels, 1 being the paper's "
+                             "plain masked loss; segmentation: of the scar class in Dice and cross-entropy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-weights", type=Path, default=None,
                         help="start a new run from these weights (the same network, or one with fewer inputs: "
@@ -527,7 +530,8 @@ def cmd_train_segmentation(args) -> int:
     config = SegmentationConfig(spacing_mm=args.spacing_mm, patch_size=args.patch_size, channels=tuple(args.channels),
                                 strides=(2,) * (len(args.channels) - 1), num_res_units=args.num_res_units,
                                 normalisation=args.normalisation, context_slices=args.context_slices)
-    train_segmentation([(train, spec.labels_scar) for spec, train, _ in datasets], config, _settings(args), validation)
+    train_segmentation([(train, spec.labels_scar) for spec, train, _ in datasets], config,
+                       _settings(args, scar_weight=args.scar_weight), validation)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
 
@@ -694,8 +698,6 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("--channels", type=int, nargs="+", default=[24, 48, 96])
     dif.add_argument("--max-timestep", type=int, default=1000,
                      help="train on t below this only (inference starts at lambda, 250 by default)")
-    dif.add_argument("--scar-weight", type=float, default=1.0,
-                     help="loss weight of scar pixels relative to the ROI's others (1: the paper's plain masked loss)")
     dif.add_argument("--noise-hint", action="store_true",
                      help="predict the noise as the noise x_t holds where the target equals the original + a residual")
     dif.add_argument("--min-snr-gamma", type=float, default=0.0,

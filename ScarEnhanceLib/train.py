@@ -48,7 +48,7 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"
     max_timestep: int = 1000  # diffusion: draw t below this (inference never goes above lambda)
-    scar_weight: float = 1.0  # diffusion: loss weight of scar pixels (1 for the ROI's other pixels)
+    scar_weight: float = 1.0  # loss weight of scar (diffusion: its pixels; segmentation: its class); others 1
     init_weights: Optional[Path] = None  # start a new run from these weights (see _warm_start)
     augmentation: str = "standard"  # diffusion: standard | strong (adds noise, blur, intensity curves, elastic)
     min_snr_gamma: float = 0.0  # diffusion: > 0 weighs each timestep by min(SNR, gamma) / SNR (Min-SNR); 0: plain
@@ -272,15 +272,21 @@ def train_segmentation(datasets: list[tuple[list[Case], bool]], config: Segmenta
     (MyoPS) weighs as much as EMIDEC's 600 slices."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
+    if not settings.scar_weight > 0:
+        raise ValueError(f"the scar weight must be positive, got {settings.scar_weight}")
     samples = _MixedSegmentationSamples(datasets, config, rng)
-    loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)  # batch Dice: scar is absent from most patches
+    # batch Dice: scar is absent from most patches; the scar weight (Dice and CE) counters its under-segmentation
+    class_weights = torch.ones(L.NUM_CLASSES)
+    class_weights[L.SCAR] = settings.scar_weight
+    loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=class_weights)
+    merged_loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
 
     def loss_of_batch(model, batch):
         image, label, merged = batch
         logits = model(image)
         if merged.item():
-            return loss(_merged_scar_logits(logits), torch.where(label == L.SCAR, L.MYOCARDIUM, label))
-        return loss(logits, label)
+            return merged_loss(_merged_scar_logits(logits), torch.where(label == L.SCAR, L.MYOCARDIUM, label))
+        return loss.to(logits.device)(logits, label)
 
     validate = None
     if validation_cases:
@@ -294,7 +300,7 @@ def train_segmentation(datasets: list[tuple[list[Case], bool]], config: Segmenta
                       for c in validation_cases]
             return {f"val_dice_{k}": float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
 
-    run_config = {"kind": "segmentation", "model": config.to_dict()}
+    run_config = {"kind": "segmentation", "model": config.to_dict(), "scar_weight": settings.scar_weight}
     network = build_segmenter(config)
     _warm_start(settings, run_config, lambda weights: warm_start_segmenter(network, weights))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)

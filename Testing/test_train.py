@@ -196,6 +196,25 @@ def test_segmentation_training_with_data_that_lacks_scar(tmp_path):
     assert history[-1]["iteration"] == 2 and 0 <= history[-1]["val_dice_roi"] <= 1
 
 
+def test_segmentation_scar_weight_changes_the_loss_of_scar_data_only_and_is_recorded(tmp_path):
+    labelled = [phantom_case(seed=0)]
+    unlabelled = [phantom_case(seed=0)]  # the same case, its scar not labelled (merged into myocardium)
+    losses = {}
+    for data, labels_scar in ((labelled, True), (unlabelled, False)):
+        for weight in (1.0, 4.0):
+            run = tmp_path / f"{labels_scar}_{weight}"
+            settings = TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1, device="cpu",
+                                     scar_weight=weight)
+            train_segmentation([(data, labels_scar)], TINY_SEGMENTATION, settings)
+            config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+            assert config["scar_weight"] == weight
+            losses[labels_scar, weight] = config["history"][0]["loss"]
+    assert losses[True, 1.0] != pytest.approx(losses[True, 4.0])  # same seed: only the weight differs
+    assert losses[False, 1.0] == pytest.approx(losses[False, 4.0])  # scar merged into myocardium: nothing to weigh
+    with pytest.raises(ValueError, match="scar weight must be positive"):
+        train_segmentation([(labelled, True)], TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path, scar_weight=0))
+
+
 def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
     cases = [phantom_case(seed=0)]
     train_diffusion([cases], TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "run", iterations=2, batch_size=2,
@@ -239,6 +258,10 @@ def test_train_segmentation_command_builds_the_network_it_is_asked_for(tmp_path)
     model = json.loads((tmp_path / "seg" / "config.json").read_text(encoding="utf-8"))["model"]
     assert model["channels"] == [8, 16, 32] and model["strides"] == [2, 2] and model["num_res_units"] == 1
     assert model["normalisation"] == "slice" and model["patch_size"] == 64
+    assert main(["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
+                 "--patch-size", "64", "--channels", "8", "16", "--device", "cpu", "--scar-weight", "3",
+                 "--run-dir", str(tmp_path / "weighted")]) == 0
+    assert json.loads((tmp_path / "weighted" / "config.json").read_text(encoding="utf-8"))["scar_weight"] == 3.0
 
 
 def test_25d_patches_carry_the_neighbour_slices_in_either_order():
