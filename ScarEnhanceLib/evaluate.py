@@ -147,14 +147,14 @@ def evaluate(cases: list[Case], enhancer: Enhancer, roi_labels: Optional[Callabl
 
 def predicted_labels(model: LoadedModel) -> Callable[[Case], np.ndarray]:
     """The segmentation model's post-processed labels of a case (the user's path), computed once per case."""
-    from .segmentation import postprocess, predict_slices
+    from .segmentation import segment_slices
     device = next(model.network.parameters()).device
     cache: dict[str, np.ndarray] = {}
 
     def labels_of(case: Case) -> np.ndarray:
         if case.name not in cache:
-            cache[case.name] = postprocess(predict_slices(model.network, case.images, case.spacing, model.config,
-                                                          device, slice_mm=case.slice_mm))
+            cache[case.name] = segment_slices(model.network, case.images, case.spacing, model.config, device,
+                                              case.slice_mm)
         return cache[case.name]
     return labels_of
 
@@ -227,16 +227,14 @@ def evaluate_segmentation(cases: list[Case], model: LoadedModel, merge_scar: boo
     when the same model sees only a HEART_CROP_MM square around the heart (whole frames must not do worse),
     scar burden and false-positive scar. ``merge_scar`` for data without scar labels."""
     from .metrics import dice_per_class
-    from .segmentation import postprocess, predict_slices
+    from .segmentation import segment_slices
     device = next(model.network.parameters()).device
     rows = []
     for case in cases:
-        predicted = postprocess(predict_slices(model.network, case.images, case.spacing, model.config, device,
-                                               slice_mm=case.slice_mm))
+        predicted = segment_slices(model.network, case.images, case.spacing, model.config, device, case.slice_mm)
         row = segmentation_row(case, predicted, merge_scar)
         crop = (slice(None), *_heart_crop(case))
-        cropped = postprocess(predict_slices(model.network, case.images[crop], case.spacing, model.config, device,
-                                             slice_mm=case.slice_mm))
+        cropped = segment_slices(model.network, case.images[crop], case.spacing, model.config, device, case.slice_mm)
         row["roi_heart_crop"] = dice_per_class(cropped, case.labels[crop])["roi"]
         row["roi_whole_frame_in_crop"] = dice_per_class(predicted[crop], case.labels[crop])["roi"]
         rows.append(row)

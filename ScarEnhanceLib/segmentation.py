@@ -246,15 +246,20 @@ def postprocess(labels: np.ndarray, slice_axis_index: int = 0) -> np.ndarray:
     return from_slices(slices, slice_axis_index)
 
 
+def segment_slices(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
+                   config: SegmentationConfig, device: torch.device, slice_mm: Optional[float] = None,
+                   on_slice: Optional[Callable[[], None]] = None) -> np.ndarray:
+    """Post-processed labels (n, h, w) of a stack of (n, h, w) slices: what the user gets, for volumes and cases alike."""
+    return postprocess(predict_slices(model, slices, spacing, config, device, on_slice, slice_mm))
+
+
 def segment_heart(image: sitk.Image, model: torch.nn.Module, config: SegmentationConfig,
                   device: torch.device, on_slice: Optional[Callable[[], None]] = None) -> sitk.Image:
     """Labelmap (0 background, 1 blood pool, 2 myocardium, 3 scar) with the image's geometry."""
-    array = to_array(image)
     axis = slice_axis(image)
-    predicted = predict_slices(model, as_slices(array, axis), inplane_spacing(image, axis), config, device, on_slice,
-                               slice_mm=image.GetSpacing()[2 - axis])
-    labels = postprocess(from_slices(predicted, axis), axis)
-    return like(labels, image, sitk.sitkUInt8)
+    labels = segment_slices(model, as_slices(to_array(image), axis), inplane_spacing(image, axis), config, device,
+                            slice_mm=image.GetSpacing()[2 - axis], on_slice=on_slice)
+    return like(from_slices(labels, axis), image, sitk.sitkUInt8)
 
 
 def dilate_roi(roi: sitk.Image, radius_mm: float, inplane_only: bool = True) -> sitk.Image:

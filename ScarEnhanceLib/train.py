@@ -291,12 +291,11 @@ def train_segmentation(datasets: list[tuple[list[Case], bool]], config: Segmenta
     validate = None
     if validation_cases:
         from .metrics import dice_per_class
-        from .segmentation import postprocess, predict_slices
+        from .segmentation import segment_slices
 
         def validate(model):
             device = next(model.parameters()).device
-            scores = [dice_per_class(postprocess(predict_slices(model, c.images, c.spacing, config, device,
-                                                                slice_mm=c.slice_mm)), c.labels)
+            scores = [dice_per_class(segment_slices(model, c.images, c.spacing, config, device, c.slice_mm), c.labels)
                       for c in validation_cases]
             return {f"val_dice_{k}": float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
 
