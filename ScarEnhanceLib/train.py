@@ -56,6 +56,12 @@ class TrainSettings:
     workers: int = 0  # data-loader processes drawing augmented batches; a GPU starves without them
     time_limit_minutes: Optional[float] = None  # stop (checkpointed) after this much training time
 
+    def __post_init__(self):
+        if not self.scar_weight > 0:
+            raise ValueError(f"the scar weight must be positive, got {self.scar_weight}")
+        if self.min_snr_gamma < 0:
+            raise ValueError(f"the Min-SNR gamma must be positive (or 0: off), got {self.min_snr_gamma}")
+
 
 class _BatchStream(torch.utils.data.IterableDataset):
     """Endless batches from ``samples`` (a callable with ``reseed``), each worker with its own random stream."""
@@ -194,10 +200,6 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
                     predicted_labels: Optional[dict[str, np.ndarray]] = None) -> dict:
     """``datasets``: the training cases of each data set (each drawn equally often); ``predicted_labels``: the
     segmentation model's labels of training cases by name, one source of a tissue-conditioned model's maps."""
-    if not settings.scar_weight > 0:
-        raise ValueError(f"the scar weight must be positive, got {settings.scar_weight}")
-    if settings.min_snr_gamma < 0:
-        raise ValueError(f"the Min-SNR gamma must be positive (or 0: off), got {settings.min_snr_gamma}")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
     samples = DiffusionSamples(datasets, config, rng, settings.augmentation, predicted_labels)
@@ -272,8 +274,6 @@ def train_segmentation(datasets: list[tuple[list[Case], bool]], config: Segmenta
     (MyoPS) weighs as much as EMIDEC's 600 slices."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
-    if not settings.scar_weight > 0:
-        raise ValueError(f"the scar weight must be positive, got {settings.scar_weight}")
     samples = _MixedSegmentationSamples(datasets, config, rng)
     # batch Dice: scar is absent from most patches; the scar weight (Dice and CE) counters its under-segmentation
     class_weights = torch.ones(L.NUM_CLASSES)
