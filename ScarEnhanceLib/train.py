@@ -275,7 +275,7 @@ def train_segmentation(datasets: list[tuple[list[Case], bool]], config: Segmenta
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
     samples = _MixedSegmentationSamples(datasets, config, rng)
-    # batch Dice: scar is absent from most patches; the scar weight (Dice and CE) counters its under-segmentation
+    # batch Dice: scar is absent from most patches; the scar weight weighs that class in Dice and CE alike
     class_weights = torch.ones(L.NUM_CLASSES)
     class_weights[L.SCAR] = settings.scar_weight
     loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=class_weights)
