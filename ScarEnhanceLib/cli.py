@@ -519,7 +519,8 @@ def _settings(args, **extra):
     return TrainSettings(run_dir=args.run_dir, iterations=args.iterations, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, checkpoint_every=args.checkpoint_every,
                          seed=args.seed, device=args.device, workers=args.workers,
-                         time_limit_minutes=args.time_limit, init_weights=args.init_weights, **extra)
+                         time_limit_minutes=args.time_limit, init_weights=args.init_weights,
+                         scar_weight=args.scar_weight, **extra)
 
 
 def cmd_train_segmentation(args) -> int:
@@ -530,8 +531,7 @@ def cmd_train_segmentation(args) -> int:
     config = SegmentationConfig(spacing_mm=args.spacing_mm, patch_size=args.patch_size, channels=tuple(args.channels),
                                 strides=(2,) * (len(args.channels) - 1), num_res_units=args.num_res_units,
                                 normalisation=args.normalisation, context_slices=args.context_slices)
-    train_segmentation([(train, spec.labels_scar) for spec, train, _ in datasets], config,
-                       _settings(args, scar_weight=args.scar_weight), validation)
+    train_segmentation([(train, spec.labels_scar) for spec, train, _ in datasets], config, _settings(args), validation)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
 
@@ -546,8 +546,7 @@ def cmd_train_diffusion(args) -> int:
     config = DiffusionConfig(image_size=args.image_size, block_out_channels=tuple(args.channels),
                              localized=not args.whole_image_noise, noise_hint=args.noise_hint,
                              dropout=args.dropout, conditioning=args.conditioning, normalisation=args.normalisation)
-    settings = _settings(args, max_timestep=args.max_timestep, scar_weight=args.scar_weight,
-                         min_snr_gamma=args.min_snr_gamma,
+    settings = _settings(args, max_timestep=args.max_timestep, min_snr_gamma=args.min_snr_gamma,
                          augmentation=args.augmentation)
     training = [train for _, train, _ in datasets]
     predicted = _predicted_training_labels(args, training) if config.conditioning == "tissue" else None
