@@ -3,8 +3,9 @@
 Each slice is resampled to the model's pixel spacing. Whole frames arrive from scanners (a 480x480 MyoPS
 frame at 0.73 mm takes 2 x 2 windows or more at 1.5 mm), and a heart cut by window borders gets straight seams. So inference has two
 passes: sliding windows over the whole frame find the heart (the largest 3D component), then the network
-sees one window per slice centred on the heart, as in training. Post-processing keeps the largest 3D
-connected heart component and fills holes slice by slice (filled pixels take the nearest label).
+sees one window per slice centred on the heart, as in training, and in its three mirror images (the
+probabilities are averaged). Post-processing keeps the largest 3D connected heart component and fills holes
+slice by slice (filled pixels take the nearest label).
 
 A model may also see neighbour slices (2.5D, ``context_slices``): the slices above and below show where the
 wall goes at the base and apex, where one slice alone is ambiguous. Only where slices are close (gaps up to
@@ -149,6 +150,20 @@ def _sliding_probabilities(frames: torch.Tensor, predictor, config: Segmentation
     return torch.softmax(logits.float(), dim=1)
 
 
+FLIPS = ((), (-1,), (-2,), (-2, -1))
+
+
+def flip_averaged_probabilities(predictor, batch: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of a batch averaged over its mirror images (test-time augmentation): the network was
+    trained on flipped slices, and its errors in one orientation are partly undone by the others."""
+    total = torch.zeros(())
+    for dims in FLIPS:
+        flipped = batch.flip(dims) if dims else batch
+        probabilities = torch.softmax(predictor(flipped).float(), dim=1)
+        total = total + (probabilities.flip(dims) if dims else probabilities)
+    return total / len(FLIPS)
+
+
 def heart_centres(heart: np.ndarray, bridge_px: int = 0) -> np.ndarray:
     """(n, 2) row/column centre of the largest 3D component of ``heart`` (n, h, w) in each slice; slices it
     misses take its mean centre, and no heart at all gives the frames' centre. Parts closer than
@@ -216,7 +231,7 @@ def predict_slices(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[fl
     coarse = torch.cat([_sliding_probabilities(frame[None], predictor, config) for frame in frames])
     centres = heart_centres((coarse.argmax(dim=1) > 0).cpu().numpy(), int(np.ceil(SEAM_BRIDGE_MM / config.spacing_mm)))
     windows, corners = _centred_windows(frames, centres, config.patch_size)
-    fine = torch.cat([torch.softmax(predictor(batch).float(), dim=1) for batch in windows.split(8)])
+    fine = torch.cat([flip_averaged_probabilities(predictor, batch) for batch in windows.split(8)])
     probabilities = _paste(fine, corners, tuple(frames.shape[-2:]))
     out = np.zeros(slices.shape, dtype=np.uint8)
     for index in range(len(slices)):

@@ -8,7 +8,8 @@ from scipy import ndimage
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.segmentation import (SegmentationConfig, build_segmenter, context_indices, dilate_roi, has_context,
                                          heart_centres, normalise_for_segmentation, normalise_windows, postprocess,
-                                         predict_slices, resample_slice, segment_heart, warm_start_segmenter)
+                                         flip_averaged_probabilities, predict_slices, resample_slice, segment_heart,
+                                         warm_start_segmenter)
 from ScarEnhanceLib.volume import same_geometry
 
 from conftest import TINY_SEGMENTATION
@@ -206,3 +207,32 @@ def test_window_normalisation_matches_the_per_slice_percentile_scaling():
 def test_resampling_scales_each_axis_on_its_own():
     resampled = resample_slice(np.zeros((40, 60), np.float32), (1.0, 1.0), (2.0, 0.5))
     assert resampled.shape[-2:] == (20, 120)
+
+
+class _BrightIsBloodPool(torch.nn.Module):
+    """Calls blood pool where the image is bright: the same whichever way the image is mirrored."""
+
+    def forward(self, x):
+        logits = torch.zeros((len(x), L.NUM_CLASSES, *x.shape[2:]))
+        logits[:, L.BLOOD_POOL] = 20 * (x[:, 0] - 0.5)
+        return logits
+
+
+class _LeansLeft(torch.nn.Module):
+    """Calls blood pool more the further left a pixel is: errors tied to the orientation."""
+
+    def forward(self, x):
+        logits = torch.zeros((len(x), L.NUM_CLASSES, *x.shape[2:]))
+        logits[:, L.BLOOD_POOL] = torch.linspace(4.0, -4.0, x.shape[-1])
+        return logits
+
+
+def test_probabilities_are_averaged_over_mirror_images_and_mapped_back():
+    frame, _ = _frame_with_heart(64, centre=(20, 40), radius=8)
+    batch = torch.from_numpy(frame)[None]
+    plain = torch.softmax(_BrightIsBloodPool()(batch), dim=1)
+    assert torch.allclose(flip_averaged_probabilities(_BrightIsBloodPool(), batch), plain, atol=1e-6)
+    averaged = flip_averaged_probabilities(_LeansLeft(), batch)
+    assert torch.allclose(averaged.sum(dim=1), torch.ones(1, 64, 64))
+    assert torch.allclose(averaged, averaged.flip(-1), atol=1e-6), "left and right errors cancel"
+    assert not torch.allclose(torch.softmax(_LeansLeft()(batch), dim=1), averaged, atol=1e-3)
