@@ -52,6 +52,9 @@ class TrainSettings:
     init_weights: Optional[Path] = None  # start a new run from these weights (see _warm_start)
     augmentation: str = "standard"  # diffusion: standard | strong (adds noise, blur, intensity curves, elastic)
     min_snr_gamma: float = 0.0  # diffusion: > 0 weighs each timestep by min(SNR, gamma) / SNR (Min-SNR); 0: plain
+    # diffusion: this fraction of the samples in the upper half of the timesteps starts from the noised original,
+    # as partial diffusion does at inference, and learns the noise that leads from there to the target
+    original_starts: float = 0.0
     snapshot_every: int = 1000  # keep the EMA weights of every this many iterations (equal-budget comparisons)
     workers: int = 0  # data-loader processes drawing augmented batches; a GPU starves without them
     time_limit_minutes: Optional[float] = None  # stop (checkpointed) after this much training time
@@ -61,6 +64,8 @@ class TrainSettings:
             raise ValueError(f"the scar weight must be positive, got {self.scar_weight}")
         if self.min_snr_gamma < 0:
             raise ValueError(f"the Min-SNR gamma must be positive (or 0: off), got {self.min_snr_gamma}")
+        if not 0.0 <= self.original_starts <= 1.0:
+            raise ValueError(f"the fraction of original starts must be 0 to 1, got {self.original_starts}")
 
 
 class _BatchStream(torch.utils.data.IterableDataset):
@@ -212,14 +217,18 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
         noise_mask = mask if config.localized else torch.ones_like(mask)
         noise = torch.randn_like(target)
         t = torch.randint(0, max_t, (len(target),), device=device)
-        noisy = add_masked_noise(scheduler, target, noise, t, noise_mask)
+        start, aim = target, noise
+        if settings.original_starts > 0:
+            start, aim = _original_starts(scheduler, condition[:, :1], target, noise * noise_mask, t, max_t,
+                                          settings.original_starts)
+        noisy = add_masked_noise(scheduler, start, noise, t, noise_mask)
         predicted = model(torch.cat([condition, noisy], dim=1), t).sample
         # scar is a few percent of the ROI, yet the one place where the target brightens the image
         weights = noise_mask * (1.0 + (settings.scar_weight - 1.0) * scar)
         if settings.min_snr_gamma > 0:  # the plain noise loss is dominated by t near 0, where eps is tiny in x0
             snr = compute_snr(scheduler, t)
             weights = weights * (snr.clamp(max=settings.min_snr_gamma) / snr).view(-1, 1, 1, 1)
-        return masked_loss(predicted, noise, weights)
+        return masked_loss(predicted, aim, weights)
 
     validate = None
     if validation_datasets and any(validation_datasets):
@@ -242,9 +251,22 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
     network = build_denoiser(config)
     run_config = {"kind": "diffusion", "model": config.to_dict(), "max_timestep": max_t,
                   "scar_weight": settings.scar_weight, "min_snr_gamma": settings.min_snr_gamma,
+                  "original_starts": settings.original_starts,
                   "augmentation": settings.augmentation}
     _warm_start(settings, run_config, lambda weights: warm_start(network, weights, config))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
+
+
+def _original_starts(scheduler, original: torch.Tensor, target: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                     max_t: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0 to noise, noise to predict) per sample: for ``fraction`` of those with t >= max_t / 2 the original, and
+    the noise that x_t then holds towards the target, (x_t - sqrt(abar) target) / sqrt(1 - abar); else the target
+    and its noise. Trained on targets only, the network takes the original's dim scar for a dim-scar target's."""
+    chosen = (torch.rand(len(t), device=t.device) < fraction) & (t >= max_t // 2)
+    abar = scheduler.alphas_cumprod.to(t.device)[t].view(-1, 1, 1, 1)
+    towards_target = noise + (abar / (1 - abar)).sqrt() * (original - target)
+    chosen = chosen.view(-1, 1, 1, 1)
+    return torch.where(chosen, original, target), torch.where(chosen, towards_target, noise)
 
 
 def _warm_start(settings: TrainSettings, run_config: dict, load: Callable[[dict], None]) -> None:

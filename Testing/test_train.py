@@ -11,11 +11,12 @@ from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
 from ScarEnhanceLib.augment import DiffusionSamples, SegmentationSamples
-from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser
+from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser, add_masked_noise, training_scheduler
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
 from ScarEnhanceLib.segmentation import SegmentationConfig
-from ScarEnhanceLib.train import TrainSettings, _MixedSegmentationSamples, _batches, train_diffusion, train_segmentation
+from ScarEnhanceLib.train import (TrainSettings, _MixedSegmentationSamples, _batches, _original_starts, train_diffusion,
+                                  train_segmentation)
 from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load
 
 from conftest import TINY_DIFFUSION, TINY_SEGMENTATION, phantom_case
@@ -114,10 +115,29 @@ def test_training_options_change_the_first_loss_and_are_recorded(tmp_path, optio
 
 
 @pytest.mark.parametrize("option, message", [({"scar_weight": 0}, "scar weight must be positive"),
-                                             ({"min_snr_gamma": -1}, "Min-SNR gamma must be positive")])
+                                             ({"min_snr_gamma": -1}, "Min-SNR gamma must be positive"),
+                                             ({"original_starts": 1.5}, "original starts must be 0 to 1")])
 def test_bad_loss_weightings_are_refused(tmp_path, option, message):
     with pytest.raises(ValueError, match=message):
         train_diffusion([[phantom_case(seed=0)]], TINY_DIFFUSION, TrainSettings(run_dir=tmp_path, device="cpu", **option))
+
+
+def test_original_starts_learn_the_noise_that_leads_from_the_noised_original_to_the_target():
+    scheduler = training_scheduler(TINY_DIFFUSION)
+    generator = torch.Generator().manual_seed(0)
+    original, target, noise = (torch.randn((4, 1, 8, 8), generator=generator) for _ in range(3))
+    t = torch.tensor([10, 60, 150, 299])
+    start, aim = _original_starts(scheduler, original, target, noise, t, max_t=300, fraction=1.0)
+    from_original = t >= 150
+    assert torch.equal(start[from_original], original[from_original])
+    assert torch.equal(start[~from_original], target[~from_original]) and torch.equal(aim[~from_original],
+                                                                                      noise[~from_original])
+    abar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    noisy = add_masked_noise(scheduler, start, noise, t, torch.ones_like(noise))
+    estimate = (noisy - (1 - abar).sqrt() * aim) / abar.sqrt()  # the x0 a perfect prediction of ``aim`` implies
+    assert torch.allclose(estimate, target, atol=1e-4)
+    none = _original_starts(scheduler, original, target, noise, t, max_t=300, fraction=0.0)
+    assert torch.equal(none[0], target) and torch.equal(none[1], noise)
 
 
 def test_noise_hint_training_warm_starts_from_plain_weights_and_bundles(tmp_path):
@@ -150,11 +170,11 @@ def test_train_diffusion_command_passes_the_loss_weightings_hint_and_warm_start(
               "--image-size", "32", "--channels", "16", "32", "--max-timestep", "300", "--device", "cpu"]
     assert main(common + ["--run-dir", str(tmp_path / "plain")]) == 0
     assert main(common + ["--run-dir", str(tmp_path / "hint"), "--noise-hint", "--scar-weight", "3",
-                          "--min-snr-gamma", "5", "--augmentation", "strong", "--dropout", "0.1",
+                          "--min-snr-gamma", "5", "--augmentation", "strong", "--dropout", "0.1", "--original-starts", "0.5",
                           "--init-weights", str(tmp_path / "plain" / "model.safetensors")]) == 0
     config = json.loads((tmp_path / "hint" / "config.json").read_text(encoding="utf-8"))
     assert config["model"]["noise_hint"] and config["scar_weight"] == 3.0 and config["min_snr_gamma"] == 5.0
-    assert config["augmentation"] == "strong" and config["model"]["dropout"] == 0.1
+    assert config["augmentation"] == "strong" and config["model"]["dropout"] == 0.1 and config["original_starts"] == 0.5
     assert config["init_weights"] == "model.safetensors"
 
 
