@@ -170,7 +170,8 @@ def test_train_diffusion_command_passes_the_loss_weightings_hint_and_warm_start(
               "--image-size", "32", "--channels", "16", "32", "--max-timestep", "300", "--device", "cpu"]
     assert main(common + ["--run-dir", str(tmp_path / "plain")]) == 0
     assert main(common + ["--run-dir", str(tmp_path / "hint"), "--noise-hint", "--scar-weight", "3",
-                          "--min-snr-gamma", "5", "--augmentation", "strong", "--dropout", "0.1", "--original-starts", "0.5",
+                          "--min-snr-gamma", "5", "--augmentation", "strong", "--dropout", "0.1",
+                          "--original-starts", "0.5",
                           "--init-weights", str(tmp_path / "plain" / "model.safetensors")]) == 0
     config = json.loads((tmp_path / "hint" / "config.json").read_text(encoding="utf-8"))
     assert config["model"]["noise_hint"] and config["scar_weight"] == 3.0 and config["min_snr_gamma"] == 5.0
