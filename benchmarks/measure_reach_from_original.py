@@ -45,7 +45,8 @@ def reach(model, crops) -> dict:
     """Mean (x - original) on scar: for the target, and for the x0 estimates from each start at each timestep."""
     condition, target, mask, scar = crops
     original = condition[:, :1]
-    abar = training_scheduler(model.config).alphas_cumprod
+    scheduler = training_scheduler(model.config)
+    abar = scheduler.alphas_cumprod
 
     def on_scar(x):
         return float(((x - original) * scar).sum() / scar.sum())
@@ -55,7 +56,7 @@ def reach(model, crops) -> dict:
         steps = torch.full((len(target),), t, dtype=torch.long)
         noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(t))
         for start, x0 in (("target", target), ("original", original)):
-            noisy = add_masked_noise(training_scheduler(model.config), x0, noise, steps, mask)
+            noisy = add_masked_noise(scheduler, x0, noise, steps, mask)
             eps = model.network(torch.cat([condition, noisy], 1), steps).sample * mask
             estimate = (noisy - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
             row[f"{start} {t}"] = on_scar(estimate)
