@@ -3,7 +3,9 @@ target (as in training) or from the noised original (as partial diffusion starts
 
 For heart crops with scar (the training pipeline's crops, without intensity augmentation), x_t is built with the
 same noise from the target and from the original; the network's estimate of x0 is compared with the original on
-scar pixels, in the network's units, beside the target's own difference. A model that moves scar from the
+scar pixels, in the network's units, beside the target's own difference; and, from the noised original at the
+last timestep, the mean change of the ROI pixels the target leaves as they are (healthy myocardium and, where its
+gamma is 1, blood pool), where a positive value is invented brightening. A model that moves scar from the
 noised target but not from the noised original has learned to denoise, not to enhance: at lambda = 250 the
 original's dim scar is a likely noisy version of a dim-scar target. Prints a markdown table; the recorded one is
 in Resources/models/evaluation/reach_from_original.md.
@@ -48,8 +50,10 @@ def reach(model, crops) -> dict:
     scheduler = training_scheduler(model.config)
     abar = scheduler.alphas_cumprod
 
-    def on_scar(x):
-        return float(((x - original) * scar).sum() / scar.sum())
+    unchanged = mask * ((target - original).abs() < 1e-4).float() * (1 - scar)
+
+    def on_scar(x, region=scar):
+        return float(((x - original) * region).sum() / region.sum())
 
     row = {"slices": len(target), "target": on_scar(target)}
     for t in TIMESTEPS:
@@ -60,6 +64,7 @@ def reach(model, crops) -> dict:
             eps = model.network(torch.cat([condition, noisy], 1), steps).sample * mask
             estimate = (noisy - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
             row[f"{start} {t}"] = on_scar(estimate)
+    row["unchanged"] = on_scar(estimate, unchanged)  # the last start: the original at the last timestep
     return row
 
 
@@ -74,15 +79,16 @@ def main() -> None:
     model = weights.load("enhancement", args.models)
     columns = [f"{start} {t}" for t in TIMESTEPS for start in ("target", "original")]
     print("| data | split | crops | target - original | " +
-          " | ".join(f"x0 estimate from noised {c.split()[0]}, t = {c.split()[1]}" for c in columns) + " |")
-    print("|---" * (4 + len(columns)) + "|")
+          " | ".join(f"x0 estimate from noised {c.split()[0]}, t = {c.split()[1]}" for c in columns) +
+          f" | tissue the target leaves unchanged, from noised original, t = {TIMESTEPS[-1]} |")
+    print("|---" * (5 + len(columns)) + "|")
     split_file = load_splits()
     for dataset in args.datasets:
         for split in args.splits:
             names = split_file[dataset.resolve().name][split]
             row = reach(model, scar_crops(load_cases(DatasetSpec.load(dataset), names), model.config, args.crops))
             print(f"| {dataset.name} | {split} | {row['slices']} | {row['target']:.2f} | " +
-                  " | ".join(f"{row[c]:.2f}" for c in columns) + " |")
+                  " | ".join(f"{row[c]:.2f}" for c in columns) + f" | {row['unchanged']:.3f} |")
 
 
 if __name__ == "__main__":
