@@ -1,0 +1,60 @@
+"""The reach diagnostic (benchmarks/measure_reach_from_original.py) reads what a network's one-step x0 estimate
+changes, on scar and on the tissue the target leaves unchanged, with stand-in networks of known behaviour."""
+import importlib.util
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ScarEnhanceLib.diffusion import DiffusionConfig, training_scheduler
+
+from conftest import ROOT
+
+
+def _reach_script():
+    path = ROOT / "benchmarks" / "measure_reach_from_original.py"
+    spec = importlib.util.spec_from_file_location("measure_reach", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _BrightensBy(torch.nn.Module):
+    """Predicts the noise whose x0 estimate is the original plus ``on_bright`` where it is bright (> 0.5) and plus
+    ``elsewhere`` elsewhere, whatever x_t it is given."""
+
+    def __init__(self, config: DiffusionConfig, on_bright: float, elsewhere: float):
+        super().__init__()
+        self.abar = training_scheduler(config).alphas_cumprod
+        self.on_bright, self.elsewhere = on_bright, elsewhere
+
+    def forward(self, model_input, t):
+        original, noisy = model_input[:, :1], model_input[:, -1:]
+        abar = self.abar[t].view(-1, 1, 1, 1)
+        estimate = original + torch.where(original > 0.5, self.on_bright, self.elsewhere)
+        return SimpleNamespace(sample=(noisy - abar.sqrt() * estimate) / (1 - abar).sqrt())
+
+
+def _crops():
+    """Two 8x8 crops: a 3x3 bright scar patch the target raises by 0.3, dark healthy tissue it leaves alone, a
+    one-pixel border outside the ROI."""
+    original = torch.zeros(2, 1, 8, 8)
+    scar = torch.zeros_like(original)
+    scar[:, :, 2:5, 2:5] = 1.0
+    original[scar > 0] = 0.6
+    mask = torch.zeros_like(original)
+    mask[:, :, 1:7, 1:7] = 1.0
+    return original, original + 0.3 * scar, mask, scar
+
+
+@pytest.mark.parametrize("invented", [0.0, 0.25])
+def test_reach_reads_scar_and_invented_brightening(invented):
+    script = _reach_script()
+    config = DiffusionConfig(image_size=8)
+    model = SimpleNamespace(config=config, network=_BrightensBy(config, on_bright=1.0, elsewhere=invented))
+    row = script.reach(model, _crops())
+    assert row["slices"] == 2 and row["target"] == pytest.approx(0.3)
+    for t in script.TIMESTEPS:
+        for start in ("target", "original"):
+            assert row[f"{start} {t}"] == pytest.approx(1.0, abs=1e-4), (start, t)
+    assert row["unchanged"] == pytest.approx(invented, abs=1e-4)
