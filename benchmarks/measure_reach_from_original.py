@@ -52,10 +52,10 @@ def reach(model, crops) -> dict:
 
     unchanged = mask * ((target - original).abs() < 1e-4).float() * (1 - scar)
 
-    def on_scar(x, region=scar):
+    def mean_change(x, region=scar):
         return float(((x - original) * region).sum() / region.sum())
 
-    row = {"slices": len(target), "target": on_scar(target)}
+    row = {"slices": len(target), "target": mean_change(target)}
     for t in TIMESTEPS:
         steps = torch.full((len(target),), t, dtype=torch.long)
         noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(t))
@@ -63,8 +63,8 @@ def reach(model, crops) -> dict:
             noisy = add_masked_noise(scheduler, x0, noise, steps, mask)
             eps = model.network(torch.cat([condition, noisy], 1), steps).sample * mask
             estimate = (noisy - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
-            row[f"{start} {t}"] = on_scar(estimate)
-    row["unchanged"] = on_scar(estimate, unchanged)  # the last start: the original at the last timestep
+            row[f"{start} {t}"] = mean_change(estimate)
+    row["unchanged"] = mean_change(estimate, unchanged)  # the last start: the original at the last timestep
     return row
 
 
