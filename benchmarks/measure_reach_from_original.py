@@ -64,7 +64,8 @@ def reach(model, crops) -> dict:
             eps = model.network(torch.cat([condition, noisy], 1), steps).sample * mask
             estimate = (noisy - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
             row[f"{start} {t}"] = mean_change(estimate)
-    row["unchanged"] = mean_change(estimate, unchanged)  # the last start: the original at the last timestep
+            if start == "original" and t == TIMESTEPS[-1]:
+                row["unchanged"] = mean_change(estimate, unchanged)
     return row
 
 
