@@ -547,7 +547,8 @@ def cmd_train_diffusion(args) -> int:
                              localized=not args.whole_image_noise, noise_hint=args.noise_hint,
                              dropout=args.dropout, conditioning=args.conditioning, normalisation=args.normalisation)
     settings = _settings(args, max_timestep=args.max_timestep, min_snr_gamma=args.min_snr_gamma,
-                         augmentation=args.augmentation, original_starts=args.original_starts)
+                         augmentation=args.augmentation, original_starts=args.original_starts,
+                         original_start_balance=args.original_start_balance)
     training = [train for _, train, _ in datasets]
     predicted = _predicted_training_labels(args, training) if config.conditioning == "tissue" else None
     train_diffusion(training, config, settings, [validation for _, _, validation in datasets], predicted)
@@ -704,6 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("--original-starts", type=float, default=0.0,
                      help="fraction of the samples at t >= max-timestep/2 noised from the original, as inference "
                           "starts, that learn the way to the target (0: the paper's training, on noised targets only)")
+    dif.add_argument("--original-start-balance", type=float, default=0.0,
+                     help="weigh an original start whose target changes scar by less than this (network units) by "
+                          "this / that change, at most 10x, so that a site with a small gamma change counts (0: off)")
     dif.add_argument("--augmentation", choices=AUGMENTATIONS, default="standard",
                      help="standard: contrast, bias field, scale, rotation, flips; strong: also noise, blur, "
                           "intensity curves, shear and elastic deformation")

@@ -55,6 +55,9 @@ class TrainSettings:
     # diffusion: this fraction of the samples in the upper half of the timesteps starts from the noised original,
     # as partial diffusion does at inference, and learns the noise that leads from there to the target
     original_starts: float = 0.0
+    # diffusion: > 0 weighs an original start whose target changes its scar by less than this (network units) by
+    # this / that change (at most MAX_BALANCE): a site whose scar the gamma changes little still counts
+    original_start_balance: float = 0.0
     snapshot_every: int = 1000  # keep the EMA weights of every this many iterations (equal-budget comparisons)
     workers: int = 0  # data-loader processes drawing augmented batches; a GPU starves without them
     time_limit_minutes: Optional[float] = None  # stop (checkpointed) after this much training time
@@ -66,6 +69,9 @@ class TrainSettings:
             raise ValueError(f"the Min-SNR gamma must be positive (or 0: off), got {self.min_snr_gamma}")
         if not 0.0 <= self.original_starts <= 1.0:
             raise ValueError(f"the fraction of original starts must be 0 to 1, got {self.original_starts}")
+        if self.original_start_balance < 0 or (self.original_start_balance and not self.original_starts):
+            raise ValueError("the original-start balance must be positive (or 0: off) and needs original starts, "
+                             f"got {self.original_start_balance} with {self.original_starts} original starts")
 
 
 class _BatchStream(torch.utils.data.IterableDataset):
@@ -217,14 +223,17 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
         noise_mask = mask if config.localized else torch.ones_like(mask)
         noise = torch.randn_like(target)
         t = torch.randint(0, max_t, (len(target),), device=device)
-        start, aim = target, noise
+        start, aim, from_original = target, noise, torch.zeros(len(t), dtype=torch.bool, device=device)
         if settings.original_starts > 0:
-            start, aim = _original_starts(scheduler, condition[:, :1], target, noise * noise_mask, t, max_t,
-                                          settings.original_starts)
+            start, aim, from_original = _original_starts(scheduler, condition[:, :1], target, noise * noise_mask, t,
+                                                         max_t, settings.original_starts)
         noisy = add_masked_noise(scheduler, start, noise, t, noise_mask)
         predicted = model(torch.cat([condition, noisy], dim=1), t).sample
         # scar is a few percent of the ROI, yet the one place where the target brightens the image
         weights = noise_mask * (1.0 + (settings.scar_weight - 1.0) * scar)
+        if settings.original_start_balance > 0:
+            balance = change_balance(condition[:, :1], target, scar, settings.original_start_balance)
+            weights = weights * torch.where(from_original, balance, torch.ones_like(balance)).view(-1, 1, 1, 1)
         if settings.min_snr_gamma > 0:  # the plain noise loss is dominated by t near 0, where eps is tiny in x0
             snr = compute_snr(scheduler, t)
             weights = weights * (snr.clamp(max=settings.min_snr_gamma) / snr).view(-1, 1, 1, 1)
@@ -252,21 +261,38 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
     run_config = {"kind": "diffusion", "model": config.to_dict(), "max_timestep": max_t,
                   "scar_weight": settings.scar_weight, "min_snr_gamma": settings.min_snr_gamma,
                   "original_starts": settings.original_starts,
+                  "original_start_balance": settings.original_start_balance,
                   "augmentation": settings.augmentation}
     _warm_start(settings, run_config, lambda weights: warm_start(network, weights, config))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
 
 
 def _original_starts(scheduler, original: torch.Tensor, target: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                     max_t: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0 to noise, noise to predict) per sample: for ``fraction`` of those with t >= max_t / 2 the original, and
-    the noise that x_t then holds towards the target, (x_t - sqrt(abar) target) / sqrt(1 - abar); else the target
-    and its noise. Trained on targets only, the network takes the original's dim scar for a dim-scar target's."""
+                     max_t: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x0 to noise, noise to predict, which start from the original) per sample: for ``fraction`` of those with
+    t >= max_t / 2 the original, and the noise that x_t then holds towards the target,
+    (x_t - sqrt(abar) target) / sqrt(1 - abar); else the target and its noise. Trained on targets only, the
+    network takes the original's dim scar for a dim-scar target's."""
     chosen = (torch.rand(len(t), device=t.device) < fraction) & (t >= max_t // 2)
     abar = scheduler.alphas_cumprod.to(t.device)[t].view(-1, 1, 1, 1)
     towards_target = noise + (abar / (1 - abar)).sqrt() * (original - target)
-    chosen = chosen.view(-1, 1, 1, 1)
-    return torch.where(chosen, original, target), torch.where(chosen, towards_target, noise)
+    pixels = chosen.view(-1, 1, 1, 1)
+    return torch.where(pixels, original, target), torch.where(pixels, towards_target, noise), chosen
+
+
+MAX_BALANCE = 10.0
+MIN_BALANCED_SCAR = 6.0  # scar pixels a crop needs before its change is measured (fewer: weight 1)
+
+
+def change_balance(original: torch.Tensor, target: torch.Tensor, scar: torch.Tensor, reference: float) -> torch.Tensor:
+    """(n,) loss weight per sample: ``reference`` over the target's mean absolute change on its scar, 1 to
+    MAX_BALANCE; 1 without scar. The pull towards the target in the noise to predict is proportional to that
+    change, so a site whose scar the gamma changes by a fifth as much in network units (EMIDEC's bright scar
+    against MyoPS's dim hearts) would otherwise add a fifth as much to the gradient."""
+    area = scar.flatten(1).sum(1)
+    change = ((target - original).abs() * scar).flatten(1).sum(1) / area.clamp(min=1e-6)
+    weight = (reference / change.clamp(min=1e-6)).clamp(1.0, MAX_BALANCE)
+    return torch.where(area >= MIN_BALANCED_SCAR, weight, torch.ones_like(weight))
 
 
 def _warm_start(settings: TrainSettings, run_config: dict, load: Callable[[dict], None]) -> None:

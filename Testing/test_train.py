@@ -15,8 +15,8 @@ from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser, add_mas
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
 from ScarEnhanceLib.segmentation import SegmentationConfig
-from ScarEnhanceLib.train import (TrainSettings, _MixedSegmentationSamples, _batches, _original_starts, train_diffusion,
-                                  train_segmentation)
+from ScarEnhanceLib.train import (MAX_BALANCE, TrainSettings, _MixedSegmentationSamples, _batches, _original_starts,
+                                  change_balance, train_diffusion, train_segmentation)
 from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load
 
 from conftest import TINY_DIFFUSION, TINY_SEGMENTATION, phantom_case
@@ -114,9 +114,25 @@ def test_training_options_change_the_first_loss_and_are_recorded(tmp_path, optio
     assert first_losses[0] != pytest.approx(first_losses[1])  # same seed: only the option differs
 
 
+def test_original_start_balance_changes_the_loss_of_original_starts_and_is_recorded(tmp_path):
+    cases = [phantom_case(seed=0)]
+    first_losses = []
+    for name, balance in (("plain", 0.0), ("balanced", 100.0)):  # 100: every phantom scar weighs MAX_BALANCE
+        settings = TrainSettings(run_dir=tmp_path / name, iterations=1, batch_size=8, checkpoint_every=1,
+                                 device="cpu", max_timestep=300, original_starts=1.0, original_start_balance=balance)
+        train_diffusion([cases], TINY_DIFFUSION, settings)
+        config = json.loads((tmp_path / name / "config.json").read_text(encoding="utf-8"))
+        assert config["original_start_balance"] == balance
+        first_losses.append(config["history"][0]["loss"])
+    assert first_losses[0] != pytest.approx(first_losses[1])
+
+
 @pytest.mark.parametrize("option, message", [({"scar_weight": 0}, "scar weight must be positive"),
                                              ({"min_snr_gamma": -1}, "Min-SNR gamma must be positive"),
-                                             ({"original_starts": 1.5}, "original starts must be 0 to 1")])
+                                             ({"original_starts": 1.5}, "original starts must be 0 to 1"),
+                                             ({"original_start_balance": 1.0}, "needs original starts"),
+                                             ({"original_starts": 0.5, "original_start_balance": -1.0},
+                                              "balance must be positive")])
 def test_bad_loss_weightings_are_refused(tmp_path, option, message):
     with pytest.raises(ValueError, match=message):
         train_diffusion([[phantom_case(seed=0)]], TINY_DIFFUSION, TrainSettings(run_dir=tmp_path, device="cpu", **option))
@@ -127,8 +143,9 @@ def test_original_starts_learn_the_noise_that_leads_from_the_noised_original_to_
     generator = torch.Generator().manual_seed(0)
     original, target, noise = (torch.randn((4, 1, 8, 8), generator=generator) for _ in range(3))
     t = torch.tensor([10, 60, 150, 299])
-    start, aim = _original_starts(scheduler, original, target, noise, t, max_t=300, fraction=1.0)
+    start, aim, chosen = _original_starts(scheduler, original, target, noise, t, max_t=300, fraction=1.0)
     from_original = t >= 150
+    assert torch.equal(chosen, from_original)
     assert torch.equal(start[from_original], original[from_original])
     assert torch.equal(start[~from_original], target[~from_original]) and torch.equal(aim[~from_original],
                                                                                       noise[~from_original])
@@ -137,7 +154,18 @@ def test_original_starts_learn_the_noise_that_leads_from_the_noised_original_to_
     estimate = (noisy - (1 - abar).sqrt() * aim) / abar.sqrt()  # the x0 a perfect prediction of ``aim`` implies
     assert torch.allclose(estimate, target, atol=1e-4)
     none = _original_starts(scheduler, original, target, noise, t, max_t=300, fraction=0.0)
-    assert torch.equal(none[0], target) and torch.equal(none[1], noise)
+    assert torch.equal(none[0], target) and torch.equal(none[1], noise) and not none[2].any()
+
+
+def test_change_balance_weighs_a_small_scar_change_up_to_the_cap_and_leaves_crops_without_scar_alone():
+    original = torch.zeros((4, 1, 8, 8))
+    scar = torch.zeros_like(original)
+    scar[:3, :, 2:5, 2:5] = 1.0  # 9 scar pixels in the first three crops
+    target = original + scar * torch.tensor([0.25, 2.0, 0.01, 0.0]).view(-1, 1, 1, 1)
+    weights = change_balance(original, target, scar, reference=1.0)
+    assert torch.allclose(weights, torch.tensor([4.0, 1.0, MAX_BALANCE, 1.0]))
+    target[3] += 0.05  # a change without scar pixels is not measured
+    assert change_balance(original, target, scar, reference=1.0)[3] == 1.0
 
 
 def test_noise_hint_training_warm_starts_from_plain_weights_and_bundles(tmp_path):
@@ -171,11 +199,12 @@ def test_train_diffusion_command_passes_the_loss_weightings_hint_and_warm_start(
     assert main(common + ["--run-dir", str(tmp_path / "plain")]) == 0
     assert main(common + ["--run-dir", str(tmp_path / "hint"), "--noise-hint", "--scar-weight", "3",
                           "--min-snr-gamma", "5", "--augmentation", "strong", "--dropout", "0.1",
-                          "--original-starts", "0.5",
+                          "--original-starts", "0.5", "--original-start-balance", "1.0",
                           "--init-weights", str(tmp_path / "plain" / "model.safetensors")]) == 0
     config = json.loads((tmp_path / "hint" / "config.json").read_text(encoding="utf-8"))
     assert config["model"]["noise_hint"] and config["scar_weight"] == 3.0 and config["min_snr_gamma"] == 5.0
     assert config["augmentation"] == "strong" and config["model"]["dropout"] == 0.1 and config["original_starts"] == 0.5
+    assert config["original_start_balance"] == 1.0
     assert config["init_weights"] == "model.safetensors"
 
 
