@@ -9,7 +9,6 @@ change in healthy myocardium, and on cases without scar the FWHM scar burden bef
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -35,8 +34,9 @@ Enhancer = Callable[[sitk.Image, sitk.Image], sitk.Image]
 
 
 def diffusion_enhancer(model: LoadedModel, parameters: EnhanceParameters) -> Enhancer:
-    """The enhancement model inside the labels' heart ROI (no dilation: the ROI is what is evaluated)."""
-    return lambda image, labels: enhance(image, labels, model, replace(parameters, dilation_mm=0.0)).enhanced
+    """The enhancement model inside the labels' heart ROI, dilated by ``parameters.dilation_mm`` as a user would
+    (default none)."""
+    return lambda image, labels: enhance(image, labels, model, parameters).enhanced
 
 
 def gamma_enhancer(image: sitk.Image, labels: sitk.Image) -> sitk.Image:

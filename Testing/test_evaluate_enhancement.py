@@ -9,7 +9,10 @@ import SimpleITK as sitk
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
-from ScarEnhanceLib.evaluate import change_readouts
+from ScarEnhanceLib.evaluate import change_readouts, diffusion_enhancer
+from ScarEnhanceLib.parameters import EnhanceParameters
+from ScarEnhanceLib.segmentation import dilate_roi
+from ScarEnhanceLib.weights import ENHANCEMENT, load
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 
 FAST = ["--steps", "2", "-k", "1", "--device", "cpu"]
@@ -81,3 +84,15 @@ def test_the_users_path_takes_the_roi_from_the_segmentation(dataset, tiny_models
     assert sorted(set(asked)) == ["normal1", "scar1", "scar2"]
     baseline = results["gamma correction with the segmentation labels"]["summary"]
     assert baseline["ssim"] < 0.9999  # predicted labels are not the reference: not the target
+
+
+def test_the_diffusion_enhancer_dilates_the_roi_as_asked(tiny_models):
+    image, labels = make_phantom(PhantomSpec(matrix=80, slices=2, spacing_mm=1.6, seed=0))
+    model = load(ENHANCEMENT, tiny_models)
+    original = sitk.GetArrayFromImage(image)
+    ring = (sitk.GetArrayFromImage(dilate_roi(labels, 3.0)) > 0) & (sitk.GetArrayFromImage(labels) == 0)
+    changed = {}
+    for dilation in (0.0, 3.0):
+        parameters = EnhanceParameters(k=1, steps=2, device="cpu", dilation_mm=dilation)
+        changed[dilation] = sitk.GetArrayFromImage(diffusion_enhancer(model, parameters)(image, labels)) != original
+    assert ring.any() and not changed[0.0][ring].any() and changed[3.0][ring].any()
