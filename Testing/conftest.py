@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random models (fast, untrained), phantoms, and the real-data location."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -24,6 +25,14 @@ TINY_SEGMENTATION = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), pat
 TINY_DIFFUSION = DiffusionConfig(image_size=32, block_out_channels=(8, 16), attention_head_dim=8)
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ (not a package) as a module, to test its functions."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _save(network: torch.nn.Module, path: Path) -> Path:

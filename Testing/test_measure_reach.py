@@ -1,6 +1,5 @@
 """The reach diagnostic (benchmarks/measure_reach_from_original.py) reads what a network's one-step x0 estimate
 changes, on scar and on the tissue the target leaves unchanged, with stand-in networks of known behaviour."""
-import importlib.util
 from types import SimpleNamespace
 
 import pytest
@@ -8,15 +7,7 @@ import torch
 
 from ScarEnhanceLib.diffusion import DiffusionConfig, training_scheduler
 
-from conftest import ROOT
-
-
-def _reach_script():
-    path = ROOT / "benchmarks" / "measure_reach_from_original.py"
-    spec = importlib.util.spec_from_file_location("measure_reach", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 class _BrightensBy(torch.nn.Module):
@@ -49,7 +40,7 @@ def _crops():
 
 @pytest.mark.parametrize("invented", [0.0, 0.25])
 def test_reach_reads_scar_and_invented_brightening(invented):
-    script = _reach_script()
+    script = load_benchmark("measure_reach_from_original")
     config = DiffusionConfig(image_size=8)
     model = SimpleNamespace(config=config, network=_BrightensBy(config, on_bright=1.0, elsewhere=invented))
     row = script.reach(model, _crops())

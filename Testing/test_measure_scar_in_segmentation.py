@@ -1,24 +1,14 @@
 """The scar-landing diagnostic (benchmarks/measure_scar_in_segmentation.py) counts where a segmentation puts the
 reference scar."""
-import importlib.util
-
 import numpy as np
 
 from ScarEnhanceLib import labels as L
 
-from conftest import ROOT
-
-
-def _script():
-    path = ROOT / "benchmarks" / "measure_scar_in_segmentation.py"
-    spec = importlib.util.spec_from_file_location("measure_scar_in_segmentation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_reference_scar_is_counted_by_the_class_the_segmentation_gives_it():
-    script = _script()
+    script = load_benchmark("measure_scar_in_segmentation")
     reference = np.zeros((1, 4, 5), np.uint8)
     reference[0, 1:3, :] = L.SCAR  # 10 scar pixels
     reference[0, 3, :] = L.MYOCARDIUM

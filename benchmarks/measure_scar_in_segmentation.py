@@ -23,8 +23,8 @@ from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import predicted_labels  # noqa: E402
 from ScarEnhanceLib.splits import SPLITS_FILE, load_splits  # noqa: E402
 
-CLASSES = {L.SCAR: "scar", L.MYOCARDIUM: "healthy myocardium", L.BLOOD_POOL: "blood pool",
-           L.BACKGROUND: "background"}
+COLUMNS = {L.SCAR: "scar", L.MYOCARDIUM: "healthy myocardium", L.BLOOD_POOL: "blood pool",
+           L.BACKGROUND: "background"}  # label -> name, in the table's order
 
 
 def scar_landing(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -33,13 +33,13 @@ def scar_landing(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def markdown(rows: list[tuple[str, str, int, np.ndarray]]) -> str:
-    labels = [CLASSES[label] for label in sorted(CLASSES, reverse=True)]
-    lines = ["| data | split | cases with scar | " + " | ".join(f"scar called {name} (%)" for name in labels) + " |",
-             "|---|---|---|" + "---|" * len(labels)]
+    lines = ["| data | split | cases with scar | " +
+             " | ".join(f"scar called {name} (%)" for name in COLUMNS.values()) + " |",
+             "|---|---|---|" + "---|" * len(COLUMNS)]
     for data, split, cases, counts in rows:
         shares = 100.0 * counts / max(int(counts.sum()), 1)
         lines.append(f"| {data} | {split} | {cases} | " +
-                     " | ".join(f"{shares[label]:.1f}" for label in sorted(CLASSES, reverse=True)) + " |")
+                     " | ".join(f"{shares[label]:.1f}" for label in COLUMNS) + " |")
     return "\n".join(lines)
 
 
