@@ -13,7 +13,7 @@ from monai.transforms import (Compose, Rand2DElasticd, RandAdjustContrastd, Rand
 
 from . import labels as L
 from .datasets import Case
-from .diffusion import DiffusionConfig, build_condition, tissue_maps
+from .diffusion import DiffusionConfig, build_condition, map_names, tissue_maps
 from .gamma import gamma_target
 from .parameters import AUGMENTATIONS
 from .segmentation import (SegmentationConfig, context_indices, normalise_for_segmentation, normalise_windows,
@@ -45,14 +45,17 @@ def _spatial(keys, modes):
             RandFlipd(keys, prob=0.5, spatial_axis=0), RandFlipd(keys, prob=0.5, spatial_axis=1)]
 
 
-def degrade_labels(labels: np.ndarray, spacing: tuple, rng: np.random.Generator) -> np.ndarray:
+def degrade_labels(labels: np.ndarray, spacing: tuple, rng: np.random.Generator,
+                   keep_scar: bool = False) -> np.ndarray:
     """Reference labels of one slice as a segmentation or a quick correction might give them: the blood pool's
     and the heart's borders each moved by up to 3 mm, now and then a hole of up to 6 mm, all shifted by up to
-    3 mm. Scar is merged into myocardium (the tissue maps do not tell them apart)."""
+    3 mm. Scar is merged into myocardium, or with ``keep_scar`` degraded as ``_degraded_scar`` does."""
     pixel_mm = float(np.mean(spacing))
     blood, heart = _moved_border(labels == L.BLOOD_POOL, pixel_mm, rng), _moved_border(labels > 0, pixel_mm, rng)
     degraded = np.where(heart, L.MYOCARDIUM, L.BACKGROUND).astype(np.uint8)
     degraded[blood & heart] = L.BLOOD_POOL
+    if keep_scar:
+        degraded[_degraded_scar(labels == L.SCAR, degraded == L.MYOCARDIUM, pixel_mm, rng)] = L.SCAR
     if rng.random() < 0.3 and heart.any():
         rows, cols = np.nonzero(heart)
         centre = rng.integers(len(rows))
@@ -63,8 +66,26 @@ def degrade_labels(labels: np.ndarray, spacing: tuple, rng: np.random.Generator)
     return np.roll(degraded, tuple(shift), axis=(0, 1))
 
 
-def _moved_border(mask: np.ndarray, pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
-    steps = int(round(rng.uniform(-3.0, 3.0) / pixel_mm))
+MISSED_SCAR = 0.2  # share of degraded slices whose scar map loses all scar
+INVENTED_SCAR = 0.3  # share that gains a false scar patch in the wall
+
+
+def _degraded_scar(scar: np.ndarray, wall: np.ndarray, pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """A scar map with a segmentation's errors, inside ``wall``: its border moved by up to 2 mm, now and then all of
+    it missed, now and then a false patch of 2-6 mm radius. The target still brightens only the reference scar, so
+    the network learns to check the map against the image rather than to brighten whatever the map calls scar."""
+    scar = np.zeros_like(scar) if rng.random() < MISSED_SCAR else _moved_border(scar, pixel_mm, rng, limit_mm=2.0)
+    if rng.random() < INVENTED_SCAR and wall.any():
+        rows, cols = np.nonzero(wall)
+        centre = rng.integers(len(rows))
+        radius = rng.uniform(2.0, 6.0) / pixel_mm
+        grid_rows, grid_cols = np.ogrid[:scar.shape[0], :scar.shape[1]]
+        scar = scar | ((grid_rows - rows[centre]) ** 2 + (grid_cols - cols[centre]) ** 2 <= radius ** 2)
+    return scar & wall
+
+
+def _moved_border(mask: np.ndarray, pixel_mm: float, rng: np.random.Generator, limit_mm: float = 3.0) -> np.ndarray:
+    steps = int(round(rng.uniform(-limit_mm, limit_mm) / pixel_mm))
     if steps == 0 or not mask.any():
         return mask
     operation = ndimage.binary_dilation if steps > 0 else ndimage.binary_erosion
@@ -120,7 +141,7 @@ class DiffusionSamples:
         if draw < 1 / 3:
             return labels
         if draw < 2 / 3 or predicted is None:
-            return degrade_labels(labels, spacing, self.rng)
+            return degrade_labels(labels, spacing, self.rng, keep_scar="scar" in map_names(self.config))
         return predicted
 
     def _one(self, image: np.ndarray, labels: np.ndarray, spacing: tuple, predicted: Optional[np.ndarray]):
@@ -129,8 +150,8 @@ class DiffusionSamples:
         image01 = np.asarray(self.intensity({"image": image01[None]})["image"])[0]
         image255 = 255.0 * (image01 - image01.min()) / max(float(np.ptp(image01)), 1e-6)
         target = gamma_target(image255, labels)
-        tissue_labels = self._map_labels(labels, spacing, predicted) if self.config.conditioning == "tissue" \
-            else labels
+        reads_maps = bool(map_names(self.config))  # an image-only model needs no maps
+        tissue_labels = self._map_labels(labels, spacing, predicted) if reads_maps else labels
         roi = L.heart_roi(labels) | L.heart_roi(tissue_labels)  # the ROI of the maps, and all the target changes
         box = CropBox.around(L.heart_roi(labels)[None], margin=CROP_MARGIN / self.rng.uniform(*SCALE_RANGE))
         jitter = (self.rng.uniform(-0.1, 0.1, 2) * box.size).astype(int)
@@ -139,14 +160,14 @@ class DiffusionSamples:
         window = IntensityWindow.of(crops[0][None], self.config.normalisation)  # of the crop as inference sees it
         mask = mask_to_model(box.extract(roi[None]), self.size)[0].astype(np.float32)
         scar = resize(box.extract((labels == L.SCAR)[None]).astype(np.float32), self.size)[0]  # area fraction
-        tissue = [resize(box.extract(m[None]), self.size)[0] for m in tissue_maps(tissue_labels[None])[0]] \
-            if self.config.conditioning == "tissue" else []  # an image-only model needs no maps
+        tissue = [resize(box.extract(m[None]), self.size)[0]
+                  for m in tissue_maps(tissue_labels[None], self.config)[0]]
         stack = torch.as_tensor(np.stack(crops + [mask, scar] + tissue))
         stack = np.asarray(self.spatial({"stack": stack})["stack"])
         original255, target255 = stack[:2]
         mask = (stack[2] > 0.5).astype(np.float32)
         scar = np.clip(stack[3], 0.0, 1.0) * mask
-        maps = np.clip(stack[None, 4:6], 0.0, 1.0) if tissue else None
+        maps = np.clip(stack[None, 4:], 0.0, 1.0) if tissue else None
         condition, _ = build_condition(original255[None], maps, self.config, window)
         original, target = window.forward(np.stack([original255, target255]))
         target = mask * target + (1 - mask) * original

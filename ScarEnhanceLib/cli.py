@@ -550,7 +550,7 @@ def cmd_train_diffusion(args) -> int:
                          augmentation=args.augmentation, original_starts=args.original_starts,
                          original_start_balance=args.original_start_balance)
     training = [train for _, train, _ in datasets]
-    predicted = _predicted_training_labels(args, training) if config.conditioning == "tissue" else None
+    predicted = _predicted_training_labels(args, training) if config.conditioning != "image" else None
     train_diffusion(training, config, settings, [validation for _, _, validation in datasets], predicted)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
@@ -717,12 +717,12 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("--conditioning", choices=CONDITIONINGS, default="image",
                      help="image: the network sees the original (the paper's); tissue: also the blood-pool and wall "
                           "maps of the labels (at training: reference, degraded and predicted by the segmentation "
-                          "model of --models)")
+                          "model of --models); tissue-scar: those and the scar map (the Scar label or segment)")
     dif.add_argument("--normalisation", choices=NORMALISATIONS, default="slice",
                      help="slice: the network sees the slice's [0, 255] (the paper's); heart: from the slice's "
                           "minimum to the maximum of the crop around the heart")
     dif.add_argument("--models", type=Path, default=None,
-                     help="folder with the segmentation model for --conditioning tissue (default: bundled)")
+                     help="folder with the segmentation model for tissue conditioning (default: bundled)")
     dif.set_defaults(func=cmd_train_diffusion)
     return parser
 

@@ -49,7 +49,7 @@ class DiffusionConfig:
     localized: bool = True  # False: whole-image noise (the ablation)
     noise_hint: bool = False  # True: predict eps as (the noise x_t holds if the target is the original) + a residual
     dropout: float = 0.0  # in the residual blocks, while training only: regularises a model trained on few cases
-    conditioning: str = "image"  # image: the paper's (original only) | tissue: also blood-pool and wall maps
+    conditioning: str = "image"  # image: the paper's | tissue: also blood-pool and wall maps | tissue-scar: and scar
     normalisation: str = "slice"  # slice: the paper's [0, 255] of the slice | heart: the window of the heart crop
 
     @staticmethod
@@ -80,13 +80,20 @@ class DiffusionConfig:
         return asdict(self)
 
 
+# the label maps each conditioning shows the network (tissue_maps)
+MAPS = {"image": (), "tissue": ("blood_pool", "wall"), "tissue-scar": ("blood_pool", "wall", "scar")}
+
+
+def map_names(config: DiffusionConfig) -> tuple[str, ...]:
+    """The label maps the network reads: none (the paper's), blood pool and wall, or those and scar."""
+    return MAPS[config.conditioning]
+
+
 def condition_channels(config: DiffusionConfig) -> tuple[str, ...]:
-    """What the network sees beside x_t, in this order: the original; for tissue conditioning the blood-pool and
-    wall (myocardium + scar) maps; for heart normalisation the crop's intensity window on the slice's [0, 255]
-    scale as two constant maps (the gamma target depends on where the crop lies on that scale)."""
-    names = ("original",)
-    if config.conditioning == "tissue":
-        names += ("blood_pool", "wall")
+    """What the network sees beside x_t, in this order: the original; the label maps of ``map_names(config)``;
+    for heart normalisation the crop's intensity window on the slice's [0, 255] scale as two constant maps (the
+    gamma target depends on where the crop lies on that scale)."""
+    names = ("original",) + map_names(config)
     if config.normalisation == "heart":
         names += ("window_low", "window_high")
     return names
@@ -96,21 +103,30 @@ def build_condition(original255: np.ndarray, tissue: Optional[np.ndarray], confi
                     window: Optional[IntensityWindow] = None) -> tuple[np.ndarray, IntensityWindow]:
     """The condition channels (n, C, S, S) of ``condition_channels(config)`` from model-sized crops on the slice's
     [0, 255] scale, and the intensity window they were mapped with (``window``, else the crops' own).
-    ``tissue``: (n, 2, S, S) blood-pool and wall fractions in [0, 1] (needed for tissue conditioning)."""
+    ``tissue``: (n, M, S, S) fractions in [0, 1] of the M maps of ``map_names(config)`` (none for the paper's)."""
     window = window or IntensityWindow.of(original255, config.normalisation)
     channels = [window.forward(original255)[:, None]]
-    if config.conditioning == "tissue":
-        if tissue is None or tissue.shape != (len(original255), 2, *original255.shape[1:]):
-            raise ValueError("a tissue-conditioned model needs blood-pool and wall maps beside each crop")
+    names = map_names(config)
+    if names:
+        if tissue is None or tissue.shape != (len(original255), len(names), *original255.shape[1:]):
+            readable = [name.replace("_", "-") for name in names]
+            raise ValueError(f"a tissue-conditioned model needs {', '.join(readable[:-1])} and {readable[-1]} maps "
+                             "beside each crop")
         channels.append(tissue.astype(np.float32))
     if config.normalisation == "heart":
         channels.append(window.as_maps(original255.shape[-1]))
     return np.concatenate(channels, axis=1), window
 
 
-def tissue_maps(labels: np.ndarray) -> np.ndarray:
-    """(n, 2, h, w) float32: blood pool and wall (myocardium with scar) of (n, h, w) labels."""
-    return np.stack([labels == L.BLOOD_POOL, (labels == L.MYOCARDIUM) | (labels == L.SCAR)], axis=1).astype(np.float32)
+def tissue_maps(labels: np.ndarray, config: DiffusionConfig) -> np.ndarray:
+    """(n, M, h, w) float32: the maps of ``map_names(config)`` (blood pool, wall = myocardium with scar, scar) of
+    (n, h, w) labels."""
+    masks = {"blood_pool": labels == L.BLOOD_POOL, "wall": (labels == L.MYOCARDIUM) | (labels == L.SCAR),
+             "scar": labels == L.SCAR}
+    names = map_names(config)
+    if not names:
+        return np.zeros((len(labels), 0, *labels.shape[1:]), dtype=np.float32)
+    return np.stack([masks[name] for name in names], axis=1).astype(np.float32)
 
 
 def input_channels(config: DiffusionConfig) -> tuple[str, ...]:
@@ -165,19 +181,21 @@ class NoiseHintDenoiser(torch.nn.Module):
 SOURCE_LAYOUTS = {2: ("original", "noisy"), 3: ("original", "noisy", "hint")}
 
 
-def warm_start(network: torch.nn.Module, weights: dict, config: DiffusionConfig) -> None:
-    """Load weights of the same U-Net, or of the image-only model (with or without the noise hint) into a network
-    with more inputs (tissue maps, intensity window, hint). The inputs the source lacks start with zero weights,
-    so the network begins as the source did; from weights without the hint the output layer starts at zero too:
-    the network begins as the identity enhancement (eps = hint), on the source's features."""
+def warm_start(network: torch.nn.Module, weights: dict, config: DiffusionConfig,
+               source_config: Optional[DiffusionConfig] = None) -> None:
+    """Load weights of the same U-Net, or of one with fewer inputs, into a network with more inputs (label maps,
+    intensity window, hint): those of ``source_config`` where it is known (e.g. a tissue model into a tissue-scar
+    one), else the image-only model's (with or without the noise hint). The inputs the source lacks start with zero
+    weights, so the network begins as the source did; from weights without the hint the output layer starts at zero
+    too: the network begins as the identity enhancement (eps = hint), on the source's features."""
     hinted = isinstance(network, NoiseHintDenoiser)
     source_hinted = any(k.startswith("unet.") for k in weights)
     weights = {k[len("unet."):] if k.startswith("unet.") else k: v for k, v in weights.items()}
     target = input_channels(config)
     conv_in = weights["conv_in.weight"]
     if conv_in.shape[1] != len(target):
-        source = SOURCE_LAYOUTS.get(conv_in.shape[1])
-        if source is None or not set(source) <= set(target):
+        source = input_channels(source_config) if source_config else SOURCE_LAYOUTS.get(conv_in.shape[1])
+        if source is None or len(source) != conv_in.shape[1] or not set(source) <= set(target):
             raise RuntimeError(f"weights with {conv_in.shape[1]} input channels do not fit inputs {target}")
         expanded = conv_in.new_zeros(conv_in.shape[0], len(target), *conv_in.shape[2:])
         for index, name in enumerate(source):

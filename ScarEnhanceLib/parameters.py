@@ -11,7 +11,8 @@ SAMPLERS = ("ddpm", "fast")
 MAX_CROP_MARGIN = 4.0  # the crop is this many times the ROI's extent at most (beyond: the heart is a speck)
 DEVICES = ("auto", "cuda", "cpu")
 AUGMENTATIONS = ("standard", "strong")  # of the diffusion training samples (augment.py)
-CONDITIONINGS = ("image", "tissue")  # what the diffusion network sees beside x_t (diffusion.condition_channels)
+# what the diffusion network sees beside x_t (diffusion.condition_channels)
+CONDITIONINGS = ("image", "tissue", "tissue-scar")
 NORMALISATIONS = ("slice", "heart")  # the diffusion network's intensity window (volume.IntensityWindow)
 
 

@@ -65,7 +65,7 @@ def enhance(image: sitk.Image, labels: sitk.Image, model: LoadedModel, parameter
             progress: Optional[Progress] = None, roi: Optional[sitk.Image] = None) -> EnhancementResult:
     """Enhance ``image`` inside the heart ROI: ``roi`` > 0 if given, else ``labels`` > 0, dilated by
     ``dilation_mm`` in-plane. A tissue-conditioned model also reads the blood pool and the wall (myocardium and
-    scar) of ``labels``."""
+    scar) of ``labels``, and a tissue-scar one their scar."""
     parameters = parameters.validate()
     resolve_device(parameters.device)
     check_lambda_trained(model, parameters.lam)
@@ -78,7 +78,7 @@ def enhance(image: sitk.Image, labels: sitk.Image, model: LoadedModel, parameter
     roi_slices = as_slices(sitk.GetArrayFromImage(roi_image).astype(bool), axis)
     check_roi(roi_slices)
     tissue = as_slices(label_array, axis)
-    if model.config.conditioning == "tissue":
+    if diffusion.map_names(model.config):
         check_tissue_labels(tissue, roi_slices)
     with_roi = np.flatnonzero(roi_slices.any(axis=(1, 2)))
     scale = SliceScale.of(slices)
@@ -115,9 +115,9 @@ def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, labels: np.ndarray, 
     crops = resize(box.extract(slices255), size)
     masks = mask_to_model(box.extract(roi), size)
     tissue = None  # an image-only model (the bundled one) needs no maps
-    if config.conditioning == "tissue":
-        tissue = np.stack([resize(box.extract(m), size) for m in diffusion.tissue_maps(labels).transpose(1, 0, 2, 3)],
-                          axis=1)
+    if diffusion.map_names(config):
+        tissue = np.stack([resize(box.extract(m), size)
+                           for m in diffusion.tissue_maps(labels, config).transpose(1, 0, 2, 3)], axis=1)
     condition, window = diffusion.build_condition(crops, tissue, config)
     device = next(model.network.parameters()).device
     condition = torch.from_numpy(condition).to(device)

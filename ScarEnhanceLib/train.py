@@ -263,8 +263,19 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
                   "original_starts": settings.original_starts,
                   "original_start_balance": settings.original_start_balance,
                   "augmentation": settings.augmentation}
-    _warm_start(settings, run_config, lambda weights: warm_start(network, weights, config))
+    source = _run_model_config(settings.init_weights)
+    _warm_start(settings, run_config, lambda weights: warm_start(network, weights, config, source))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
+
+
+def _run_model_config(weights: Optional[Path]) -> Optional[DiffusionConfig]:
+    """The diffusion configuration a run folder saves beside its weights (config.json), which names their inputs;
+    None for weights without one (a bundled file)."""
+    run_file = Path(weights).with_name("config.json") if weights else None
+    if run_file is None or not run_file.is_file():
+        return None
+    run = json.loads(run_file.read_text(encoding="utf-8"))
+    return DiffusionConfig.from_dict(run["model"]) if run.get("kind") == "diffusion" else None
 
 
 def _original_starts(scheduler, original: torch.Tensor, target: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,

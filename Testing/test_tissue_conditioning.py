@@ -1,16 +1,17 @@
-"""Tissue-aware conditioning (blood-pool and wall maps beside the image) and the heart intensity window."""
+"""Tissue-aware conditioning (blood-pool, wall and scar maps beside the image) and the heart intensity window."""
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from safetensors.torch import load_file
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.augment import DiffusionSamples, degrade_labels
 from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.diffusion import (DiffusionConfig, build_condition, build_denoiser, condition_channels,
-                                      training_scheduler, warm_start)
+                                      tissue_maps, training_scheduler, warm_start)
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
 from ScarEnhanceLib.volume import InputError, IntensityWindow
 from ScarEnhanceLib.weights import ENHANCEMENT, LoadedModel, load
@@ -21,21 +22,23 @@ from test_train import _png_dataset
 
 TISSUE = replace(TINY_DIFFUSION, conditioning="tissue")
 TISSUE_HEART = replace(TISSUE, normalisation="heart")
+TISSUE_SCAR = replace(TISSUE_HEART, conditioning="tissue-scar")
 
 
 class WallOracle(torch.nn.Module):
-    """Predicts the exact noise toward original + 0.4 * wall map: brightens what the labels call wall, only that."""
+    """Predicts the exact noise toward original + 0.4 * one map (the wall by default): brightens what the labels
+    call that, only that."""
 
-    def __init__(self, config: DiffusionConfig):
+    def __init__(self, config: DiffusionConfig, brightened: str = "wall"):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.abar = training_scheduler(config).alphas_cumprod
-        self.wall = condition_channels(config).index("wall")
+        self.map = condition_channels(config).index(brightened)
 
     def forward(self, model_input, t):
-        original, wall, x_t = model_input[:, :1], model_input[:, self.wall:self.wall + 1], model_input[:, -1:]
+        original, chosen, x_t = model_input[:, :1], model_input[:, self.map:self.map + 1], model_input[:, -1:]
         a = self.abar[t].view(-1, 1, 1, 1)
-        return _Output((x_t - a.sqrt() * (original + 0.4 * wall)) / (1 - a).sqrt())
+        return _Output((x_t - a.sqrt() * (original + 0.4 * chosen)) / (1 - a).sqrt())
 
 
 def _with_labels(reference: sitk.Image, array: np.ndarray) -> sitk.Image:
@@ -169,3 +172,88 @@ def test_train_and_bundle_a_tissue_model_that_enhances_with_the_labels(tmp_path,
     labels = _with_labels(image, case.labels)
     enhanced = sitk.GetArrayFromImage(enhance(image, labels, loaded, EnhanceParameters(k=1, steps=2)).enhanced)
     assert np.isfinite(enhanced).all() and np.array_equal(enhanced[case.labels == 0], case.images[case.labels == 0])
+
+
+def test_a_tissue_scar_model_reads_the_scar_map_third():
+    labels = phantom_case(seed=0).labels
+    maps = tissue_maps(labels, TISSUE_SCAR)
+    assert condition_channels(TISSUE_SCAR) == ("original", "blood_pool", "wall", "scar", "window_low", "window_high")
+    assert (labels == L.SCAR).any()
+    np.testing.assert_array_equal(maps[:, 2], labels == L.SCAR)
+    np.testing.assert_array_equal(maps[:, :2], tissue_maps(labels, TISSUE))  # blood pool and wall as before
+    assert tissue_maps(labels, TINY_DIFFUSION).shape == (len(labels), 0, *labels.shape[1:])
+    crops = np.random.default_rng(0).uniform(0, 200, (2, 32, 32)).astype(np.float32)
+    with pytest.raises(ValueError, match="needs blood-pool, wall and scar maps"):
+        build_condition(crops, np.zeros((2, 2, 32, 32), dtype=np.float32), TISSUE_SCAR)
+
+
+def test_degraded_scar_maps_miss_move_and_invent_scar_inside_the_wall():
+    labels = phantom_case(seed=1).labels[1]
+    scar = labels == L.SCAR
+    rng = np.random.default_rng(0)
+    draws = [degrade_labels(labels, (1.6, 1.6), rng, keep_scar=True) for _ in range(60)]
+    assert all(set(np.unique(d)) <= {L.BACKGROUND, L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR} for d in draws)
+    missed = sum(not (d == L.SCAR).any() for d in draws)
+    invented = sum(((d == L.SCAR) & ~ndimage_dilated(scar, 4)).any() for d in draws)
+    assert 4 <= missed <= 24 and 8 <= invented <= 36  # about a fifth and about a third of the draws
+    kept = [d for d in draws if (d == L.SCAR).any()]
+    overlap = [((d == L.SCAR) & scar).sum() / scar.sum() for d in kept]
+    assert np.median(overlap) > 0.4  # moved, not lost
+
+
+def ndimage_dilated(mask: np.ndarray, pixels: int) -> np.ndarray:
+    from scipy import ndimage
+    return ndimage.binary_dilation(mask, iterations=pixels)
+
+
+def test_tissue_scar_samples_carry_a_scar_map_that_mostly_follows_the_reference():
+    case = phantom_case(seed=0)
+    samples = DiffusionSamples([[case]], TISSUE_SCAR, np.random.default_rng(0))
+    condition, target, roi, scar = samples(30)
+    assert condition.shape == (30, 6, 32, 32)
+    scar_map = condition[:, 3]
+    assert float(roi[:, 0][scar_map > 0.5].mean()) > 0.99  # inside the noised ROI
+    with_scar = scar.sum(dim=(1, 2, 3)) > 5
+    agreement = (scar_map > 0.5) & (scar[:, 0] > 0.5)
+    assert float(agreement.sum()) > 0.3 * float((scar > 0.5).sum())
+    assert int((scar_map[with_scar].sum(dim=(1, 2)) == 0).sum()) >= 1  # some maps miss the scar
+
+
+def test_a_tissue_scar_network_warm_started_from_a_tissue_one_starts_as_it():
+    torch.manual_seed(0)
+    tissue = build_denoiser(TISSUE_HEART).eval()
+    with_scar = build_denoiser(TISSUE_SCAR).eval()
+    warm_start(with_scar, tissue.state_dict(), TISSUE_SCAR, source_config=TISSUE_HEART)
+    original, x_t = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
+    maps, window, scar = torch.rand(2, 2, 32, 32), torch.rand(2, 2, 32, 32), torch.rand(2, 1, 32, 32)
+    t = torch.tensor([3, 200])
+    with torch.no_grad():
+        expected = tissue(torch.cat([original, maps, window, x_t], 1), t).sample
+        actual = with_scar(torch.cat([original, maps, scar, window, x_t], 1), t).sample
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+    with pytest.raises(RuntimeError, match="do not fit inputs"):  # without the source's layout it cannot place them
+        warm_start(build_denoiser(TISSUE_SCAR), tissue.state_dict(), TISSUE_SCAR)
+
+
+def test_enhance_passes_the_scar_label_as_the_scar_map(phantom):
+    image, labels = phantom
+    oracle = LoadedModel("oracle", WallOracle(TISSUE_SCAR, brightened="scar"), TISSUE_SCAR, {})
+    result = enhance(image, labels, oracle, EnhanceParameters(k=1, steps=5))
+    original, enhanced, truth = _arrays(image, result.enhanced, labels)
+    change = enhanced.astype(float) - original
+    assert np.median(change[truth == L.SCAR]) > 10 * abs(np.median(change[truth == L.MYOCARDIUM]))
+    without_scar = _with_labels(labels, np.where(truth == L.SCAR, L.MYOCARDIUM, truth))
+    unchanged = enhance(image, without_scar, oracle, EnhanceParameters(k=1, steps=5)).enhanced
+    np.testing.assert_allclose(sitk.GetArrayFromImage(unchanged)[truth > 0], original[truth > 0], atol=1.0)
+
+
+def test_train_a_tissue_scar_model_from_a_tissue_run(tmp_path, tiny_models):
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
+    common = ["--dataset", str(dataset), "--iterations", "1", "--batch-size", "2", "--image-size", "32",
+              "--channels", "16", "32", "--max-timestep", "300", "--device", "cpu", "--normalisation", "heart",
+              "--models", str(tiny_models)]
+    assert main(["train-diffusion", *common, "--run-dir", str(tmp_path / "tissue"), "--conditioning", "tissue"]) == 0
+    assert main(["train-diffusion", *common, "--run-dir", str(tmp_path / "scar"), "--conditioning", "tissue-scar",
+                 "--init-weights", str(tmp_path / "tissue" / "model.safetensors")]) == 0
+    weights = load_file(str(tmp_path / "scar" / "model.safetensors"))
+    assert weights["conv_in.weight"].shape[1] == len(condition_channels(TISSUE_SCAR)) + 1
