@@ -537,7 +537,7 @@ def cmd_train_segmentation(args) -> int:
 
 
 def cmd_train_diffusion(args) -> int:
-    from .diffusion import DiffusionConfig
+    from .diffusion import DiffusionConfig, map_names
     from .train import train_diffusion
     datasets = _split_cases(args)
     unusable = [spec.root.name for spec, _, _ in datasets if not spec.labels_scar]
@@ -550,7 +550,7 @@ def cmd_train_diffusion(args) -> int:
                          augmentation=args.augmentation, original_starts=args.original_starts,
                          original_start_balance=args.original_start_balance)
     training = [train for _, train, _ in datasets]
-    predicted = _predicted_training_labels(args, training) if config.conditioning != "image" else None
+    predicted = _predicted_training_labels(args, training) if map_names(config) else None  # maps to train on
     train_diffusion(training, config, settings, [validation for _, _, validation in datasets], predicted)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
