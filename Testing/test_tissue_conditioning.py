@@ -6,6 +6,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 from safetensors.torch import load_file
+from scipy import ndimage
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.augment import DiffusionSamples, degrade_labels
@@ -194,16 +195,11 @@ def test_degraded_scar_maps_miss_move_and_invent_scar_inside_the_wall():
     draws = [degrade_labels(labels, (1.6, 1.6), rng, keep_scar=True) for _ in range(60)]
     assert all(set(np.unique(d)) <= {L.BACKGROUND, L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR} for d in draws)
     missed = sum(not (d == L.SCAR).any() for d in draws)
-    invented = sum(((d == L.SCAR) & ~ndimage_dilated(scar, 4)).any() for d in draws)
+    invented = sum(((d == L.SCAR) & ~ndimage.binary_dilation(scar, iterations=4)).any() for d in draws)
     assert 4 <= missed <= 24 and 8 <= invented <= 36  # about a fifth and about a third of the draws
     kept = [d for d in draws if (d == L.SCAR).any()]
     overlap = [((d == L.SCAR) & scar).sum() / scar.sum() for d in kept]
     assert np.median(overlap) > 0.4  # moved, not lost
-
-
-def ndimage_dilated(mask: np.ndarray, pixels: int) -> np.ndarray:
-    from scipy import ndimage
-    return ndimage.binary_dilation(mask, iterations=pixels)
 
 
 def test_tissue_scar_samples_carry_a_scar_map_that_mostly_follows_the_reference():
