@@ -57,11 +57,7 @@ def degrade_labels(labels: np.ndarray, spacing: tuple, rng: np.random.Generator,
     if keep_scar:
         degraded[_degraded_scar(labels == L.SCAR, degraded == L.MYOCARDIUM, pixel_mm, rng)] = L.SCAR
     if rng.random() < 0.3 and heart.any():
-        rows, cols = np.nonzero(heart)
-        centre = rng.integers(len(rows))
-        radius = rng.uniform(1.0, 6.0) / pixel_mm
-        grid_rows, grid_cols = np.ogrid[:labels.shape[0], :labels.shape[1]]
-        degraded[(grid_rows - rows[centre]) ** 2 + (grid_cols - cols[centre]) ** 2 <= radius ** 2] = L.BACKGROUND
+        degraded[_random_disc(heart, (1.0, 6.0), pixel_mm, rng)] = L.BACKGROUND
     shift = np.round(rng.uniform(-3.0, 3.0, 2) / pixel_mm).astype(int)
     return np.roll(degraded, tuple(shift), axis=(0, 1))
 
@@ -76,12 +72,17 @@ def _degraded_scar(scar: np.ndarray, wall: np.ndarray, pixel_mm: float, rng: np.
     the network learns to check the map against the image rather than to brighten whatever the map calls scar."""
     scar = np.zeros_like(scar) if rng.random() < MISSED_SCAR else _moved_border(scar, pixel_mm, rng, limit_mm=2.0)
     if rng.random() < INVENTED_SCAR and wall.any():
-        rows, cols = np.nonzero(wall)
-        centre = rng.integers(len(rows))
-        radius = rng.uniform(2.0, 6.0) / pixel_mm
-        grid_rows, grid_cols = np.ogrid[:scar.shape[0], :scar.shape[1]]
-        scar = scar | ((grid_rows - rows[centre]) ** 2 + (grid_cols - cols[centre]) ** 2 <= radius ** 2)
+        scar = scar | _random_disc(wall, (2.0, 6.0), pixel_mm, rng)
     return scar & wall
+
+
+def _random_disc(within: np.ndarray, radius_mm: tuple, pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """A disc of a random radius in ``radius_mm`` centred on a random pixel of ``within`` (a hole, a false patch)."""
+    rows, cols = np.nonzero(within)
+    centre = rng.integers(len(rows))
+    radius = rng.uniform(*radius_mm) / pixel_mm
+    grid_rows, grid_cols = np.ogrid[:within.shape[0], :within.shape[1]]
+    return (grid_rows - rows[centre]) ** 2 + (grid_cols - cols[centre]) ** 2 <= radius ** 2
 
 
 def _moved_border(mask: np.ndarray, pixel_mm: float, rng: np.random.Generator, limit_mm: float = 3.0) -> np.ndarray:
