@@ -217,12 +217,13 @@ def _paste(probabilities: torch.Tensor, corners: np.ndarray, shape: tuple[int, i
 
 
 @torch.inference_mode()
-def predict_slices(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
-                   config: SegmentationConfig, device: torch.device,
-                   on_slice: Optional[Callable[[], None]] = None, slice_mm: Optional[float] = None) -> np.ndarray:
-    """Label (n, h, w) of (n, h, w) slices with in-plane ``spacing`` (mm): the heart is found on the whole
-    frames, then segmented in one window per slice centred on it (no window border crosses the heart).
-    ``slice_mm``: the distance between slices (unknown: no neighbour slices shown to a 2.5D model)."""
+def slice_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
+                        config: SegmentationConfig, device: torch.device,
+                        on_slice: Optional[Callable[[], None]] = None,
+                        slice_mm: Optional[float] = None) -> np.ndarray:
+    """Class probabilities (n, classes, h, w) of (n, h, w) slices with in-plane ``spacing`` (mm): the heart is
+    found on the whole frames, then segmented in one window per slice centred on it (no window border crosses
+    the heart). ``slice_mm``: the distance between slices (unknown: no neighbour slices shown to a 2.5D model)."""
     model.eval()
     predictor = _network_input(config, model)
     scaled = [normalise_for_segmentation(s) if config.normalisation == "slice" else s for s in slices]
@@ -233,14 +234,21 @@ def predict_slices(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[fl
     windows, corners = _centred_windows(frames, centres, config.patch_size)
     fine = torch.cat([flip_averaged_probabilities(predictor, batch) for batch in windows.split(8)])
     probabilities = _paste(fine, corners, tuple(frames.shape[-2:]))
-    out = np.zeros(slices.shape, dtype=np.uint8)
+    out = np.zeros((len(slices), probabilities.shape[1], *slices.shape[1:]), dtype=np.float32)
     for index in range(len(slices)):
-        upsampled = F.interpolate(probabilities[index:index + 1], size=slices.shape[1:], mode="bilinear",
-                                  align_corners=False)
-        out[index] = upsampled.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+        out[index] = F.interpolate(probabilities[index:index + 1], size=slices.shape[1:], mode="bilinear",
+                                   align_corners=False)[0].cpu().numpy()
         if on_slice is not None:
             on_slice()
     return out
+
+
+def predict_slices(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
+                   config: SegmentationConfig, device: torch.device,
+                   on_slice: Optional[Callable[[], None]] = None, slice_mm: Optional[float] = None) -> np.ndarray:
+    """Label (n, h, w): the most probable class of ``slice_probabilities``."""
+    probabilities = slice_probabilities(model, slices, spacing, config, device, on_slice, slice_mm)
+    return probabilities.argmax(axis=1).astype(np.uint8)
 
 
 def postprocess(labels: np.ndarray, slice_axis_index: int = 0) -> np.ndarray:

@@ -9,7 +9,7 @@ from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.segmentation import (SegmentationConfig, build_segmenter, context_indices, dilate_roi, has_context,
                                          heart_centres, normalise_for_segmentation, normalise_windows, postprocess,
                                          flip_averaged_probabilities, predict_slices, resample_slice, segment_heart,
-                                         warm_start_segmenter)
+                                         slice_probabilities, warm_start_segmenter)
 from ScarEnhanceLib.volume import same_geometry
 
 from conftest import TINY_SEGMENTATION
@@ -49,6 +49,17 @@ def test_predictions_have_the_slice_shape_for_any_matrix():
     slices = np.random.default_rng(0).normal(size=(2, 77, 131)).astype(np.float32)
     predicted = predict_slices(model, slices, (0.7, 0.7), TINY_SEGMENTATION, torch.device("cpu"))
     assert predicted.shape == slices.shape and predicted.max() < L.NUM_CLASSES
+
+
+def test_slice_probabilities_are_per_class_and_give_the_predicted_labels():
+    torch.manual_seed(0)
+    model = build_segmenter(TINY_SEGMENTATION)
+    slices = np.random.default_rng(1).normal(size=(2, 60, 90)).astype(np.float32)
+    probabilities = slice_probabilities(model, slices, (1.0, 1.0), TINY_SEGMENTATION, torch.device("cpu"))
+    assert probabilities.shape == (2, L.NUM_CLASSES, 60, 90)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    predicted = predict_slices(model, slices, (1.0, 1.0), TINY_SEGMENTATION, torch.device("cpu"))
+    np.testing.assert_array_equal(predicted, probabilities.argmax(axis=1))
 
 
 def test_segment_heart_keeps_geometry_with_a_thick_first_axis(phantom):
