@@ -36,15 +36,18 @@ benchmark: venv
 # again and it continues from $(SEG_RUN)/checkpoint.pt; LR=... lowers the learning rate of a resumed run.
 # CONTEXT=1 shows the network the neighbour slice on each side (2.5D); SEG_INIT=weights starts a new run from
 # a trained model (a 2D one into a 2.5D run: the neighbour inputs start at zero weight); SCAR_WEIGHT weighs the
-# scar class in the loss.
+# scar class in the loss; SHARES="3 1 1" draws batches from EMIDEC, MyoPS and MS-CMRSeg in those shares
+# (default: equal).
 DATA ?= ../shared/data
 SEG_RUN ?= runs/segmentation
 LR ?= 5e-4
 CONTEXT ?= 0
 SEG_INIT ?=
 SCAR_WEIGHT ?= 1
+SHARES ?=
 SEG_DATA := --dataset $(DATA)/emidec --dataset $(DATA)/myops2020_train25 --dataset $(DATA)/mscmrseg19_lge \
-	--context-slices $(CONTEXT) --scar-weight $(SCAR_WEIGHT) $(if $(SEG_INIT),--init-weights $(SEG_INIT))
+	--context-slices $(CONTEXT) --scar-weight $(SCAR_WEIGHT) $(if $(SEG_INIT),--init-weights $(SEG_INIT)) \
+	$(if $(SHARES),--dataset-share $(SHARES))
 train-segmentation: venv
 	$(BIN)/scarenhance train-segmentation $(SEG_DATA) --run-dir $(SEG_RUN) --iterations 60000 \
 		--checkpoint-every 500 --learning-rate $(LR) --threads 2

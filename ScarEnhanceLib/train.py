@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -327,13 +327,14 @@ def _merged_scar_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def train_segmentation(datasets: list[tuple[list[Case], bool]], config: SegmentationConfig, settings: TrainSettings,
-                       validation_cases: Optional[list[Case]] = None) -> dict:
+                       validation_cases: Optional[list[Case]] = None,
+                       shares: Optional[Sequence[float]] = None) -> dict:
     """``datasets``: (cases, labels scar) per data set; where scar is not labelled (MS-CMRSeg) the loss merges
     scar into myocardium. Each data set gives the same share of the batches, so a small one from another site
-    (MyoPS) weighs as much as EMIDEC's 600 slices."""
+    (MyoPS) weighs as much as EMIDEC's 600 slices; ``shares`` (one per data set) weighs them otherwise."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
-    samples = _MixedSegmentationSamples(datasets, config, rng)
+    samples = _MixedSegmentationSamples(datasets, config, rng, shares)
     # batch Dice: scar is absent from most patches; the scar weight weighs that class in Dice and CE alike
     class_weights = torch.ones(L.NUM_CLASSES)
     class_weights[L.SCAR] = settings.scar_weight
@@ -358,21 +359,27 @@ def train_segmentation(datasets: list[tuple[list[Case], bool]], config: Segmenta
                       for c in validation_cases]
             return {f"val_dice_{k}": float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
 
-    run_config = {"kind": "segmentation", "model": config.to_dict(), "scar_weight": settings.scar_weight}
+    run_config = {"kind": "segmentation", "model": config.to_dict(), "scar_weight": settings.scar_weight,
+                  "dataset_shares": samples.shares.tolist()}
     network = build_segmenter(config)
     _warm_start(settings, run_config, lambda weights: warm_start_segmenter(network, weights))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
 
 
 class _MixedSegmentationSamples:
-    """Batches from one data set at a time, each data set equally often; each batch carries a flag: its scar
-    is merged into myocardium (the data set does not label scar)."""
+    """Batches from one data set at a time, each data set equally often (or by ``shares``); each batch carries a
+    flag: its scar is merged into myocardium (the data set does not label scar)."""
 
-    def __init__(self, datasets: list[tuple[list[Case], bool]], config: SegmentationConfig, rng: np.random.Generator):
-        self.sources = [(SegmentationSamples(cases, config, rng), not labels_scar)
-                        for cases, labels_scar in datasets if cases]
-        if not self.sources:
+    def __init__(self, datasets: list[tuple[list[Case], bool]], config: SegmentationConfig, rng: np.random.Generator,
+                 shares: Optional[Sequence[float]] = None):
+        if shares is not None and (len(shares) != len(datasets) or min(shares) < 0 or sum(shares) <= 0):
+            raise ValueError(f"give one non-negative share per data set ({len(datasets)}), not all zero: {shares}")
+        shares = np.ones(len(datasets)) if shares is None else np.asarray(shares, dtype=float)
+        used = [index for index, (cases, _) in enumerate(datasets) if cases and shares[index] > 0]
+        if not used:
             raise ValueError("no training cases")
+        self.sources = [(SegmentationSamples(datasets[i][0], config, rng), not datasets[i][1]) for i in used]
+        self.shares = shares[used] / shares[used].sum()
         self.rng = rng
 
     def reseed(self, rng: np.random.Generator) -> None:
@@ -381,5 +388,5 @@ class _MixedSegmentationSamples:
             source.reseed(rng)
 
     def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        source, merged = self.sources[self.rng.integers(len(self.sources))]
+        source, merged = self.sources[self.rng.choice(len(self.sources), p=self.shares)]
         return (*source(batch_size), torch.tensor(merged))

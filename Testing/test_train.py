@@ -289,6 +289,22 @@ def test_each_training_data_set_gives_an_equal_share_of_segmentation_batches():
     assert 0.4 < np.mean(merged) < 0.6  # 2 of 26 slices, yet half of the batches
 
 
+def test_dataset_shares_weigh_the_segmentation_batches():
+    big = [phantom_case(seed=s, slices=6) for s in range(2)]
+    small = [phantom_case(seed=9, slices=2)]
+    samples = _MixedSegmentationSamples([(big, True), (small, False)], TINY_SEGMENTATION, np.random.default_rng(0),
+                                        shares=[3, 1])
+    merged = [bool(samples(1)[2]) for _ in range(800)]
+    assert 0.18 < np.mean(merged) < 0.32 and samples.shares.tolist() == [0.75, 0.25]
+    left_out = _MixedSegmentationSamples([(big, True), (small, False)], TINY_SEGMENTATION, np.random.default_rng(0),
+                                         shares=[1, 0])
+    assert not any(bool(left_out(1)[2]) for _ in range(50))
+    for shares in ([1], [1, -1], [0, 0]):
+        with pytest.raises(ValueError, match="one non-negative share per data set"):
+            _MixedSegmentationSamples([(big, True), (small, False)], TINY_SEGMENTATION, np.random.default_rng(0),
+                                      shares=shares)
+
+
 def test_segmentation_patches_are_scaled_per_window_as_at_inference():
     config = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64, normalisation="window")
     samples = SegmentationSamples([phantom_case(seed=0)], config, np.random.default_rng(0))
@@ -311,7 +327,14 @@ def test_train_segmentation_command_builds_the_network_it_is_asked_for(tmp_path)
     assert main(["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
                  "--patch-size", "64", "--channels", "8", "16", "--device", "cpu", "--scar-weight", "3",
                  "--run-dir", str(tmp_path / "weighted")]) == 0
-    assert json.loads((tmp_path / "weighted" / "config.json").read_text(encoding="utf-8"))["scar_weight"] == 3.0
+    weighted = json.loads((tmp_path / "weighted" / "config.json").read_text(encoding="utf-8"))
+    assert weighted["scar_weight"] == 3.0 and weighted["dataset_shares"] == [1.0]
+    two = ["--dataset", str(dataset), "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
+           "--patch-size", "64", "--channels", "8", "16", "--device", "cpu"]
+    assert main(["train-segmentation", *two, "--dataset-share", "3", "1", "--run-dir", str(tmp_path / "shared")]) == 0
+    shared = json.loads((tmp_path / "shared" / "config.json").read_text(encoding="utf-8"))
+    assert shared["dataset_shares"] == [0.75, 0.25]
+    assert main(["train-segmentation", *two, "--dataset-share", "1", "--run-dir", str(tmp_path / "short")]) != 0
 
 
 def test_25d_patches_carry_the_neighbour_slices_in_either_order():
