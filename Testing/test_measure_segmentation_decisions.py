@@ -1,0 +1,42 @@
+"""The decision study (benchmarks/measure_segmentation_decisions.py) averages models' probabilities and moves the
+scar threshold before the labels are post-processed."""
+import numpy as np
+
+from ScarEnhanceLib import labels as L
+
+from conftest import load_benchmark
+
+
+def _probabilities(scar: float) -> np.ndarray:
+    """One 1x12x12 slice: blood pool in the middle, a wall around it whose scar probability is ``scar``."""
+    probabilities = np.zeros((1, L.NUM_CLASSES, 12, 12), np.float32)
+    probabilities[0, L.BACKGROUND] = 1.0
+    probabilities[0, :, 3:9, 3:9] = 0.0
+    probabilities[0, L.MYOCARDIUM, 3:9, 3:9] = 1.0 - scar
+    probabilities[0, L.SCAR, 3:9, 3:9] = scar
+    probabilities[0, :, 5:7, 5:7] = 0.0
+    probabilities[0, L.BLOOD_POOL, 5:7, 5:7] = 1.0
+    return probabilities
+
+
+def test_scaling_the_scar_probability_moves_the_threshold_and_models_are_averaged():
+    script = load_benchmark("measure_segmentation_decisions")
+    unsure = _probabilities(0.4)
+    assert not (script.labels_from([unsure]) == L.SCAR).any()
+    assert (script.labels_from([unsure], scar_scale=2.0) == L.SCAR).sum() == 32  # the 6x6 wall minus the 2x2 pool
+    averaged = script.labels_from([_probabilities(0.9), _probabilities(0.0)])  # mean 0.45: myocardium
+    assert (averaged == L.MYOCARDIUM).sum() == 32 and (averaged == L.BLOOD_POOL).sum() == 4
+    rows = script.variants(["a", "b"])
+    assert rows["a"] == ([0], 1.0) and rows["mean of all"] == ([0, 1], 1.0)
+    assert rows["a, scar probability x2.0"] == ([0], 2.0)
+    assert "mean of all" not in script.variants(["a"])
+
+
+def test_the_table_names_each_decision():
+    script = load_benchmark("measure_segmentation_decisions")
+    summary = {"wall": 0.8, "myocardium": 0.75, "scar": 0.5, "scar_cases": 7, "false_positive_scar_ml": 1.0,
+               "scar_burden_mad": 4.0, "scar_burden_bias": -2.0}
+    table = script.markdown("emidec (val split)", {"a": summary})
+    assert "| a | 0.800 | 0.750 | 0.500 (7) | 1.00 | 4.0, -2.0 |" in table
+    without_normal_cases = {k: v for k, v in summary.items() if k != "false_positive_scar_ml"}
+    assert "| b | 0.800 | 0.750 | 0.500 (7) | n/a | 4.0, -2.0 |" in script.markdown("myops", {"b": without_normal_cases})
