@@ -217,13 +217,11 @@ def _paste(probabilities: torch.Tensor, corners: np.ndarray, shape: tuple[int, i
 
 
 @torch.inference_mode()
-def slice_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
-                        config: SegmentationConfig, device: torch.device,
-                        on_slice: Optional[Callable[[], None]] = None,
-                        slice_mm: Optional[float] = None) -> np.ndarray:
-    """Class probabilities (n, classes, h, w) of (n, h, w) slices with in-plane ``spacing`` (mm): the heart is
-    found on the whole frames, then segmented in one window per slice centred on it (no window border crosses
-    the heart). ``slice_mm``: the distance between slices (unknown: no neighbour slices shown to a 2.5D model)."""
+def _frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
+                         config: SegmentationConfig, device: torch.device,
+                         slice_mm: Optional[float]) -> torch.Tensor:
+    """(n, classes, h', w') probabilities at the model's spacing: the heart is found on the whole frames, then
+    segmented in one window per slice centred on it (no window border crosses the heart)."""
     model.eval()
     predictor = _network_input(config, model)
     scaled = [normalise_for_segmentation(s) if config.normalisation == "slice" else s for s in slices]
@@ -233,22 +231,35 @@ def slice_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tup
     centres = heart_centres((coarse.argmax(dim=1) > 0).cpu().numpy(), int(np.ceil(SEAM_BRIDGE_MM / config.spacing_mm)))
     windows, corners = _centred_windows(frames, centres, config.patch_size)
     fine = torch.cat([flip_averaged_probabilities(predictor, batch) for batch in windows.split(8)])
-    probabilities = _paste(fine, corners, tuple(frames.shape[-2:]))
-    out = np.zeros((len(slices), probabilities.shape[1], *slices.shape[1:]), dtype=np.float32)
-    for index in range(len(slices)):
-        out[index] = F.interpolate(probabilities[index:index + 1], size=slices.shape[1:], mode="bilinear",
-                                   align_corners=False)[0].cpu().numpy()
+    return _paste(fine, corners, tuple(frames.shape[-2:]))
+
+
+def _per_slice(probabilities: torch.Tensor, shape: tuple[int, int], on_slice: Optional[Callable[[], None]]):
+    """Each slice's (classes, h, w) probabilities back at the slices' ``shape``, one at a time."""
+    for index in range(len(probabilities)):
+        yield F.interpolate(probabilities[index:index + 1], size=shape, mode="bilinear",
+                            align_corners=False)[0].cpu().numpy()
         if on_slice is not None:
             on_slice()
-    return out
+
+
+def slice_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
+                        config: SegmentationConfig, device: torch.device,
+                        on_slice: Optional[Callable[[], None]] = None,
+                        slice_mm: Optional[float] = None) -> np.ndarray:
+    """Class probabilities (n, classes, h, w) of (n, h, w) slices with in-plane ``spacing`` (mm).
+    ``slice_mm``: the distance between slices (unknown: no neighbour slices shown to a 2.5D model)."""
+    probabilities = _frame_probabilities(model, slices, spacing, config, device, slice_mm)
+    return np.stack(list(_per_slice(probabilities, slices.shape[1:], on_slice))).astype(np.float32)
 
 
 def predict_slices(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
                    config: SegmentationConfig, device: torch.device,
                    on_slice: Optional[Callable[[], None]] = None, slice_mm: Optional[float] = None) -> np.ndarray:
-    """Label (n, h, w): the most probable class of ``slice_probabilities``."""
-    probabilities = slice_probabilities(model, slices, spacing, config, device, on_slice, slice_mm)
-    return probabilities.argmax(axis=1).astype(np.uint8)
+    """Label (n, h, w): the most probable class of each pixel, a slice at a time (a large volume's probabilities
+    at full resolution need not all be in memory at once)."""
+    probabilities = _frame_probabilities(model, slices, spacing, config, device, slice_mm)
+    return np.stack([p.argmax(axis=0).astype(np.uint8) for p in _per_slice(probabilities, slices.shape[1:], on_slice)])
 
 
 def postprocess(labels: np.ndarray, slice_axis_index: int = 0) -> np.ndarray:
