@@ -216,7 +216,6 @@ def _paste(probabilities: torch.Tensor, corners: np.ndarray, shape: tuple[int, i
     return frames
 
 
-@torch.inference_mode()
 def _frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
                          config: SegmentationConfig, device: torch.device,
                          slice_mm: Optional[float]) -> torch.Tensor:
@@ -243,6 +242,7 @@ def _per_slice(probabilities: torch.Tensor, shape: tuple[int, int], on_slice: Op
             on_slice()
 
 
+@torch.inference_mode()
 def slice_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
                         config: SegmentationConfig, device: torch.device,
                         on_slice: Optional[Callable[[], None]] = None,
@@ -253,6 +253,7 @@ def slice_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tup
     return np.stack(list(_per_slice(probabilities, slices.shape[1:], on_slice))).astype(np.float32)
 
 
+@torch.inference_mode()
 def predict_slices(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
                    config: SegmentationConfig, device: torch.device,
                    on_slice: Optional[Callable[[], None]] = None, slice_mm: Optional[float] = None) -> np.ndarray:

@@ -39,4 +39,5 @@ def test_the_table_names_each_decision():
     table = script.markdown("emidec (val split)", {"a": summary})
     assert "| a | 0.800 | 0.750 | 0.500 (7) | 1.00 | 4.0, -2.0 |" in table
     without_normal_cases = {k: v for k, v in summary.items() if k != "false_positive_scar_ml"}
-    assert "| b | 0.800 | 0.750 | 0.500 (7) | n/a | 4.0, -2.0 |" in script.markdown("myops", {"b": without_normal_cases})
+    table = script.markdown("myops", {"b": without_normal_cases})
+    assert "| b | 0.800 | 0.750 | 0.500 (7) | n/a | 4.0, -2.0 |" in table
