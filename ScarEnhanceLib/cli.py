@@ -479,6 +479,8 @@ def _add_training_arguments(parser: argparse.ArgumentParser, iterations: int, ba
     parser.add_argument("--iterations", type=int, default=iterations)
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
+                        help="constant, or cosine: a 250-iteration warm-up, then down to 0 at --iterations")
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -520,7 +522,7 @@ def _settings(args, **extra):
                          learning_rate=args.learning_rate, checkpoint_every=args.checkpoint_every,
                          seed=args.seed, device=args.device, workers=args.workers,
                          time_limit_minutes=args.time_limit, init_weights=args.init_weights,
-                         scar_weight=args.scar_weight, **extra)
+                         scar_weight=args.scar_weight, lr_schedule=args.lr_schedule, **extra)
 
 
 def cmd_train_segmentation(args) -> int:

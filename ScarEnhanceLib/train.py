@@ -35,6 +35,8 @@ from .segmentation import SegmentationConfig, build_segmenter, warm_start_segmen
 
 
 CHECKPOINT = "checkpoint.pt"  # resumable state in the run folder
+LR_SCHEDULES = ("constant", "cosine")
+WARMUP_ITERATIONS = 250  # cosine: a fresh optimiser's first steps at full rate would jolt warm-started weights
 
 
 @dataclass
@@ -61,8 +63,13 @@ class TrainSettings:
     snapshot_every: int = 1000  # keep the EMA weights of every this many iterations (equal-budget comparisons)
     workers: int = 0  # data-loader processes drawing augmented batches; a GPU starves without them
     time_limit_minutes: Optional[float] = None  # stop (checkpointed) after this much training time
+    # constant: learning_rate throughout; cosine: a linear warm-up over the first WARMUP_ITERATIONS, then down to
+    # 0 at ``iterations`` (a function of the iteration, so a resumed run stays on it)
+    lr_schedule: str = "constant"
 
     def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"the learning-rate schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not self.scar_weight > 0:
             raise ValueError(f"the scar weight must be positive, got {self.scar_weight}")
         if self.min_snr_gamma < 0:
@@ -72,6 +79,15 @@ class TrainSettings:
         if self.original_start_balance < 0 or (self.original_start_balance and not self.original_starts):
             raise ValueError("the original-start balance must be positive (or 0: off) and needs original starts, "
                              f"got {self.original_start_balance} with {self.original_starts} original starts")
+
+
+def learning_rate_at(settings: TrainSettings, iteration: int) -> float:
+    """The learning rate of step ``iteration`` (0-based) of the run."""
+    if settings.lr_schedule == "constant":
+        return settings.learning_rate
+    warmup = min(1.0, (iteration + 1) / WARMUP_ITERATIONS)
+    progress = min(1.0, iteration / max(settings.iterations, 1))
+    return settings.learning_rate * warmup * 0.5 * (1.0 + np.cos(np.pi * progress))
 
 
 class _BatchStream(torch.utils.data.IterableDataset):
@@ -152,8 +168,6 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings, sample
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:  # a resumed run takes the learning rate it is given now
-            group["lr"] = settings.learning_rate
         start, history = state["iteration"], state["history"]
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it to the GPU
     trained = distributed.wrap(model)
@@ -166,6 +180,9 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings, sample
         trained.train()
         batch = tuple(part.to(device, non_blocking=True) for part in next(batches))
         loss = loss_of_batch(trained, batch)
+        learning_rate = learning_rate_at(settings, iteration)
+        for group in optimizer.param_groups:  # a resumed run takes the learning rate it is given now
+            group["lr"] = learning_rate
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -178,7 +195,7 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings, sample
             time.monotonic() - started > 60 * settings.time_limit_minutes)  # no collective per step without a limit
         if distributed.main and (done % settings.checkpoint_every == 0 or done == settings.iterations or out_of_time):
             record = {"iteration": done, "loss": float(np.mean(losses[-settings.checkpoint_every:])),
-                      "learning_rate": settings.learning_rate}
+                      "learning_rate": learning_rate, "lr_schedule": settings.lr_schedule}
             if validate is not None:
                 record.update(validate(ema.module))
             history.append(record)

@@ -15,8 +15,9 @@ from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser, add_mas
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
 from ScarEnhanceLib.segmentation import SegmentationConfig
-from ScarEnhanceLib.train import (MAX_BALANCE, TrainSettings, _MixedSegmentationSamples, _batches, _original_starts,
-                                  change_balance, train_diffusion, train_segmentation)
+from ScarEnhanceLib.train import (MAX_BALANCE, WARMUP_ITERATIONS, TrainSettings, _MixedSegmentationSamples, _batches,
+                                  _original_starts, change_balance, learning_rate_at, train_diffusion,
+                                  train_segmentation)
 from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load
 
 from conftest import TINY_DIFFUSION, TINY_SEGMENTATION, phantom_case
@@ -75,6 +76,33 @@ def test_diffusion_training_checkpoints_resumes_and_keeps_snapshots(tmp_path):
     assert resumed["max_timestep"] == 300
     assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == [
         "model_000002.safetensors", "model_000004.safetensors", "model_000006.safetensors"]
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_iteration():
+    cosine = TrainSettings(run_dir=".", iterations=10000, learning_rate=1e-3, lr_schedule="cosine")
+    rates = [learning_rate_at(cosine, i) for i in range(cosine.iterations)]
+    assert rates[0] == pytest.approx(1e-3 / WARMUP_ITERATIONS)
+    assert max(rates) == pytest.approx(1e-3, rel=1e-2) and int(np.argmax(rates)) == WARMUP_ITERATIONS - 1
+    assert rates[cosine.iterations // 2] == pytest.approx(0.5e-3)
+    assert all(a >= b for a, b in zip(rates[WARMUP_ITERATIONS:], rates[WARMUP_ITERATIONS + 1:]))
+    assert rates[-1] < 1e-9
+    constant = TrainSettings(run_dir=".", iterations=10000, learning_rate=1e-3)
+    assert {learning_rate_at(constant, i) for i in (0, 5000, 9999)} == {1e-3}
+    with pytest.raises(ValueError, match="schedule"):
+        TrainSettings(run_dir=".", lr_schedule="step")
+
+
+def test_cosine_runs_record_the_rate_they_used_and_stay_on_the_curve_when_resumed(tmp_path):
+    cases = [phantom_case(seed=0)]
+    settings = TrainSettings(run_dir=tmp_path / "seg", iterations=4, batch_size=2, checkpoint_every=1, device="cpu",
+                             learning_rate=1e-3, lr_schedule="cosine", time_limit_minutes=0.0)
+    train_segmentation([(cases, True)], TINY_SEGMENTATION, settings)  # stops after one step, checkpointed
+    settings.time_limit_minutes = None
+    train_segmentation([(cases, True)], TINY_SEGMENTATION, settings)
+    history = json.loads((tmp_path / "seg" / "config.json").read_text(encoding="utf-8"))["history"]
+    assert [h["iteration"] for h in history] == [1, 2, 3, 4]
+    assert [h["learning_rate"] for h in history] == pytest.approx([learning_rate_at(settings, i) for i in range(4)])
+    assert {h["lr_schedule"] for h in history} == {"cosine"}
 
 
 def test_diffusion_samples_mark_scar_inside_the_roi_where_the_target_brightens():
@@ -334,6 +362,9 @@ def test_train_segmentation_command_builds_the_network_it_is_asked_for(tmp_path)
     assert main(["train-segmentation", *two, "--dataset-share", "3", "1", "--run-dir", str(tmp_path / "shared")]) == 0
     shared = json.loads((tmp_path / "shared" / "config.json").read_text(encoding="utf-8"))
     assert shared["dataset_shares"] == [0.75, 0.25]
+    assert main(["train-segmentation", *two, "--lr-schedule", "cosine", "--run-dir", str(tmp_path / "cosine")]) == 0
+    cosine = json.loads((tmp_path / "cosine" / "config.json").read_text(encoding="utf-8"))
+    assert cosine["history"][0]["lr_schedule"] == "cosine"
     assert main(["train-segmentation", *two, "--dataset-share", "1", "--run-dir", str(tmp_path / "short")]) != 0
 
 
