@@ -37,7 +37,7 @@ benchmark: venv
 # CONTEXT=1 shows the network the neighbour slice on each side (2.5D); SEG_INIT=weights starts a new run from
 # a trained model (a 2D one into a 2.5D run: the neighbour inputs start at zero weight); SCAR_WEIGHT weighs the
 # scar class in the loss; SHARES="3 1 1" draws batches from EMIDEC, MyoPS and MS-CMRSeg in those shares
-# (default: equal).
+# (default: equal); SCHEDULE=cosine warms up, then lowers the learning rate to 0 at the last iteration.
 DATA ?= ../shared/data
 SEG_RUN ?= runs/segmentation
 LR ?= 5e-4
@@ -45,9 +45,10 @@ CONTEXT ?= 0
 SEG_INIT ?=
 SCAR_WEIGHT ?= 1
 SHARES ?=
+SCHEDULE ?= constant
 SEG_DATA := --dataset $(DATA)/emidec --dataset $(DATA)/myops2020_train25 --dataset $(DATA)/mscmrseg19_lge \
 	--context-slices $(CONTEXT) --scar-weight $(SCAR_WEIGHT) $(if $(SEG_INIT),--init-weights $(SEG_INIT)) \
-	$(if $(SHARES),--dataset-share $(SHARES))
+	$(if $(SHARES),--dataset-share $(SHARES)) --lr-schedule $(SCHEDULE)
 train-segmentation: venv
 	$(BIN)/scarenhance train-segmentation $(SEG_DATA) --run-dir $(SEG_RUN) --iterations 60000 \
 		--checkpoint-every 500 --learning-rate $(LR) --threads 2
