@@ -479,8 +479,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser, iterations: int, ba
     parser.add_argument("--iterations", type=int, default=iterations)
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
-                        help="constant, or cosine: a 250-iteration warm-up, then down to 0 at --iterations")
+    from .parameters import LR_SCHEDULES, WARMUP_ITERATIONS  # torch-free, so --help stays fast
+    parser.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
+                        help=f"constant, or cosine: a {WARMUP_ITERATIONS}-iteration warm-up, then down to 0 at "
+                             "--iterations")
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

@@ -14,6 +14,8 @@ AUGMENTATIONS = ("standard", "strong")  # of the diffusion training samples (aug
 # what the diffusion network sees beside x_t (diffusion.condition_channels)
 CONDITIONINGS = ("image", "tissue", "tissue-scar")
 NORMALISATIONS = ("slice", "heart")  # the diffusion network's intensity window (volume.IntensityWindow)
+LR_SCHEDULES = ("constant", "cosine")  # of both trainings (train.learning_rate_at)
+WARMUP_ITERATIONS = 250  # cosine: a fresh optimiser's first steps at full rate would jolt warm-started weights
 
 
 class InputError(ValueError):

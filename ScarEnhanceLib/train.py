@@ -28,6 +28,7 @@ from tqdm import tqdm
 from . import labels as L
 from .augment import DiffusionSamples, SegmentationSamples
 from .datasets import Case
+from .parameters import LR_SCHEDULES, WARMUP_ITERATIONS
 from .pipeline import resolve_device
 from .diffusion import (DiffusionConfig, add_masked_noise, build_denoiser, masked_loss, training_scheduler,
                         warm_start)
@@ -35,8 +36,6 @@ from .segmentation import SegmentationConfig, build_segmenter, warm_start_segmen
 
 
 CHECKPOINT = "checkpoint.pt"  # resumable state in the run folder
-LR_SCHEDULES = ("constant", "cosine")
-WARMUP_ITERATIONS = 250  # cosine: a fresh optimiser's first steps at full rate would jolt warm-started weights
 
 
 @dataclass
