@@ -1,8 +1,11 @@
 """The decision study (benchmarks/measure_segmentation_decisions.py) averages models' probabilities and moves the
 scar threshold before the labels are post-processed."""
 import numpy as np
+import torch
 
 from ScarEnhanceLib import labels as L
+from ScarEnhanceLib.segmentation import SegmentationConfig
+from ScarEnhanceLib.weights import LoadedModel
 
 from conftest import load_benchmark
 
@@ -41,3 +44,12 @@ def test_the_table_names_each_decision():
     without_normal_cases = {k: v for k, v in summary.items() if k != "false_positive_scar_ml"}
     table = script.markdown("myops", {"b": without_normal_cases})
     assert "| b | 0.800 | 0.750 | 0.500 (7) | n/a | 4.0, -2.0 |" in table
+
+
+def test_a_model_runs_at_other_spacings_under_their_own_names():
+    script = load_benchmark("measure_segmentation_decisions")
+    model = LoadedModel("heart_segmentation", torch.nn.Identity(), SegmentationConfig(spacing_mm=1.5), {})
+    variants = script.at_spacings(model, "bundled", [1.5, 1.25])
+    assert list(variants) == ["bundled", "bundled at 1.25 mm"]
+    assert variants["bundled"].config.spacing_mm == 1.5 and variants["bundled at 1.25 mm"].config.spacing_mm == 1.25
+    assert variants["bundled at 1.25 mm"].network is model.network and model.config.spacing_mm == 1.5

@@ -1,7 +1,8 @@
 """Whether the scar Dice is lost in how the probabilities are turned into labels: Dice of the wall and of scar,
 false-positive scar and scar-burden agreement when several segmentation models' probabilities are averaged
 (an ensemble), and when one model's scar probability is scaled before the most probable class is taken (a scar
-threshold other than the argmax's).
+threshold other than the argmax's). With ``--spacing-mm`` each model also runs at other pixel spacings than its own
+(averaging them is a multi-scale ensemble).
 
 Each model's probabilities are computed once per case (whole frames, as ``scarenhance segment`` does) and the
 labels are post-processed as the user gets them. Prints a markdown table per data set; a recorded one is in the
@@ -9,10 +10,13 @@ model card.
 
     python benchmarks/measure_segmentation_decisions.py ../shared/data/emidec ../shared/data/myops2020_train25 \\
         --models Resources/models --models runs/other_candidate --split val
+    python benchmarks/measure_segmentation_decisions.py ../shared/data/emidec ../shared/data/myops2020_train25 \\
+        --models Resources/models --spacing-mm 1.5 1.25 1.75 --split val
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -48,6 +52,13 @@ def variants(names: list[str]) -> dict[str, tuple[list[int], float]]:
     return rows
 
 
+def at_spacings(model: weights.LoadedModel, name: str, spacings: list[float]) -> dict[str, weights.LoadedModel]:
+    """Row name -> the model working at each of ``spacings`` (mm; its own spacing's row keeps its name)."""
+    own = model.config.spacing_mm
+    return {name if s == own else f"{name} at {s:g} mm":
+            dataclasses.replace(model, config=dataclasses.replace(model.config, spacing_mm=s)) for s in spacings}
+
+
 def row_summary(cases, probabilities: dict[str, list[np.ndarray]], models: list[int], scale: float) -> dict:
     rows = [segmentation_row(case, labels_from([probabilities[case.name][m] for m in models], scale), False)
             for case in cases]
@@ -70,11 +81,16 @@ def main(argv=None) -> int:
     parser.add_argument("datasets", type=Path, nargs="+", help="data sets with scar labels")
     parser.add_argument("--models", type=Path, action="append", required=True,
                         help="folder with a heart_segmentation model (repeatable; the first is rescaled)")
+    parser.add_argument("--spacing-mm", type=float, nargs="+", default=None,
+                        help="run each model at these in-plane pixel spacings (default: its own)")
     parser.add_argument("--split", default="val", choices=("train", "val", "test"))
     args = parser.parse_args(argv)
     splits = load_splits(SPLITS_FILE)
-    models = [weights.load(weights.SEGMENTATION, folder) for folder in args.models]
-    names = [str(folder) for folder in args.models]
+    named = {}
+    for folder in args.models:
+        model = weights.load(weights.SEGMENTATION, folder)
+        named.update(at_spacings(model, str(folder), args.spacing_mm or [model.config.spacing_mm]))
+    names, models = list(named), list(named.values())
     for folder in args.datasets:
         cases = load_cases(DatasetSpec.load(folder), splits[folder.resolve().name][args.split])
         probabilities = {case.name: [slice_probabilities(m.network, case.images, case.spacing, m.config,
