@@ -1,8 +1,8 @@
 """Whether the scar Dice is lost in how the probabilities are turned into labels: Dice of the wall and of scar,
 false-positive scar and scar-burden agreement when several segmentation models' probabilities are averaged
 (an ensemble), and when one model's scar probability is scaled before the most probable class is taken (a scar
-threshold other than the argmax's). With ``--spacing-mm`` each model also runs at other pixel spacings than its own
-(averaging them is a multi-scale ensemble).
+threshold other than the argmax's). With ``--spacing-mm`` each model runs at the pixel spacings given instead of
+its own alone (averaging them is a multi-scale ensemble).
 
 Each model's probabilities are computed once per case (whole frames, as ``scarenhance segment`` does) and the
 labels are post-processed as the user gets them. Prints a markdown table per data set; a recorded one is in the
