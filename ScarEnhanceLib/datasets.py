@@ -1,14 +1,18 @@
 """Training/evaluation datasets: 2D slices with labels, grouped by case.
 
-Two layouts are read:
+Three layouts are read:
 - ``png``: EMIDEC-style ``<images>/Case_X_sliceNNN.png`` with ``<labels>/`` of the same names
   (folders ``train``/``trainannot`` and ``val``/``valannot``). PNG stores no spacing: ``spacing_mm`` says it.
 - ``nifti``: ``NAME.nii.gz`` (or .nrrd/.mha) with ``NAME_manual.nii.gz`` (or ``labels_suffix``) beside it.
+- ``packed``: ``cases.npz.xz``, cases already in our label values, written by ``write_packed``; reading it needs no
+  SimpleITK (training data in this form travels to a lent GPU machine, see tools/gpu).
 Raw label values are mapped onto ``labels.py`` by ``label_map``.
 """
 from __future__ import annotations
 
+import io
 import json
+import lzma
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +28,7 @@ MSCMRSEG_LABELS = {500: L.BLOOD_POOL, 200: L.MYOCARDIUM}  # 600 (right ventricle
 OUR_LABELS = {v: v for v in (L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR)}
 LABEL_PRESETS = {"emidec": EMIDEC_LABELS, "mscmrseg": MSCMRSEG_LABELS, "scarenhance": OUR_LABELS}
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+PACKED_FILE = "cases.npz.xz"
 
 
 @dataclass
@@ -42,7 +47,7 @@ class Case:
 @dataclass
 class DatasetSpec:
     root: Path
-    layout: str = "png"  # png | nifti
+    layout: str = "png"  # png | nifti | packed
     label_map: dict = field(default_factory=lambda: dict(EMIDEC_LABELS))
     spacing_mm: float = 1.5  # png only
     image_dirs: tuple = ("train", "val")
@@ -58,8 +63,8 @@ class DatasetSpec:
             raise ValueError(f"dataset folder not found: {path}")
         if "image_dirs" in values:
             values["image_dirs"] = tuple(values["image_dirs"])
-        values.setdefault("layout", "nifti" if any(p.name.endswith(VOLUME_SUFFIXES) for p in path.iterdir())
-                          else "png")
+        values.setdefault("layout", "packed" if (path / PACKED_FILE).exists() else
+                          "nifti" if any(p.name.endswith(VOLUME_SUFFIXES) for p in path.iterdir()) else "png")
         label_map = values.get("label_map")
         if label_map is None:
             label_map = "emidec" if values["layout"] == "png" else _guess_preset(DatasetSpec(path, **values))
@@ -120,14 +125,51 @@ def _read_volume_case(spec: DatasetSpec, name: str, paths) -> Case:
                 inplane_spacing(image, axis), float(image.GetSpacing()[2 - axis]))
 
 
+def _packed_cases(spec: DatasetSpec) -> dict[str, Case]:
+    with lzma.open(spec.root / PACKED_FILE) as stream, np.load(io.BytesIO(stream.read()), allow_pickle=False) as arrays:
+        names = sorted({key.rsplit("/", 1)[0] for key in arrays.files})
+        return {name: Case(name, arrays[f"{name}/images"].astype(np.float32), arrays[f"{name}/labels"],
+                           tuple(float(v) for v in arrays[f"{name}/spacing"]), float(arrays[f"{name}/slice_mm"]))
+                for name in names}
+
+
+def _stored_exactly(images: np.ndarray) -> np.ndarray:
+    """int16 where that holds the values exactly (PNG and most scanners' volumes), else float32."""
+    if np.array_equal(images, np.round(images)) and images.min() >= -2**15 and images.max() < 2**15:
+        return images.astype(np.int16)
+    return images.astype(np.float32)
+
+
+def write_packed(cases: list[Case], label_values: list[int], folder: Path) -> Path:
+    """Write ``cases`` as a ``packed`` data set in ``folder`` (created; no pickles): one xz-compressed .npz and a
+    dataset.json naming ``label_values``, the labels the source data set has (scar or not)."""
+    arrays = {}
+    for case in cases:
+        arrays.update({f"{case.name}/images": _stored_exactly(case.images), f"{case.name}/labels": case.labels,
+                       f"{case.name}/spacing": np.asarray(case.spacing, float),
+                       f"{case.name}/slice_mm": np.asarray(case.slice_mm, float)})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PACKED_FILE).write_bytes(lzma.compress(buffer.getvalue(), preset=9))
+    described = {"layout": "packed", "label_map": {str(v): int(v) for v in sorted(label_values)}}
+    (folder / "dataset.json").write_text(json.dumps(described), encoding="utf-8")
+    return folder
+
+
+def _cases_of(spec: DatasetSpec) -> dict:
+    return {"png": _png_cases, "nifti": _volume_cases, "packed": _packed_cases}[spec.layout](spec)
+
+
 def case_names(spec: DatasetSpec) -> list[str]:
-    return sorted(_png_cases(spec) if spec.layout == "png" else _volume_cases(spec))
+    return sorted(_cases_of(spec))
 
 
 def load_cases(spec: DatasetSpec, names: list[str] | None = None) -> list[Case]:
     """Cases of the dataset (all, or those named), slices without any heart label dropped."""
-    found = _png_cases(spec) if spec.layout == "png" else _volume_cases(spec)
-    reader = _read_png_case if spec.layout == "png" else _read_volume_case
+    found = _cases_of(spec)
+    reader = {"png": _read_png_case, "nifti": _read_volume_case,
+              "packed": lambda _spec, _name, case: case}[spec.layout]
     missing = sorted(set(names or []) - set(found))
     if missing:
         raise ValueError(f"cases not found in {spec.root}: {', '.join(missing[:5])}")

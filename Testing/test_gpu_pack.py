@@ -1,0 +1,106 @@
+"""Training data packed for a lent GPU machine: packed data sets read back exactly and without SimpleITK, the
+pack holds the train split only, and tools/gpu/train.sh trains all three models from it (a CPU dry run)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from ScarEnhanceLib import labels as L
+from ScarEnhanceLib.datasets import Case, DatasetSpec, case_names, load_cases, write_packed
+
+from conftest import ROOT, phantom_case
+from test_train import _png_dataset
+
+STUB = ROOT / "tools" / "gpu" / "stub"
+
+
+def _pack_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gpu_pack_script", ROOT / "tools" / "gpu" / "pack.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _without_scar(case: Case) -> Case:
+    return Case(case.name, case.images, np.where(case.labels == L.SCAR, L.MYOCARDIUM, case.labels).astype(np.uint8),
+                case.spacing, case.slice_mm)
+
+
+def test_packed_data_set_reads_back_every_case_exactly(tmp_path):
+    source = DatasetSpec.load(_png_dataset(tmp_path / "emidec"))
+    cases = load_cases(source)
+    fractional = Case("volume", cases[0].images / 7.0, cases[0].labels, (0.73, 0.75), 5.0)  # not integral: float32
+    write_packed([*cases, fractional], sorted(set(source.label_map.values())), tmp_path / "packed")
+    packed = DatasetSpec.load(tmp_path / "packed")
+    assert packed.layout == "packed" and packed.labels_scar
+    assert case_names(packed) == ["Case_P000", "Case_P001", "volume"]
+    for original, loaded in zip([*cases, fractional], load_cases(packed)):
+        assert loaded.name == original.name and loaded.images.dtype == np.float32
+        np.testing.assert_array_equal(loaded.images, original.images.astype(np.float32))
+        np.testing.assert_array_equal(loaded.labels, original.labels)
+        assert loaded.spacing == original.spacing and loaded.slice_mm == original.slice_mm
+    assert [c.name for c in load_cases(packed, ["volume"])] == ["volume"]
+    with pytest.raises(ValueError, match="not found"):
+        load_cases(packed, ["Case_X"])
+
+
+def test_a_packed_data_set_without_scar_labels_stays_one_without(tmp_path):
+    write_packed([_without_scar(phantom_case(seed=1))], [L.BLOOD_POOL, L.MYOCARDIUM], tmp_path / "ms")
+    assert not DatasetSpec.load(tmp_path / "ms").labels_scar
+
+
+def test_pack_holds_the_train_split_only_and_a_splits_file_naming_it(tmp_path):
+    data = tmp_path / "data"
+    _png_dataset(data / "emidec", cases=3, slices=2)
+    splits = {"emidec": {"train": ["Case_P000", "Case_P002"], "val": ["Case_P001"], "test": []}}
+    sizes = _pack_module().pack(data, tmp_path / "pack", splits, datasets=("emidec",))
+    assert sizes["emidec"] > 0
+    assert case_names(DatasetSpec.load(tmp_path / "pack" / "data" / "emidec")) == ["Case_P000", "Case_P002"]
+    written = json.loads((tmp_path / "pack" / "splits.json").read_text(encoding="utf-8"))
+    assert written["emidec"] == {"train": ["Case_P000", "Case_P002"], "val": [], "test": []}
+
+
+def _python_env(**extra) -> dict:
+    """This interpreter first on PATH (train.sh calls python3), the SimpleITK stand-in first on PYTHONPATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{STUB}", **extra}
+
+
+def test_the_simpleitk_stand_in_fails_with_its_reason_where_simpleitk_is_used(tmp_path):
+    dataset = _png_dataset(tmp_path / "emidec", cases=1, slices=1)
+    code = ("from ScarEnhanceLib.datasets import DatasetSpec, load_cases; "
+            f"load_cases(DatasetSpec.load({str(dataset)!r}))")
+    result = subprocess.run([sys.executable, "-c", code], env=_python_env(), capture_output=True, text=True)
+    assert result.returncode != 0 and "SimpleITK is not installed here" in result.stderr
+
+
+def test_gpu_training_script_trains_all_three_models_from_packed_data_without_simpleitk(tmp_path):
+    """A CPU dry run of tools/gpu/train.sh: two iterations each, SimpleITK replaced by its stand-in."""
+    pack = tmp_path / "gpu_pack"
+    scar_cases = [phantom_case(seed=s, slices=3) for s in range(2)]
+    with_scar = [L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR]
+    write_packed(scar_cases, with_scar, pack / "data" / "emidec")
+    write_packed(scar_cases, with_scar, pack / "data" / "myops2020_train25")
+    write_packed([_without_scar(c) for c in scar_cases], with_scar[:2], pack / "data" / "mscmrseg19_lge")
+    names = {"train": [c.name for c in scar_cases], "val": [], "test": []}
+    (pack / "splits.json").write_text(json.dumps({d: names for d in ("emidec", "myops2020_train25",
+                                                                      "mscmrseg19_lge")}), encoding="utf-8")
+    out = tmp_path / "out"
+    settings = {"PACK": str(pack), "OUT": str(out), "RUNS": str(tmp_path / "runs"), "DEVICE": "cpu", "WORKERS": "0",
+                "BATCH": "2", "SEG_ITERATIONS": "2", "ENH_ITERATIONS": "2"}
+    result = subprocess.run(["bash", str(ROOT / "tools" / "gpu" / "train.sh")], cwd=ROOT, env=_python_env(**settings),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for name, conditioning in (("enhancement_image", "image"), ("enhancement_tissue_scar", "tissue-scar")):
+        config = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        assert config["model"]["conditioning"] == conditioning and config["iteration"] == 2
+        assert load_file(str(out / f"{name}.safetensors"))
+    segmentation = json.loads((out / "segmentation.json").read_text(encoding="utf-8"))
+    assert segmentation["model"]["context_slices"] == 1 and segmentation["dataset_shares"] == [0.6, 0.2, 0.2]
+    assert segmentation["iteration"] == 2 and load_file(str(out / "segmentation.safetensors"))
