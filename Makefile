@@ -54,7 +54,7 @@ train-segmentation: venv
 		--checkpoint-every 500 --learning-rate $(LR) --threads 2
 
 # A lent GPU machine gets the repository and 64 MiB in all, and lacks SimpleITK, MONAI and diffusers. Here,
-# `make gpu-pack` packs the train splits and the MONAI and diffusers wheels into gpu_pack/ (about 45 MiB); there,
+# `make gpu-pack` packs the train splits and the MONAI and diffusers wheels into gpu_pack/ (about 42 MiB); there,
 # with gpu_pack carried, `make train-gpu OUT=...` trains the segmentation and both enhancement variants from the
 # bundled weights within about 9 minutes and copies their weights to $(OUT) (see tools/gpu/train.sh).
 GPU_WHEELS ?= monai==1.6.1 diffusers==0.42.1 importlib_metadata==10.2.0
