@@ -534,7 +534,8 @@ def cmd_train_segmentation(args) -> int:
     validation = [c for _, _, val in datasets for c in val]
     config = SegmentationConfig(spacing_mm=args.spacing_mm, patch_size=args.patch_size, channels=tuple(args.channels),
                                 strides=(2,) * (len(args.channels) - 1), num_res_units=args.num_res_units,
-                                normalisation=args.normalisation, context_slices=args.context_slices)
+                                normalisation=args.normalisation, context_slices=args.context_slices,
+                                dropout=args.dropout)
     train_segmentation([(train, spec.labels_scar) for spec, train, _ in datasets], config, _settings(args), validation,
                        shares=args.dataset_share)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
@@ -695,6 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--context-slices", type=int, default=0,
                      help="neighbour slices on each side as extra inputs (2.5D), where slices are at most "
                           "11 mm apart")
+    seg.add_argument("--dropout", type=float, default=0.0,
+                     help="dropout probability in the U-Net's blocks while training (0: none, the default)")
     seg.add_argument("--dataset-share", type=float, nargs="+", default=None, metavar="SHARE",
                      help="share of the batches drawn from each --dataset, in their order (default: equal shares)")
     seg.set_defaults(func=cmd_train_segmentation)

@@ -45,6 +45,7 @@ class SegmentationConfig:
     # each network input, so a bright pixel far from the heart does not change what the network sees
     normalisation: str = "slice"
     context_slices: int = 0  # neighbour slices on each side given as extra input channels (2.5D)
+    dropout: float = 0.0  # in every convolution block, while training only: regularises a model trained on few cases
 
     @staticmethod
     def from_dict(values: dict) -> "SegmentationConfig":
@@ -68,6 +69,8 @@ class SegmentationConfig:
             raise ValueError(f"context_slices must be 0 to {MAX_CONTEXT_SLICES}, got {self.context_slices}")
         if self.context_slices and self.normalisation != "window":
             raise ValueError("neighbour slices need the window normalisation (all channels on the centre's scale)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be at least 0 and below 1, got {self.dropout}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +83,8 @@ def input_channels(config: SegmentationConfig) -> int:
 
 def build_segmenter(config: SegmentationConfig) -> UNet:
     return UNet(spatial_dims=2, in_channels=input_channels(config), out_channels=L.NUM_CLASSES,
-                channels=config.channels, strides=config.strides, num_res_units=config.num_res_units)
+                channels=config.channels, strides=config.strides, num_res_units=config.num_res_units,
+                dropout=config.dropout)
 
 
 def warm_start_segmenter(network: UNet, weights: dict) -> None:

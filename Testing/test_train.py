@@ -14,7 +14,7 @@ from ScarEnhanceLib.augment import DiffusionSamples, SegmentationSamples
 from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser, add_masked_noise, training_scheduler
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
-from ScarEnhanceLib.segmentation import SegmentationConfig
+from ScarEnhanceLib.segmentation import SegmentationConfig, build_segmenter
 from ScarEnhanceLib.train import (MAX_BALANCE, WARMUP_ITERATIONS, TrainSettings, _MixedSegmentationSamples, _batches,
                                   _original_starts, change_balance, learning_rate_at, train_diffusion,
                                   train_segmentation)
@@ -400,3 +400,20 @@ def test_train_segmentation_command_warm_starts_a_25d_model_from_2d_weights(tmp_
     assert main(["train-segmentation", *common, "--run-dir", str(tmp_path / "bad"),
                  "--init-weights", str(tmp_path / "deep" / "model.safetensors")]) != 0
     assert "does not fit this network" in capsys.readouterr().err
+
+
+def test_segmentation_dropout_acts_while_training_only_and_is_recorded(tmp_path):
+    with pytest.raises(ValueError, match="dropout"):
+        SegmentationConfig(dropout=1.0)
+    config = SegmentationConfig(channels=(8, 16), strides=(2,), patch_size=64, dropout=0.5)
+    network = build_segmenter(config)
+    batch = torch.randn(2, 1, 64, 64)
+    network.train()
+    assert not torch.equal(network(batch), network(batch))  # a new mask each call
+    network.eval()
+    assert torch.equal(network(batch), network(batch))  # inference is deterministic
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
+    assert main(["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
+                 "--patch-size", "64", "--channels", "8", "16", "--dropout", "0.2", "--device", "cpu",
+                 "--run-dir", str(tmp_path / "seg")]) == 0
+    assert json.loads((tmp_path / "seg" / "config.json").read_text(encoding="utf-8"))["model"]["dropout"] == 0.2
