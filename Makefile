@@ -55,10 +55,11 @@ train-segmentation: venv
 
 # A lent GPU machine gets the repository and 64 MiB in all, and lacks SimpleITK, MONAI and diffusers. Here,
 # `make gpu-pack` packs the train splits and the MONAI and diffusers wheels into gpu_pack/ (about 42 MiB); there,
-# with gpu_pack carried, `make train-gpu OUT=...` trains the segmentation and both enhancement variants from the
-# bundled weights within about 9 minutes and copies their weights to $(OUT) (see tools/gpu/train.sh).
-GPU_WHEELS ?= monai==1.6.1 diffusers==0.42.1 importlib_metadata==10.2.0
+# with gpu_pack carried, `bash tools/gpu/train.sh` (or `make train-gpu`; $OUT: the folder that comes back) trains the
+# segmentation and both enhancement variants from the bundled weights within 9 minutes.
+GPU_WHEELS ?= monai==1.6.1 diffusers==0.42.1
 gpu-pack: venv
+	rm -rf gpu_pack
 	$(BIN)/python tools/gpu/pack.py $(DATA) gpu_pack
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
 		-d gpu_pack/wheels $(GPU_WHEELS)

@@ -167,6 +167,8 @@ def case_names(spec: DatasetSpec) -> list[str]:
 
 def load_cases(spec: DatasetSpec, names: list[str] | None = None) -> list[Case]:
     """Cases of the dataset (all, or those named), slices without any heart label dropped."""
+    if names is not None and not names:
+        return []  # an empty split: nothing to read (a packed data set would be decompressed for nothing)
     found = _cases_of(spec)
     reader = {"png": _read_png_case, "nifti": _read_volume_case,
               "packed": lambda _spec, _name, case: case}[spec.layout]

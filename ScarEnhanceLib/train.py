@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from diffusers.training_utils import compute_snr
 from monai.losses import DiceCELoss
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -251,6 +250,8 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
             balance = change_balance(condition[:, :1], target, scar, settings.original_start_balance)
             weights = weights * torch.where(from_original, balance, torch.ones_like(balance)).view(-1, 1, 1, 1)
         if settings.min_snr_gamma > 0:  # the plain noise loss is dominated by t near 0, where eps is tiny in x0
+            # imported here: diffusers.training_utils loads transformers, peft and torchvision where installed
+            from diffusers.training_utils import compute_snr
             snr = compute_snr(scheduler, t)
             weights = weights * (snr.clamp(max=settings.min_snr_gamma) / snr).view(-1, 1, 1, 1)
         return masked_loss(predicted, aim, weights)

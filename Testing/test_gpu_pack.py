@@ -2,15 +2,17 @@
 pack holds the train split only, and tools/gpu/train.sh trains all three models from it (a CPU dry run)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file
 
 from ScarEnhanceLib import labels as L
+from ScarEnhanceLib import weights
+from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import Case, DatasetSpec, case_names, load_cases, write_packed
 
 from conftest import ROOT, phantom_case
@@ -98,9 +100,31 @@ def test_gpu_training_script_trains_all_three_models_from_packed_data_without_si
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for name, conditioning in (("enhancement_image", "image"), ("enhancement_tissue_scar", "tissue-scar")):
-        config = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        config = json.loads((out / name / "config.json").read_text(encoding="utf-8"))
         assert config["model"]["conditioning"] == conditioning and config["iteration"] == 2
-        assert load_file(str(out / f"{name}.safetensors"))
-    segmentation = json.loads((out / "segmentation.json").read_text(encoding="utf-8"))
+    segmentation = json.loads((out / "segmentation" / "config.json").read_text(encoding="utf-8"))
     assert segmentation["model"]["context_slices"] == 1 and segmentation["dataset_shares"] == [0.6, 0.2, 0.2]
-    assert segmentation["iteration"] == 2 and load_file(str(out / "segmentation.safetensors"))
+    assert segmentation["iteration"] == 2
+    models = tmp_path / "models"  # what comes back is a run folder each, as `scarenhance bundle` takes them
+    shutil.copytree(ROOT / "Resources" / "models", models, ignore=shutil.ignore_patterns("evaluation", "*.md"))
+    for run, name in (("segmentation", "heart_segmentation"), ("enhancement_tissue_scar", "enhancement")):
+        assert main(["bundle", str(out / run), "--name", name, "--data", "test", "--license", "test",
+                     "--models", str(models)]) == 0
+    assert weights.load(weights.ENHANCEMENT, models).config.conditioning == "tissue-scar"
+    assert weights.load(weights.SEGMENTATION, models).config.context_slices == 1
+
+
+def test_gpu_training_script_trains_the_others_when_one_fails_and_says_so(tmp_path):
+    pack = tmp_path / "gpu_pack"
+    for name in ("emidec", "myops2020_train25"):  # no MS-CMRSeg: the segmentation fails, the enhancement trains
+        write_packed([phantom_case(seed=0, slices=2)], [L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR], pack / "data" / name)
+    out = tmp_path / "out"
+    settings = {"PACK": str(pack), "OUT": str(out), "RUNS": str(tmp_path / "runs"), "DEVICE": "cpu", "WORKERS": "0",
+                "BATCH": "2", "SEG_ITERATIONS": "1", "ENH_ITERATIONS": "1"}
+    result = subprocess.run(["bash", str(ROOT / "tools" / "gpu" / "train.sh")], cwd=ROOT, env=_python_env(**settings),
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    log = (out / "train.log").read_text(encoding="utf-8")
+    assert "== segmentation failed" in log and not (out / "segmentation").exists()
+    assert (out / "enhancement_image" / "model.safetensors").exists()
+    assert (out / "enhancement_tissue_scar" / "model.safetensors").exists()

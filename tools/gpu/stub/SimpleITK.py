@@ -6,7 +6,12 @@ of it here fails with the message below instead of an error far from the cause."
 MESSAGE = "SimpleITK is not installed here (tools/gpu/stub stands in for it): read packed data sets only"
 
 
-class _Absent:
+class _AbsentType(type):
+    def __getattr__(cls, name: str):
+        raise ImportError(MESSAGE)
+
+
+class _Absent(metaclass=_AbsentType):
     def __init__(self, *args, **kwargs):
         raise ImportError(MESSAGE)
 
