@@ -78,7 +78,8 @@ def test_the_simpleitk_stand_in_fails_with_its_reason_where_simpleitk_is_used(tm
     dataset = _png_dataset(tmp_path / "emidec", cases=1, slices=1)
     code = ("from ScarEnhanceLib.datasets import DatasetSpec, load_cases; "
             f"load_cases(DatasetSpec.load({str(dataset)!r}))")
-    result = subprocess.run([sys.executable, "-c", code], env=_python_env(), capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], env=_python_env(), capture_output=True, encoding="utf-8",
+                            errors="replace")
     assert result.returncode != 0 and "SimpleITK is not installed here" in result.stderr
 
 
@@ -97,7 +98,7 @@ def test_gpu_training_script_trains_all_three_models_from_packed_data_without_si
     settings = {"PACK": str(pack), "OUT": str(out), "RUNS": str(tmp_path / "runs"), "DEVICE": "cpu", "WORKERS": "0",
                 "BATCH": "2", "SEG_ITERATIONS": "2", "ENH_ITERATIONS": "2"}
     result = subprocess.run(["bash", str(ROOT / "tools" / "gpu" / "train.sh")], cwd=ROOT, env=_python_env(**settings),
-                            capture_output=True, text=True)
+                            capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for name, conditioning in (("enhancement_image", "image"), ("enhancement_tissue_scar", "tissue-scar")):
         config = json.loads((out / name / "config.json").read_text(encoding="utf-8"))
@@ -122,7 +123,7 @@ def test_gpu_training_script_trains_the_others_when_one_fails_and_says_so(tmp_pa
     settings = {"PACK": str(pack), "OUT": str(out), "RUNS": str(tmp_path / "runs"), "DEVICE": "cpu", "WORKERS": "0",
                 "BATCH": "2", "SEG_ITERATIONS": "1", "ENH_ITERATIONS": "1"}
     result = subprocess.run(["bash", str(ROOT / "tools" / "gpu" / "train.sh")], cwd=ROOT, env=_python_env(**settings),
-                            capture_output=True, text=True)
+                            capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode != 0
     log = (out / "train.log").read_text(encoding="utf-8")
     assert "== segmentation failed" in log and not (out / "segmentation").exists()
