@@ -157,21 +157,21 @@ def write_packed(cases: list[Case], label_values: list[int], folder: Path) -> Pa
     return folder
 
 
-def _cases_of(spec: DatasetSpec) -> dict:
-    return {"png": _png_cases, "nifti": _volume_cases, "packed": _packed_cases}[spec.layout](spec)
+# layout -> (what its cases are found as: name -> items, how a case is read from its items)
+LAYOUTS = {"png": (_png_cases, _read_png_case), "nifti": (_volume_cases, _read_volume_case),
+           "packed": (_packed_cases, lambda _spec, _name, case: case)}
 
 
 def case_names(spec: DatasetSpec) -> list[str]:
-    return sorted(_cases_of(spec))
+    return sorted(LAYOUTS[spec.layout][0](spec))
 
 
 def load_cases(spec: DatasetSpec, names: list[str] | None = None) -> list[Case]:
     """Cases of the dataset (all, or those named), slices without any heart label dropped."""
     if names is not None and not names:
         return []  # an empty split: nothing to read (a packed data set would be decompressed for nothing)
-    found = _cases_of(spec)
-    reader = {"png": _read_png_case, "nifti": _read_volume_case,
-              "packed": lambda _spec, _name, case: case}[spec.layout]
+    finder, reader = LAYOUTS[spec.layout]
+    found = finder(spec)
     missing = sorted(set(names or []) - set(found))
     if missing:
         raise ValueError(f"cases not found in {spec.root}: {', '.join(missing[:5])}")
