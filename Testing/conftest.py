@@ -27,12 +27,18 @@ TINY_DIFFUSION = DiffusionConfig(image_size=32, block_out_channels=(8, 16), atte
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
-def load_benchmark(name: str):
-    """A script of benchmarks/ (not a package) as a module, to test its functions."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+def load_script(path: str):
+    """A script of the project (not in a package; ``path`` from the repository root) as a module, to test its
+    functions."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module."""
+    return load_script(f"benchmarks/{name}.py")
 
 
 def _save(network: torch.nn.Module, path: Path) -> Path:

@@ -15,18 +15,10 @@ from ScarEnhanceLib import weights
 from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import Case, DatasetSpec, case_names, load_cases, write_packed
 
-from conftest import ROOT, phantom_case
+from conftest import ROOT, load_script, phantom_case
 from test_train import _png_dataset
 
 STUB = ROOT / "tools" / "gpu" / "stub"
-
-
-def _pack_module():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("gpu_pack_script", ROOT / "tools" / "gpu" / "pack.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _without_scar(case: Case) -> Case:
@@ -61,7 +53,7 @@ def test_pack_holds_the_train_split_only_and_a_splits_file_naming_it(tmp_path):
     data = tmp_path / "data"
     _png_dataset(data / "emidec", cases=3, slices=2)
     splits = {"emidec": {"train": ["Case_P000", "Case_P002"], "val": ["Case_P001"], "test": []}}
-    sizes = _pack_module().pack(data, tmp_path / "pack", splits, datasets=("emidec",))
+    sizes = load_script("tools/gpu/pack.py").pack(data, tmp_path / "pack", splits, datasets=("emidec",))
     assert sizes["emidec"] > 0
     assert case_names(DatasetSpec.load(tmp_path / "pack" / "data" / "emidec")) == ["Case_P000", "Case_P002"]
     written = json.loads((tmp_path / "pack" / "splits.json").read_text(encoding="utf-8"))
@@ -72,6 +64,14 @@ def _python_env(**extra) -> dict:
     """This interpreter first on PATH (train.sh calls python3), the SimpleITK stand-in first on PYTHONPATH."""
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "PYTHONPATH": f"{ROOT}{os.pathsep}{STUB}", **extra}
+
+
+def _train_on_cpu(pack: Path, out: Path, iterations: int) -> subprocess.CompletedProcess:
+    """tools/gpu/train.sh as a dry run on the CPU: ``iterations`` of batch 2 for each model, runs beside ``out``."""
+    settings = {"PACK": str(pack), "OUT": str(out), "RUNS": str(out.parent / "runs"), "DEVICE": "cpu", "WORKERS": "0",
+                "BATCH": "2", "SEG_ITERATIONS": str(iterations), "ENH_ITERATIONS": str(iterations)}
+    return subprocess.run(["bash", str(ROOT / "tools" / "gpu" / "train.sh")], cwd=ROOT, env=_python_env(**settings),
+                          capture_output=True, encoding="utf-8", errors="replace")
 
 
 def test_the_simpleitk_stand_in_fails_with_its_reason_where_simpleitk_is_used(tmp_path):
@@ -95,10 +95,7 @@ def test_gpu_training_script_trains_all_three_models_from_packed_data_without_si
     (pack / "splits.json").write_text(json.dumps({d: names for d in ("emidec", "myops2020_train25",
                                                                       "mscmrseg19_lge")}), encoding="utf-8")
     out = tmp_path / "out"
-    settings = {"PACK": str(pack), "OUT": str(out), "RUNS": str(tmp_path / "runs"), "DEVICE": "cpu", "WORKERS": "0",
-                "BATCH": "2", "SEG_ITERATIONS": "2", "ENH_ITERATIONS": "2"}
-    result = subprocess.run(["bash", str(ROOT / "tools" / "gpu" / "train.sh")], cwd=ROOT, env=_python_env(**settings),
-                            capture_output=True, encoding="utf-8", errors="replace")
+    result = _train_on_cpu(pack, out, iterations=2)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for name, conditioning in (("enhancement_image", "image"), ("enhancement_tissue_scar", "tissue-scar")):
         config = json.loads((out / name / "config.json").read_text(encoding="utf-8"))
@@ -120,10 +117,7 @@ def test_gpu_training_script_trains_the_others_when_one_fails_and_says_so(tmp_pa
     for name in ("emidec", "myops2020_train25"):  # no MS-CMRSeg: the segmentation fails, the enhancement trains
         write_packed([phantom_case(seed=0, slices=2)], [L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR], pack / "data" / name)
     out = tmp_path / "out"
-    settings = {"PACK": str(pack), "OUT": str(out), "RUNS": str(tmp_path / "runs"), "DEVICE": "cpu", "WORKERS": "0",
-                "BATCH": "2", "SEG_ITERATIONS": "1", "ENH_ITERATIONS": "1"}
-    result = subprocess.run(["bash", str(ROOT / "tools" / "gpu" / "train.sh")], cwd=ROOT, env=_python_env(**settings),
-                            capture_output=True, encoding="utf-8", errors="replace")
+    result = _train_on_cpu(pack, out, iterations=1)
     assert result.returncode != 0
     log = (out / "train.log").read_text(encoding="utf-8")
     assert "== segmentation failed" in log and not (out / "segmentation").exists()
