@@ -499,8 +499,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser, iterations: int, ba
                              "the new inputs start at zero weight)")
 
 
-def _split_cases(args, train_only: bool = False):
-    """(train, validation) cases per dataset, using the splits file where it names the dataset."""
+def _split_cases(args, train_only: bool = False, keep_mvo: bool = False):
+    """(train, validation) cases per dataset, using the splits file where it names the dataset; training cases with
+    no-reflow (MVO) kept apart from myocardium if ``keep_mvo``."""
     from .datasets import DatasetSpec, load_cases
     from .splits import SPLITS_FILE, load_splits
     splits_path = args.splits or SPLITS_FILE
@@ -509,7 +510,7 @@ def _split_cases(args, train_only: bool = False):
     for folder in args.dataset:
         spec = DatasetSpec.load(folder)
         split = splits.get(folder.resolve().name)
-        train = load_cases(spec, split["train"] if split else None)
+        train = load_cases(spec, split["train"] if split else None, keep_mvo=keep_mvo)
         validation = load_cases(spec, split["val"]) if split and not train_only else []
         result.append((spec, train, validation))
     return result
@@ -530,14 +531,14 @@ def _settings(args, **extra):
 def cmd_train_segmentation(args) -> int:
     from .segmentation import SegmentationConfig
     from .train import train_segmentation
-    datasets = _split_cases(args)
+    datasets = _split_cases(args, keep_mvo=args.mvo_class)
     validation = [c for _, _, val in datasets for c in val]
     config = SegmentationConfig(spacing_mm=args.spacing_mm, patch_size=args.patch_size, channels=tuple(args.channels),
                                 strides=(2,) * (len(args.channels) - 1), num_res_units=args.num_res_units,
                                 normalisation=args.normalisation, context_slices=args.context_slices,
-                                dropout=args.dropout)
-    train_segmentation([(train, spec.labels_scar) for spec, train, _ in datasets], config, _settings(args), validation,
-                       shares=args.dataset_share)
+                                dropout=args.dropout, mvo_class=args.mvo_class)
+    train_segmentation([(train, spec.labelled_classes) for spec, train, _ in datasets], config, _settings(args),
+                       validation, shares=args.dataset_share)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
 
@@ -698,6 +699,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "11 mm apart")
     seg.add_argument("--dropout", type=float, default=0.0,
                      help="dropout probability in the U-Net's blocks while training (0: none, the default)")
+    seg.add_argument("--mvo-class", action="store_true",
+                     help="learn no-reflow (MVO, where a data set labels it: EMIDEC) as a class of its own, counted as "
+                          "myocardium in every result (default: trained as myocardium)")
     seg.add_argument("--dataset-share", type=float, nargs="+", default=None, metavar="SHARE",
                      help="share of the batches drawn from each --dataset, in their order (default: equal shares)")
     seg.set_defaults(func=cmd_train_segmentation)

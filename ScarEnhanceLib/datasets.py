@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from . import labels as L
 from .volume import as_slices, inplane_spacing, slice_axis, to_array
 
-EMIDEC_LABELS = {1: L.BLOOD_POOL, 2: L.MYOCARDIUM, 3: L.SCAR, 4: L.MYOCARDIUM}
+EMIDEC_LABELS = {1: L.BLOOD_POOL, 2: L.MYOCARDIUM, 3: L.SCAR, 4: L.MVO}  # MVO read as myocardium (load_cases)
 MSCMRSEG_LABELS = {500: L.BLOOD_POOL, 200: L.MYOCARDIUM}  # 600 (right ventricle) is not in the heart ROI
 OUR_LABELS = {v: v for v in (L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR)}
 LABEL_PRESETS = {"emidec": EMIDEC_LABELS, "mscmrseg": MSCMRSEG_LABELS, "scarenhance": OUR_LABELS}
@@ -75,6 +75,12 @@ class DatasetSpec:
     @property
     def labels_scar(self) -> bool:
         return L.SCAR in self.label_map.values()
+
+    @property
+    def labelled_classes(self) -> int:
+        """How many of our classes the data set labels (they come in order): 3 without scar, 4 with scar, 5 with
+        scar and no-reflow (MVO)."""
+        return 1 + max(self.label_map.values(), default=L.MYOCARDIUM)
 
 
 def _guess_preset(spec: "DatasetSpec") -> str:
@@ -166,8 +172,9 @@ def case_names(spec: DatasetSpec) -> list[str]:
     return sorted(LAYOUTS[spec.layout][0](spec))
 
 
-def load_cases(spec: DatasetSpec, names: list[str] | None = None) -> list[Case]:
-    """Cases of the dataset (all, or those named), slices without any heart label dropped."""
+def load_cases(spec: DatasetSpec, names: list[str] | None = None, keep_mvo: bool = False) -> list[Case]:
+    """Cases of the dataset (all, or those named), slices without any heart label dropped; no-reflow (MVO) read
+    as myocardium unless ``keep_mvo`` (for training a segmentation network that learns it apart)."""
     if names is not None and not names:
         return []  # an empty split: nothing to read (a packed data set would be decompressed for nothing)
     finder, reader = LAYOUTS[spec.layout]
@@ -178,6 +185,8 @@ def load_cases(spec: DatasetSpec, names: list[str] | None = None) -> list[Case]:
     cases = []
     for name in names if names is not None else sorted(found):
         case = reader(spec, name, found[name])
+        if not keep_mvo:
+            case.labels[case.labels == L.MVO] = L.MYOCARDIUM
         keep = case.labels.reshape(len(case.labels), -1).any(axis=1)
         if keep.any():
             cases.append(Case(case.name, case.images[keep], case.labels[keep], case.spacing, case.slice_mm))

@@ -46,6 +46,9 @@ class SegmentationConfig:
     normalisation: str = "slice"
     context_slices: int = 0  # neighbour slices on each side given as extra input channels (2.5D)
     dropout: float = 0.0  # in every convolution block, while training only: regularises a model trained on few cases
+    # EMIDEC's no-reflow (MVO) as a class of its own, folded into myocardium in every result: labelled as healthy
+    # myocardium, a core inside scar taught the network a contradiction, and it called much of that core scar
+    mvo_class: bool = False
 
     @staticmethod
     def from_dict(values: dict) -> "SegmentationConfig":
@@ -81,18 +84,37 @@ def input_channels(config: SegmentationConfig) -> int:
     return 1 + 2 * config.context_slices
 
 
+def output_classes(config: SegmentationConfig) -> int:
+    return L.NUM_CLASSES + int(config.mvo_class)
+
+
 def build_segmenter(config: SegmentationConfig) -> UNet:
-    return UNet(spatial_dims=2, in_channels=input_channels(config), out_channels=L.NUM_CLASSES,
+    return UNet(spatial_dims=2, in_channels=input_channels(config), out_channels=output_classes(config),
                 channels=config.channels, strides=config.strides, num_res_units=config.num_res_units,
                 dropout=config.dropout)
 
 
+def fold_mvo(probabilities: torch.Tensor) -> torch.Tensor:
+    """(n, NUM_CLASSES, ...) probabilities: a network's no-reflow (MVO) counted as myocardium, as every result
+    reads it."""
+    if probabilities.shape[1] == L.NUM_CLASSES:
+        return probabilities
+    folded = probabilities[:, :L.NUM_CLASSES].clone()
+    folded[:, L.MYOCARDIUM] += probabilities[:, L.MVO]
+    return folded
+
+
+NEW_MVO_LOGIT_OFFSET = -6.0  # a new MVO output starts as myocardium's logit minus this: the network as it was
+
+
 def warm_start_segmenter(network: UNet, weights: dict) -> None:
     """Load the weights of the same U-Net with fewer inputs (a 2D model into a 2.5D one): the inputs the source
-    lacks start with zero weights, so the network begins as the source did."""
+    lacks start with zero weights, so the network begins as the source did. Weights without the MVO class load
+    into a network with it: its output starts as a copy of myocardium's, far less likely (its probability is
+    folded back into myocardium), so again the network begins as the source did."""
     target = network.state_dict()
     expanded = {}
-    for key, value in weights.items():
+    for key, value in _with_mvo_outputs(network, weights).items():
         wanted = target.get(key)
         if wanted is not None and value.ndim == 4 and value.shape[1] < wanted.shape[1] and \
                 value.shape[0] == wanted.shape[0] and value.shape[2:] == wanted.shape[2:]:
@@ -100,6 +122,35 @@ def warm_start_segmenter(network: UNet, weights: dict) -> None:
                                                       *value.shape[2:])], dim=1)
         expanded[key] = value
     network.load_state_dict(expanded)
+
+
+def _with_mvo_outputs(network: UNet, weights: dict) -> dict:
+    """``weights`` with an MVO output added where the network has one more class than they do. In MONAI's UNet the
+    classes run through the last transposed convolution and, with residual units, a convolution after it (classes
+    to classes); the last of these gives the logits."""
+    target = network.state_dict()
+    grown_layers = []
+    result = dict(weights)
+    for name, module in network.named_modules():
+        key = f"{name}.weight"
+        if not isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) or key not in weights or \
+                weights[key].shape == target[key].shape:
+            continue
+        old = weights[key]
+        out_dim = 1 if isinstance(module, torch.nn.ConvTranspose2d) else 0
+        if old.shape[out_dim] != L.NUM_CLASSES or target[key].shape[out_dim] != L.NUM_CLASSES + 1:
+            continue  # not a class layer: load_state_dict reports the mismatch
+        grown = torch.cat([old, old.narrow(out_dim, L.MYOCARDIUM, 1)], dim=out_dim)  # MVO computed as myocardium
+        if out_dim == 0 and old.shape[1] == L.NUM_CLASSES:  # the MVO input of classes to classes: unused at first
+            grown = torch.cat([grown, grown.new_zeros(grown.shape[0], 1, *grown.shape[2:])], dim=1)
+        result[key] = grown
+        if f"{name}.bias" in weights:
+            bias = weights[f"{name}.bias"]
+            result[f"{name}.bias"] = torch.cat([bias, bias[L.MYOCARDIUM:L.MYOCARDIUM + 1]])
+            grown_layers.append(f"{name}.bias")
+    if grown_layers:
+        result[grown_layers[-1]][L.MVO] += NEW_MVO_LOGIT_OFFSET
+    return result
 
 
 def has_context(slice_mm: Optional[float]) -> bool:
@@ -234,7 +285,7 @@ def _frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tu
     centres = heart_centres((coarse.argmax(dim=1) > 0).cpu().numpy(), int(np.ceil(SEAM_BRIDGE_MM / config.spacing_mm)))
     windows, corners = _centred_windows(frames, centres, config.patch_size)
     fine = torch.cat([flip_averaged_probabilities(predictor, batch) for batch in windows.split(8)])
-    return _paste(fine, corners, tuple(frames.shape[-2:]))
+    return _paste(fold_mvo(fine), corners, tuple(frames.shape[-2:]))
 
 
 def _per_slice(probabilities: torch.Tensor, shape: tuple[int, int], on_slice: Optional[Callable[[], None]]):

@@ -337,33 +337,43 @@ def _warm_start(settings: TrainSettings, run_config: dict, load: Callable[[dict]
         raise ValueError(f"{settings.init_weights} does not fit this network: {error}") from error
 
 
-def _merged_scar_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Logits of (background, blood, myocardium or scar), for data that do not label scar."""
-    merged = torch.logsumexp(logits[:, [L.MYOCARDIUM, L.SCAR]], dim=1, keepdim=True)
-    return torch.cat([logits[:, :L.MYOCARDIUM], merged], dim=1)
+def _merged_logits(logits: torch.Tensor, labelled_classes: int) -> torch.Tensor:
+    """Logits of the first ``labelled_classes`` classes, the others (scar, MVO: those a data set does not label)
+    counted as myocardium."""
+    if labelled_classes >= logits.shape[1]:
+        return logits
+    merged = torch.logsumexp(logits[:, [L.MYOCARDIUM, *range(labelled_classes, logits.shape[1])]], dim=1, keepdim=True)
+    return torch.cat([logits[:, :L.MYOCARDIUM], merged, logits[:, L.MYOCARDIUM + 1:labelled_classes]], dim=1)
 
 
-def train_segmentation(datasets: list[tuple[list[Case], bool]], config: SegmentationConfig, settings: TrainSettings,
+def train_segmentation(datasets: list[tuple[list[Case], int]], config: SegmentationConfig, settings: TrainSettings,
                        validation_cases: Optional[list[Case]] = None,
                        shares: Optional[Sequence[float]] = None) -> dict:
-    """``datasets``: (cases, labels scar) per data set; where scar is not labelled (MS-CMRSeg) the loss merges
-    scar into myocardium. Each data set gives the same share of the batches, so a small one from another site
-    (MyoPS) weighs as much as EMIDEC's 600 slices; ``shares`` (one per data set) weighs them otherwise."""
+    """``datasets``: (cases, how many classes they label: ``DatasetSpec.labelled_classes``) per data set; the loss
+    counts the classes a data set does not label (scar in MS-CMRSeg, MVO outside EMIDEC) as myocardium. Each data
+    set gives the same share of the batches, so a small one from another site (MyoPS) weighs as much as EMIDEC's
+    600 slices; ``shares`` (one per data set) weighs them otherwise."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
     samples = _MixedSegmentationSamples(datasets, config, rng, shares)
-    # batch Dice: scar is absent from most patches; the scar weight weighs that class in Dice and CE alike
-    class_weights = torch.ones(L.NUM_CLASSES)
-    class_weights[L.SCAR] = settings.scar_weight
-    loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=class_weights)
-    merged_loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    losses = {}
+
+    def loss_over(classes: int) -> DiceCELoss:
+        """Batch Dice + CE over ``classes``: scar is absent from most patches; the scar weight weighs that class
+        in Dice and CE alike."""
+        if classes not in losses:
+            weights = torch.ones(classes)
+            if classes > L.SCAR:
+                weights[L.SCAR] = settings.scar_weight
+            losses[classes] = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=weights)
+        return losses[classes]
 
     def loss_of_batch(model, batch):
-        image, label, merged = batch
+        image, label, labelled = batch
         logits = model(image)
-        if merged.item():
-            return merged_loss(_merged_scar_logits(logits), torch.where(label == L.SCAR, L.MYOCARDIUM, label))
-        return loss.to(logits.device)(logits, label)
+        classes = min(int(labelled.item()), logits.shape[1])
+        label = torch.where(label >= classes, L.MYOCARDIUM, label)  # MVO kept by a model without its class
+        return loss_over(classes).to(logits.device)(_merged_logits(logits, classes), label)
 
     validate = None
     if validation_cases:
@@ -384,10 +394,10 @@ def train_segmentation(datasets: list[tuple[list[Case], bool]], config: Segmenta
 
 
 class _MixedSegmentationSamples:
-    """Batches from one data set at a time, each data set equally often (or by ``shares``); each batch carries a
-    flag: its scar is merged into myocardium (the data set does not label scar)."""
+    """Batches from one data set at a time, each data set equally often (or by ``shares``); each batch carries how
+    many classes its data set labels."""
 
-    def __init__(self, datasets: list[tuple[list[Case], bool]], config: SegmentationConfig, rng: np.random.Generator,
+    def __init__(self, datasets: list[tuple[list[Case], int]], config: SegmentationConfig, rng: np.random.Generator,
                  shares: Optional[Sequence[float]] = None):
         if shares is not None and (len(shares) != len(datasets) or min(shares) < 0 or sum(shares) <= 0):
             raise ValueError(f"give one non-negative share per data set ({len(datasets)}), not all zero: {shares}")
@@ -395,7 +405,7 @@ class _MixedSegmentationSamples:
         used = [index for index, (cases, _) in enumerate(datasets) if cases and shares[index] > 0]
         if not used:
             raise ValueError("no training cases")
-        self.sources = [(SegmentationSamples(datasets[i][0], config, rng), not datasets[i][1]) for i in used]
+        self.sources = [(SegmentationSamples(datasets[i][0], config, rng), datasets[i][1]) for i in used]
         self.shares = shares[used] / shares[used].sum()
         self.rng = rng
 
@@ -405,5 +415,5 @@ class _MixedSegmentationSamples:
             source.reseed(rng)
 
     def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        source, merged = self.sources[self.rng.choice(len(self.sources), p=self.shares)]
-        return (*source(batch_size), torch.tensor(merged))
+        source, labelled_classes = self.sources[self.rng.choice(len(self.sources), p=self.shares)]
+        return (*source(batch_size), torch.tensor(labelled_classes))

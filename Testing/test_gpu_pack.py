@@ -55,7 +55,10 @@ def test_pack_holds_the_train_split_only_and_a_splits_file_naming_it(tmp_path):
     splits = {"emidec": {"train": ["Case_P000", "Case_P002"], "val": ["Case_P001"], "test": []}}
     sizes = load_script("tools/gpu/pack.py").pack(data, tmp_path / "pack", splits, datasets=("emidec",))
     assert sizes["emidec"] > 0
-    assert case_names(DatasetSpec.load(tmp_path / "pack" / "data" / "emidec")) == ["Case_P000", "Case_P002"]
+    packed = DatasetSpec.load(tmp_path / "pack" / "data" / "emidec")
+    assert case_names(packed) == ["Case_P000", "Case_P002"]
+    assert packed.labelled_classes == L.MVO + 1  # no-reflow stays apart for --mvo-class training
+    assert any((c.labels == L.MVO).any() for c in load_cases(packed, keep_mvo=True))
     written = json.loads((tmp_path / "pack" / "splits.json").read_text(encoding="utf-8"))
     assert written["emidec"] == {"train": ["Case_P000", "Case_P002"], "val": [], "test": []}
 

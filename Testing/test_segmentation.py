@@ -6,10 +6,10 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ScarEnhanceLib import labels as L
-from ScarEnhanceLib.segmentation import (SegmentationConfig, build_segmenter, context_indices, dilate_roi, has_context,
-                                         heart_centres, normalise_for_segmentation, normalise_windows, postprocess,
-                                         flip_averaged_probabilities, predict_slices, resample_slice, segment_heart,
-                                         slice_probabilities, warm_start_segmenter)
+from ScarEnhanceLib.segmentation import (SegmentationConfig, build_segmenter, context_indices, dilate_roi, fold_mvo,
+                                         has_context, heart_centres, normalise_for_segmentation, normalise_windows,
+                                         postprocess, flip_averaged_probabilities, predict_slices, resample_slice,
+                                         segment_heart, slice_probabilities, warm_start_segmenter)
 from ScarEnhanceLib.volume import same_geometry
 
 from conftest import TINY_SEGMENTATION
@@ -187,6 +187,32 @@ def test_a_2d_model_warm_started_into_a_25d_one_predicts_as_before():
     assert np.array_equal(before, after) and len(np.unique(before)) > 1
     with pytest.raises(RuntimeError):
         warm_start_segmenter(build_segmenter(flat), target.state_dict())  # more inputs do not fit fewer
+
+
+@pytest.mark.parametrize("num_res_units", [0, 1])
+def test_weights_without_the_mvo_class_warm_start_a_network_with_it_that_predicts_as_before(num_res_units):
+    torch.manual_seed(0)
+    plain = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64, num_res_units=num_res_units)
+    with_mvo = SegmentationConfig(**{**plain.to_dict(), "mvo_class": True})
+    source, target = build_segmenter(plain), build_segmenter(with_mvo)
+    warm_start_segmenter(target, source.state_dict())
+    slices = np.random.default_rng(0).gamma(2.0, 50.0, size=(2, 90, 90)).astype(np.float32)
+    before = slice_probabilities(source, slices, (1.5, 1.5), plain, torch.device("cpu"))
+    after = slice_probabilities(target, slices, (1.5, 1.5), with_mvo, torch.device("cpu"))
+    assert after.shape == before.shape == (2, L.NUM_CLASSES, 90, 90)  # MVO is read as myocardium in every result
+    np.testing.assert_allclose(after, before, atol=0.01)
+    with torch.no_grad():
+        logits = target(torch.randn(1, 1, 64, 64))
+    assert logits.shape[1] == L.NUM_CLASSES + 1 and torch.softmax(logits, 1)[:, L.MVO].max() < 0.01
+
+
+def test_folding_mvo_adds_its_probability_to_myocardium():
+    probabilities = torch.softmax(torch.randn(2, L.NUM_CLASSES + 1, 4, 4), dim=1)
+    folded = fold_mvo(probabilities)
+    assert folded.shape == (2, L.NUM_CLASSES, 4, 4)
+    torch.testing.assert_close(folded[:, L.MYOCARDIUM], probabilities[:, L.MYOCARDIUM] + probabilities[:, L.MVO])
+    torch.testing.assert_close(folded[:, L.SCAR], probabilities[:, L.SCAR])
+    assert fold_mvo(folded) is folded
 
 
 def test_heart_centres_follow_the_largest_component_and_fill_slices_without_it():

@@ -16,7 +16,7 @@ from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
 from ScarEnhanceLib.segmentation import SegmentationConfig, build_segmenter
 from ScarEnhanceLib.train import (MAX_BALANCE, WARMUP_ITERATIONS, TrainSettings, _MixedSegmentationSamples, _batches,
-                                  _original_starts, change_balance, learning_rate_at, train_diffusion,
+                                  _merged_logits, _original_starts, change_balance, learning_rate_at, train_diffusion,
                                   train_segmentation)
 from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load
 
@@ -46,6 +46,9 @@ def test_png_layout_reads_cases_and_maps_emidec_labels(tmp_path):
     assert cases[0].images.shape[0] == 3 and set(np.unique(cases[0].labels)) <= {0, 1, 2, 3}
     with pytest.raises(ValueError, match="not found"):
         load_cases(spec, ["Case_X"])
+    kept = load_cases(spec, keep_mvo=True)  # no-reflow apart, for a segmentation network that learns it
+    assert (kept[0].labels == L.MVO).any() and spec.labelled_classes == L.MVO + 1
+    np.testing.assert_array_equal(np.where(kept[0].labels == L.MVO, L.MYOCARDIUM, kept[0].labels), cases[0].labels)
 
 
 def test_nifti_layout_guesses_mscmrseg_values(tmp_path):
@@ -55,7 +58,7 @@ def test_nifti_layout_guesses_mscmrseg_values(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(case.images), str(tmp_path / "ms" / "p1_LGE.nii.gz"))
     sitk.WriteImage(sitk.GetImageFromArray(raw), str(tmp_path / "ms" / "p1_LGE_manual.nii.gz"))
     spec = DatasetSpec.load(tmp_path / "ms")
-    assert spec.layout == "nifti" and not spec.labels_scar
+    assert spec.layout == "nifti" and not spec.labels_scar and spec.labelled_classes == L.MYOCARDIUM + 1
     loaded = load_cases(spec)[0]
     np.testing.assert_array_equal(loaded.labels > 0, case.labels[case.labels.reshape(len(case.labels), -1).any(1)] > 0)
 
@@ -96,9 +99,9 @@ def test_cosine_runs_record_the_rate_they_used_and_stay_on_the_curve_when_resume
     cases = [phantom_case(seed=0)]
     settings = TrainSettings(run_dir=tmp_path / "seg", iterations=4, batch_size=2, checkpoint_every=1, device="cpu",
                              learning_rate=1e-3, lr_schedule="cosine", time_limit_minutes=0.0)
-    train_segmentation([(cases, True)], TINY_SEGMENTATION, settings)  # stops after one step, checkpointed
+    train_segmentation([(cases, L.SCAR + 1)], TINY_SEGMENTATION, settings)  # stops after one step, checkpointed
     settings.time_limit_minutes = None
-    train_segmentation([(cases, True)], TINY_SEGMENTATION, settings)
+    train_segmentation([(cases, L.SCAR + 1)], TINY_SEGMENTATION, settings)
     history = json.loads((tmp_path / "seg" / "config.json").read_text(encoding="utf-8"))["history"]
     assert [h["iteration"] for h in history] == [1, 2, 3, 4]
     assert [h["learning_rate"] for h in history] == pytest.approx([learning_rate_at(settings, i) for i in range(4)])
@@ -269,7 +272,8 @@ def test_segmentation_training_with_data_that_lacks_scar(tmp_path):
     unlabelled = [phantom_case(seed=1)]
     unlabelled[0].labels[unlabelled[0].labels == L.SCAR] = L.MYOCARDIUM
     settings = TrainSettings(run_dir=tmp_path / "seg", iterations=2, batch_size=2, checkpoint_every=2, device="cpu")
-    train_segmentation([(labelled, True), (unlabelled, False)], TINY_SEGMENTATION, settings, validation_cases=labelled)
+    train_segmentation([(labelled, L.SCAR + 1), (unlabelled, L.SCAR)], TINY_SEGMENTATION, settings,
+                       validation_cases=labelled)
     history = json.loads((tmp_path / "seg" / "config.json").read_text(encoding="utf-8"))["history"]
     assert history[-1]["iteration"] == 2 and 0 <= history[-1]["val_dice_roi"] <= 1
 
@@ -279,18 +283,19 @@ def test_segmentation_scar_weight_changes_the_loss_of_scar_data_only_and_is_reco
     unlabelled = [phantom_case(seed=0)]  # the same case, its scar not labelled (merged into myocardium)
     losses = {}
     for data, labels_scar in ((labelled, True), (unlabelled, False)):
+        classes = L.SCAR + int(labels_scar)
         for weight in (1.0, 4.0):
             run = tmp_path / f"{labels_scar}_{weight}"
             settings = TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1, device="cpu",
                                      scar_weight=weight)
-            train_segmentation([(data, labels_scar)], TINY_SEGMENTATION, settings)
+            train_segmentation([(data, classes)], TINY_SEGMENTATION, settings)
             config = json.loads((run / "config.json").read_text(encoding="utf-8"))
             assert config["scar_weight"] == weight
             losses[labels_scar, weight] = config["history"][0]["loss"]
     assert losses[True, 1.0] != pytest.approx(losses[True, 4.0])  # same seed: only the weight differs
     assert losses[False, 1.0] == pytest.approx(losses[False, 4.0])  # scar merged into myocardium: nothing to weigh
     with pytest.raises(ValueError, match="scar weight must be positive"):
-        train_segmentation([(labelled, True)], TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path, scar_weight=0))
+        train_segmentation([(labelled, L.SCAR + 1)], TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path, scar_weight=0))
 
 
 def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
@@ -309,27 +314,61 @@ def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
         load(SEGMENTATION, models)
 
 
+def test_classes_a_data_set_does_not_label_count_as_myocardium_in_the_loss():
+    logits = torch.randn(2, L.NUM_CLASSES + 1, 3, 3)  # a network with the MVO class
+    torch.testing.assert_close(_merged_logits(logits, L.MVO + 1), logits)  # EMIDEC: every class labelled
+    without_mvo = _merged_logits(logits, L.SCAR + 1)  # MyoPS: scar, no MVO
+    assert without_mvo.shape[1] == L.NUM_CLASSES
+    torch.testing.assert_close(without_mvo[:, L.MYOCARDIUM], torch.logsumexp(logits[:, [L.MYOCARDIUM, L.MVO]], dim=1))
+    torch.testing.assert_close(without_mvo[:, L.SCAR], logits[:, L.SCAR])
+    torch.testing.assert_close(without_mvo[:, :L.MYOCARDIUM], logits[:, :L.MYOCARDIUM])
+    neither = _merged_logits(logits, L.SCAR)  # MS-CMRSeg: myocardium only
+    assert neither.shape[1] == L.SCAR
+    torch.testing.assert_close(neither[:, L.MYOCARDIUM],
+                               torch.logsumexp(logits[:, [L.MYOCARDIUM, L.SCAR, L.MVO]], dim=1))
+
+
+def test_train_segmentation_command_learns_mvo_apart_from_weights_without_it(tmp_path):
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)  # EMIDEC values: 4 is no-reflow
+    common = ["--dataset", str(dataset), "--iterations", "1", "--batch-size", "2", "--patch-size", "64",
+              "--channels", "8", "16", "--device", "cpu"]
+    assert main(["train-segmentation", *common, "--run-dir", str(tmp_path / "plain")]) == 0
+    assert main(["train-segmentation", *common, "--mvo-class", "--run-dir", str(tmp_path / "mvo"),
+                 "--init-weights", str(tmp_path / "plain" / "model.safetensors")]) == 0
+    config = json.loads((tmp_path / "mvo" / "config.json").read_text(encoding="utf-8"))
+    model = SegmentationConfig.from_dict(config["model"])
+    assert model.mvo_class
+    network = build_segmenter(model)
+    network.load_state_dict(load_file(str(tmp_path / "mvo" / "model.safetensors")))
+    assert network(torch.zeros(1, 1, 64, 64)).shape[1] == L.NUM_CLASSES + 1
+    samples = _MixedSegmentationSamples([(load_cases(DatasetSpec.load(dataset), keep_mvo=True), L.MVO + 1)],
+                                        model, np.random.default_rng(0))
+    assert any((samples(4)[1] == L.MVO).any() for _ in range(10))  # the batches carry the MVO label
+
+
 def test_each_training_data_set_gives_an_equal_share_of_segmentation_batches():
     big = [phantom_case(seed=s, slices=6) for s in range(4)]
     small = [phantom_case(seed=9, slices=2)]
-    samples = _MixedSegmentationSamples([(big, True), (small, False)], TINY_SEGMENTATION, np.random.default_rng(0))
-    merged = [bool(samples(1)[2]) for _ in range(400)]
+    big_and_small = [(big, L.SCAR + 1), (small, L.SCAR)]  # the small one does not label scar
+    samples = _MixedSegmentationSamples(big_and_small, TINY_SEGMENTATION, np.random.default_rng(0))
+    merged = [int(samples(1)[2]) == L.SCAR for _ in range(400)]
     assert 0.4 < np.mean(merged) < 0.6  # 2 of 26 slices, yet half of the batches
 
 
 def test_dataset_shares_weigh_the_segmentation_batches():
     big = [phantom_case(seed=s, slices=6) for s in range(2)]
     small = [phantom_case(seed=9, slices=2)]
-    samples = _MixedSegmentationSamples([(big, True), (small, False)], TINY_SEGMENTATION, np.random.default_rng(0),
+    big_and_small = [(big, L.SCAR + 1), (small, L.SCAR)]  # the small one does not label scar
+    samples = _MixedSegmentationSamples(big_and_small, TINY_SEGMENTATION, np.random.default_rng(0),
                                         shares=[3, 1])
-    merged = [bool(samples(1)[2]) for _ in range(800)]
+    merged = [int(samples(1)[2]) == L.SCAR for _ in range(800)]
     assert 0.18 < np.mean(merged) < 0.32 and samples.shares.tolist() == [0.75, 0.25]
-    left_out = _MixedSegmentationSamples([(big, True), (small, False)], TINY_SEGMENTATION, np.random.default_rng(0),
+    left_out = _MixedSegmentationSamples(big_and_small, TINY_SEGMENTATION, np.random.default_rng(0),
                                          shares=[1, 0])
-    assert not any(bool(left_out(1)[2]) for _ in range(50))
+    assert all(int(left_out(1)[2]) == L.SCAR + 1 for _ in range(50))
     for shares in ([1], [1, -1], [0, 0]):
         with pytest.raises(ValueError, match="one non-negative share per data set"):
-            _MixedSegmentationSamples([(big, True), (small, False)], TINY_SEGMENTATION, np.random.default_rng(0),
+            _MixedSegmentationSamples(big_and_small, TINY_SEGMENTATION, np.random.default_rng(0),
                                       shares=shares)
 
 

@@ -29,7 +29,8 @@ def pack(data_root: Path, output: Path, splits: dict, datasets=DATASETS) -> dict
     for name in datasets:
         spec = DatasetSpec.load(data_root / name)
         train = splits[name]["train"]
-        folder = write_packed(load_cases(spec, train), sorted(set(spec.label_map.values())), output / "data" / name)
+        cases = load_cases(spec, train, keep_mvo=True)  # no-reflow stays apart for `--mvo-class` training
+        folder = write_packed(cases, sorted(set(spec.label_map.values())), output / "data" / name)
         packed_splits[name] = {"train": list(train), "val": [], "test": []}
         sizes[name] = sum(f.stat().st_size for f in folder.iterdir())
     packed_splits["note"] = "the train splits of Resources/splits.json, packed by tools/gpu/pack.py"
