@@ -1,9 +1,13 @@
-"""Where the reference scar lands in the segmentation a user starts from: which share of it the segmentation
-calls scar, healthy myocardium, blood pool or background (outside the heart ROI).
+"""Where the reference scar lands in the segmentation a user starts from, and where the segmentation's scar lies in
+the reference: which share of the reference scar the segmentation calls scar, healthy myocardium, blood pool or
+background (outside the heart ROI); and which share of its scar lies in reference scar (its precision), no-reflow
+(EMIDEC's microvascular obstruction, a core inside scar that EMIDEC's infarct Dice counts apart), healthy
+myocardium, blood pool or background.
 
 On the user's path the enhancement model noises only the segmented heart ROI and reads its blood-pool and wall
 maps: scar called background is never enhanced, and scar called blood pool is treated as blood (which the gamma
-target darkens). Prints a markdown table per data set and split; a recorded one is in the model card.
+target darkens). Scar called anywhere but reference scar lowers the scar Dice. Prints two markdown tables, a row
+per model, data set and split; recorded ones are in the model card.
 
     python benchmarks/measure_scar_in_segmentation.py ../shared/data/emidec ../shared/data/myops2020_train25
 """
@@ -23,8 +27,10 @@ from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import predicted_labels  # noqa: E402
 from ScarEnhanceLib.splits import SPLITS_FILE, load_splits  # noqa: E402
 
-COLUMNS = {L.SCAR: "scar", L.MYOCARDIUM: "healthy myocardium", L.BLOOD_POOL: "blood pool",
-           L.BACKGROUND: "background"}  # label -> name, in the table's order
+# label -> name, in each table's order
+LANDING = {L.SCAR: "scar", L.MYOCARDIUM: "healthy myocardium", L.BLOOD_POOL: "blood pool", L.BACKGROUND: "background"}
+PLACEMENT = {L.SCAR: "scar", L.MVO: "no-reflow", L.MYOCARDIUM: "healthy myocardium", L.BLOOD_POOL: "blood pool",
+             L.BACKGROUND: "background"}
 
 
 def scar_landing(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -32,33 +38,47 @@ def scar_landing(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.bincount(predicted[reference == L.SCAR].ravel(), minlength=L.NUM_CLASSES)[:L.NUM_CLASSES]
 
 
-def markdown(rows: list[tuple[str, str, int, np.ndarray]]) -> str:
-    lines = ["| data | split | cases with scar | " +
-             " | ".join(f"scar called {name} (%)" for name in COLUMNS.values()) + " |",
-             "|---|---|---|" + "---|" * len(COLUMNS)]
-    for data, split, cases, counts in rows:
+def scar_placement(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Pixel counts of the predicted scar per reference class (index = label value, no-reflow as L.MVO)."""
+    return np.bincount(reference[predicted == L.SCAR].ravel(), minlength=L.MVO + 1)[:L.MVO + 1]
+
+
+def markdown(rows: list[tuple[list[str], np.ndarray]], keys: list[str], columns: dict[int, str]) -> str:
+    """A row per (key cells, pixel counts): the counts' total, then each column's share of it."""
+    lines = ["| " + " | ".join(keys) + " | pixels | " + " | ".join(f"{name} (%)" for name in columns.values()) + " |",
+             "|" + "---|" * (len(keys) + 1 + len(columns))]
+    for cells, counts in rows:
         shares = 100.0 * counts / max(int(counts.sum()), 1)
-        lines.append(f"| {data} | {split} | {cases} | " +
-                     " | ".join(f"{shares[label]:.1f}" for label in COLUMNS) + " |")
+        lines.append("| " + " | ".join(cells) + f" | {int(counts.sum())} | " +
+                     " | ".join(f"{shares[label]:.1f}" for label in columns) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", type=Path, nargs="+")
-    parser.add_argument("--models", type=Path, default=weights.MODELS_DIR)
+    parser.add_argument("--models", type=Path, action="append", default=None,
+                        help="a models folder (repeat to compare; default: the bundled models)")
     parser.add_argument("--splits", nargs="+", default=["val"])
     args = parser.parse_args(argv)
     splits = load_splits(SPLITS_FILE)
-    labels_of = predicted_labels(weights.load(weights.SEGMENTATION, args.models))
-    rows = []
-    for folder in args.datasets:
-        spec = DatasetSpec.load(folder)
-        for split in args.splits:
-            cases = [c for c in load_cases(spec, splits[folder.resolve().name][split]) if c.has_scar]
-            counts = sum((scar_landing(labels_of(c), c.labels) for c in cases), np.zeros(L.NUM_CLASSES, int))
-            rows.append((folder.resolve().name, split, len(cases), counts))
-    print(markdown(rows))
+    landing, placement = [], []
+    for models in args.models or [weights.MODELS_DIR]:
+        labels_of = predicted_labels(weights.load(weights.SEGMENTATION, models))
+        for folder in args.datasets:
+            for split in args.splits:
+                names = splits[folder.resolve().name][split]
+                cases = [c for c in load_cases(DatasetSpec.load(folder), names, keep_mvo=True) if c.has_scar]
+                cells = [str(models), folder.resolve().name, split, str(len(cases))]
+                landing.append((cells, sum((scar_landing(labels_of(c), c.labels) for c in cases),
+                                           np.zeros(L.NUM_CLASSES, int))))
+                placement.append((cells, sum((scar_placement(labels_of(c), c.labels) for c in cases),
+                                             np.zeros(L.MVO + 1, int))))
+    keys = ["models", "data", "split", "cases with scar"]
+    print("Reference scar, by the class the segmentation gives it\n")
+    print(markdown(landing, keys, {k: f"called {v}" for k, v in LANDING.items()}))
+    print("\nThe segmentation's scar, by the reference class under it\n")
+    print(markdown(placement, keys, {k: f"in reference {v}" for k, v in PLACEMENT.items()}))
     return 0
 
 
