@@ -529,9 +529,12 @@ def _settings(args, **extra):
 
 
 def cmd_train_segmentation(args) -> int:
+    from . import labels as L
     from .segmentation import SegmentationConfig
     from .train import train_segmentation
     datasets = _split_cases(args, keep_mvo=args.mvo_class)
+    if args.mvo_class and not any(spec.labelled_classes > L.MVO for spec, _, _ in datasets):
+        raise ValueError("--mvo-class needs a data set that labels no-reflow (EMIDEC's label 4); none of these does")
     validation = [c for _, _, val in datasets for c in val]
     config = SegmentationConfig(spacing_mm=args.spacing_mm, patch_size=args.patch_size, channels=tuple(args.channels),
                                 strides=(2,) * (len(args.channels) - 1), num_res_units=args.num_res_units,

@@ -78,9 +78,9 @@ class DatasetSpec:
 
     @property
     def labelled_classes(self) -> int:
-        """How many of our classes the data set labels (they come in order): 3 without scar, 4 with scar, 5 with
-        scar and no-reflow (MVO)."""
-        return 1 + max(self.label_map.values(), default=L.MYOCARDIUM)
+        """How many of our classes the data set labels (they come in order; myocardium at least, as a heart label
+        is read): 3 without scar, 4 with scar, 5 with scar and no-reflow (MVO)."""
+        return 1 + max(L.MYOCARDIUM, *self.label_map.values())
 
 
 def _guess_preset(spec: "DatasetSpec") -> str:
@@ -185,9 +185,8 @@ def load_cases(spec: DatasetSpec, names: list[str] | None = None, keep_mvo: bool
     cases = []
     for name in names if names is not None else sorted(found):
         case = reader(spec, name, found[name])
-        if not keep_mvo:
-            case.labels[case.labels == L.MVO] = L.MYOCARDIUM
-        keep = case.labels.reshape(len(case.labels), -1).any(axis=1)
+        labels = case.labels if keep_mvo else np.where(case.labels == L.MVO, L.MYOCARDIUM, case.labels).astype(np.uint8)
+        keep = labels.reshape(len(labels), -1).any(axis=1)
         if keep.any():
-            cases.append(Case(case.name, case.images[keep], case.labels[keep], case.spacing, case.slice_mm))
+            cases.append(Case(case.name, case.images[keep], labels[keep], case.spacing, case.slice_mm))
     return cases

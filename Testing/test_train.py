@@ -48,6 +48,7 @@ def test_png_layout_reads_cases_and_maps_emidec_labels(tmp_path):
         load_cases(spec, ["Case_X"])
     kept = load_cases(spec, keep_mvo=True)  # no-reflow apart, for a segmentation network that learns it
     assert (kept[0].labels == L.MVO).any() and spec.labelled_classes == L.MVO + 1
+    assert DatasetSpec(tmp_path, label_map={1: L.BLOOD_POOL}).labelled_classes == L.MYOCARDIUM + 1  # heart read as such
     np.testing.assert_array_equal(np.where(kept[0].labels == L.MVO, L.MYOCARDIUM, kept[0].labels), cases[0].labels)
 
 
@@ -328,22 +329,38 @@ def test_classes_a_data_set_does_not_label_count_as_myocardium_in_the_loss():
                                torch.logsumexp(logits[:, [L.MYOCARDIUM, L.SCAR, L.MVO]], dim=1))
 
 
-def test_train_segmentation_command_learns_mvo_apart_from_weights_without_it(tmp_path):
+def test_train_segmentation_command_learns_mvo_apart_from_weights_without_it(tmp_path, monkeypatch, capsys):
+    import ScarEnhanceLib.train as training
+    given = []  # the (cases, labelled classes) of each data set the command trains on
+    original = training.train_segmentation
+    monkeypatch.setattr(training, "train_segmentation",
+                        lambda datasets, *args, **kwargs: given.append(datasets) or original(datasets, *args, **kwargs))
     dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)  # EMIDEC values: 4 is no-reflow
     common = ["--dataset", str(dataset), "--iterations", "1", "--batch-size", "2", "--patch-size", "64",
               "--channels", "8", "16", "--device", "cpu"]
     assert main(["train-segmentation", *common, "--run-dir", str(tmp_path / "plain")]) == 0
+    assert not any((c.labels == L.MVO).any() for c in given[-1][0][0])  # read as myocardium
     assert main(["train-segmentation", *common, "--mvo-class", "--run-dir", str(tmp_path / "mvo"),
                  "--init-weights", str(tmp_path / "plain" / "model.safetensors")]) == 0
+    [(cases, classes)] = given[-1]
+    assert classes == L.MVO + 1 and any((c.labels == L.MVO).any() for c in cases)
     config = json.loads((tmp_path / "mvo" / "config.json").read_text(encoding="utf-8"))
     model = SegmentationConfig.from_dict(config["model"])
     assert model.mvo_class
     network = build_segmenter(model)
     network.load_state_dict(load_file(str(tmp_path / "mvo" / "model.safetensors")))
     assert network(torch.zeros(1, 1, 64, 64)).shape[1] == L.NUM_CLASSES + 1
-    samples = _MixedSegmentationSamples([(load_cases(DatasetSpec.load(dataset), keep_mvo=True), L.MVO + 1)],
-                                        model, np.random.default_rng(0))
-    assert any((samples(4)[1] == L.MVO).any() for _ in range(10))  # the batches carry the MVO label
+    (dataset / "dataset.json").write_text('{"label_map": {"1": 1, "2": 2, "3": 3}}', encoding="utf-8")  # no MVO
+    assert main(["train-segmentation", *common, "--mvo-class", "--run-dir", str(tmp_path / "none")]) != 0
+    assert "labels no-reflow" in capsys.readouterr().err
+
+
+def test_a_model_without_the_mvo_class_trains_on_mvo_labels_as_myocardium(tmp_path):
+    cases = load_cases(DatasetSpec.load(_png_dataset(tmp_path / "pngs", cases=1, slices=2)), keep_mvo=True)
+    assert any((c.labels == L.MVO).any() for c in cases)
+    settings = TrainSettings(run_dir=tmp_path / "seg", iterations=1, batch_size=4, checkpoint_every=1, device="cpu")
+    train_segmentation([(cases, L.MVO + 1)], TINY_SEGMENTATION, settings)  # 4 classes: label 4 must become 2
+    assert json.loads((tmp_path / "seg" / "config.json").read_text(encoding="utf-8"))["history"][0]["loss"] > 0
 
 
 def test_each_training_data_set_gives_an_equal_share_of_segmentation_batches():
