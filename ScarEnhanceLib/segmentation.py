@@ -47,7 +47,7 @@ class SegmentationConfig:
     context_slices: int = 0  # neighbour slices on each side given as extra input channels (2.5D)
     dropout: float = 0.0  # in every convolution block, while training only: regularises a model trained on few cases
     # EMIDEC's no-reflow (MVO) as a class of its own, folded into myocardium in every result: labelled as healthy
-    # myocardium, a core inside scar taught the network a contradiction, and it called much of that core scar
+    # myocardium, a core inside scar asks the network for a contradiction (tried: no gain, see the model card)
     mvo_class: bool = False
 
     @staticmethod
