@@ -62,18 +62,21 @@ def main(argv=None) -> int:
     parser.add_argument("--splits", nargs="+", default=["val"])
     args = parser.parse_args(argv)
     splits = load_splits(SPLITS_FILE)
+    case_sets = []  # (data, split, cases with scar), read once for every model
+    for folder in args.datasets:
+        for split in args.splits:
+            names = splits[folder.resolve().name][split]
+            cases = [c for c in load_cases(DatasetSpec.load(folder), names, keep_mvo=True) if c.has_scar]
+            case_sets.append((folder.resolve().name, split, cases))
     landing, placement = [], []
     for models in args.models or [weights.MODELS_DIR]:
         labels_of = predicted_labels(weights.load(weights.SEGMENTATION, models))
-        for folder in args.datasets:
-            for split in args.splits:
-                names = splits[folder.resolve().name][split]
-                cases = [c for c in load_cases(DatasetSpec.load(folder), names, keep_mvo=True) if c.has_scar]
-                cells = [str(models), folder.resolve().name, split, str(len(cases))]
-                landing.append((cells, sum((scar_landing(labels_of(c), c.labels) for c in cases),
-                                           np.zeros(L.NUM_CLASSES, int))))
-                placement.append((cells, sum((scar_placement(labels_of(c), c.labels) for c in cases),
-                                             np.zeros(L.MVO + 1, int))))
+        for data, split, cases in case_sets:
+            cells = [str(models), data, split, str(len(cases))]
+            landing.append((cells, sum((scar_landing(labels_of(c), c.labels) for c in cases),
+                                       np.zeros(L.NUM_CLASSES, int))))
+            placement.append((cells, sum((scar_placement(labels_of(c), c.labels) for c in cases),
+                                         np.zeros(L.MVO + 1, int))))
     keys = ["models", "data", "split", "cases with scar"]
     print("Reference scar, by the class the segmentation gives it\n")
     print(markdown(landing, keys, {k: f"called {v}" for k, v in LANDING.items()}))
