@@ -407,6 +407,27 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """Paired, per-case comparison of two evaluations of the same cases, with 95 % intervals."""
+    from .compare import compare_evaluations, comparison_table
+    from .io import write_text
+    base, candidate = (_evaluation_json(path) for path in (args.base, args.candidate))
+    table = comparison_table(compare_evaluations(base, candidate, args.metric))
+    if args.output is not None:
+        write_text(table, args.output)
+    print(table)
+    return 0
+
+
+def _evaluation_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"no evaluation file {path} (`scarenhance evaluate` writes evaluation_<task>.json)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path} is not JSON: {error}") from None
+
+
 def _label_and_folder(text: str) -> tuple:
     label, separator, folder = text.partition("=")
     if not separator or not label or not folder:
@@ -661,6 +682,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_enhance_arguments(ev)
     _add_model_arguments(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    cmp = commands.add_parser("compare", help="paired per-case comparison of two evaluation JSON files, with the 95 %% "
+                                              "interval of each mean difference")
+    cmp.add_argument("base", type=Path, help="evaluation_<task>.json of the reference model")
+    cmp.add_argument("candidate", type=Path, help="evaluation_<task>.json of the candidate, on the same cases")
+    cmp.add_argument("--metric", action="append", default=None,
+                     help="only this per-case metric (repeatable; e.g. scar, wall); default every numeric one")
+    cmp.add_argument("-o", "--output", type=Path, default=None, help="also write the table to this Markdown file")
+    cmp.set_defaults(func=cmd_compare)
 
     demo = commands.add_parser("demo", help="segment and enhance the bundled sample volume")
     demo.add_argument("-o", "--output", type=Path, default=Path("demo_output"))

@@ -201,8 +201,9 @@ def segmentation_row(case: Case, predicted: np.ndarray, merge_scar: bool) -> dic
 
 
 def summarise_segmentation(rows: list[dict]) -> dict:
-    """Means over the cases that have each value; scar burden as mean absolute difference and Bland-Altman
-    bias with 95 % limits of agreement (predicted - reference)."""
+    """Means over the cases that have each value, each with its 95 % interval over cases; scar burden as mean
+    absolute difference and Bland-Altman bias with 95 % limits of agreement (predicted - reference)."""
+    from .compare import mean_interval
     keys = [k for k in dict.fromkeys(k for r in rows for k in r)
             if k not in ("case", "scar_burden_predicted", "scar_burden_reference")]
     summary = {"cases": len(rows)}
@@ -211,6 +212,7 @@ def summarise_segmentation(rows: list[dict]) -> dict:
         values = values[np.isfinite(values)]
         summary[key] = float(values.mean()) if values.size else float("nan")
         summary[f"{key}_cases"] = int(values.size)
+        summary[f"{key}_ci95"] = list(mean_interval(values))
     pairs = np.array([(r["scar_burden_predicted"], r["scar_burden_reference"]) for r in rows
                       if "scar_burden_predicted" in r], dtype=float).reshape(-1, 2)
     pairs = pairs[np.isfinite(pairs).all(axis=1)]
@@ -241,9 +243,16 @@ def evaluate_segmentation(cases: list[Case], model: LoadedModel, merge_scar: boo
     return {"rows": rows, "summary": summarise_segmentation(rows)}
 
 
+def _interval(bounds) -> str:
+    """'[low, high]' of a summary's interval; '' where it is not available (fewer than 2 cases, older files)."""
+    if not bounds or not all(b is not None and np.isfinite(b) for b in bounds):
+        return ""
+    return f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
+
+
 def segmentation_table(results: dict[str, dict]) -> str:
     lines = ["| data | cases | Dice ROI | ROI in a heart crop: whole-frame / crop input | blood pool | "
-             "myocardium: wall / healthy | scar (cases) | false-positive scar, normal cases (mL) | "
+             "myocardium: wall / healthy | scar [95 % CI] (cases) | false-positive scar, normal cases (mL) | "
              "scar burden MAD (points) | bias [95 % LoA] |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
@@ -253,7 +262,8 @@ def segmentation_table(results: dict[str, dict]) -> str:
 
     for name, result in results.items():
         s = result["summary"]
-        scar = f"{cell(s, 'scar')} ({s.get('scar_cases', 0)})" if "scar" in s else "n/a"
+        scar_parts = (cell(s, "scar"), _interval(s.get("scar_ci95")), f"({s.get('scar_cases', 0)})")
+        scar = " ".join(part for part in scar_parts if part) if "scar" in s else "n/a"
         false_positive = f"{cell(s, 'false_positive_scar_ml', 2)} ({s['false_positive_scar_ml_cases']})" \
             if s.get("false_positive_scar_ml_cases") else "n/a"
         agreement = f"{cell(s, 'scar_burden_bias', 1)} [±{cell(s, 'scar_burden_loa', 1)}]" \

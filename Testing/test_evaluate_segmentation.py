@@ -46,8 +46,13 @@ def test_summary_averages_dice_over_cases_with_scar_and_gives_bland_altman():
     assert math.isclose(summary["scar_burden_mad"], np.abs(differences).mean())
     assert math.isclose(summary["scar_burden_bias"], differences.mean())
     assert math.isclose(summary["scar_burden_loa"], 1.96 * differences.std(ddof=1))
+    low, high = summary["scar_ci95"]  # Student-t over 2 cases: mean +- 12.71 * SD / sqrt(2)
+    assert math.isclose(high - summary["scar"], 12.706 * np.std([1, 16 / 24], ddof=1) / math.sqrt(2), rel_tol=1e-3)
+    assert math.isclose(low + high, 2 * summary["scar"])
+    assert all(math.isnan(b) for b in summary["false_positive_scar_ml_ci95"])
     table = segmentation_table({"made-up": {"summary": summary}})
-    assert "| made-up | 3 |" in table and f"{(1 + 16 / 24) / 2:.3f} (2)" in table and "0.00 (1)" in table
+    assert "| made-up | 3 |" in table and f"{(1 + 16 / 24) / 2:.3f} [{low:.3f}, {high:.3f}] (2)" in table
+    assert "0.00 (1)" in table
     assert summary["wall"] == 1.0 and "| 1.000 / " in table and "wall / healthy" in table
 
 

@@ -1,0 +1,76 @@
+"""Paired comparison of two evaluations: intervals that cover the mean as often as they claim, pairing by case,
+strict JSON's nulls left out, and `scarenhance compare` on evaluation files."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from ScarEnhanceLib.cli import main
+from ScarEnhanceLib.compare import compare_evaluations, comparison_table, mean_interval
+from ScarEnhanceLib.io import strict_json
+
+
+def test_the_interval_covers_the_true_mean_95_times_in_100_on_seven_cases():
+    rng = np.random.default_rng(0)
+    hits = [low <= 0.5 <= high for low, high in (mean_interval(rng.normal(0.5, 0.1, 7)) for _ in range(4000))]
+    assert np.mean(hits) == pytest.approx(0.95, abs=0.012)
+
+
+def test_the_interval_needs_two_values_and_leaves_nan_out():
+    assert all(math.isnan(b) for b in mean_interval([0.4, float("nan")]))
+    assert mean_interval([0.3, 0.3, float("nan")]) == (0.3, 0.3)
+    low, high = mean_interval([1.0, 2.0, 3.0])  # mean 2, SD 1, t(0.975, 2) = 4.303
+    assert low == pytest.approx(2 - 4.3027 / math.sqrt(3), abs=1e-3) and high == pytest.approx(4 - low)
+
+
+def _evaluation(scar: dict, wall: dict) -> dict:
+    rows = [{"case": case, "scar": scar[case], "wall": wall[case]} for case in scar]
+    return {"emidec": {"rows": rows, "summary": {}}}
+
+
+def test_cases_are_paired_by_name_and_unavailable_numbers_are_left_out():
+    base = _evaluation({"a": 0.5, "b": 0.6, "c": None, "d": 0.2}, {"a": 0.8, "b": 0.8, "c": 0.9, "d": 0.7})
+    # listed in another order, one case the base lacks, and a null where the base has a number
+    candidate = _evaluation({"e": 0.9, "b": 0.7, "a": 0.6, "c": 0.4, "d": None},
+                            {"e": 0.1, "b": 0.8, "a": 0.8, "c": 0.9, "d": 0.7})
+    scar, wall = compare_evaluations(base, json.loads(strict_json(candidate)))["emidec"]
+    assert scar["metric"] == "scar" and scar["cases"] == 2 and scar["difference"] == pytest.approx(0.1)
+    assert (scar["difference_low"], scar["difference_high"]) == pytest.approx((0.1, 0.1))
+    assert (scar["higher"], scar["lower"]) == (2, 0) and scar["base"] == pytest.approx(0.55)
+    assert wall["cases"] == 4 and wall["difference"] == 0.0 and (wall["higher"], wall["lower"]) == (0, 0)
+    table = comparison_table({"emidec": [scar]})
+    assert "| emidec | scar | 2 | 0.550 | 0.650 | +0.100 [0.100, 0.100] | 2 / 0 |" in table
+
+
+def test_a_difference_within_the_cases_spread_gets_an_interval_that_holds_zero():
+    base = _evaluation({c: 0.5 for c in "abcdefg"}, {c: 0.8 for c in "abcdefg"})
+    candidate = _evaluation(dict(zip("abcdefg", (0.55, 0.45, 0.6, 0.48, 0.52, 0.5, 0.53))),
+                            {c: 0.8 for c in "abcdefg"})
+    scar = compare_evaluations(base, candidate, ["scar"])["emidec"][0]
+    assert scar["difference_low"] < 0 < scar["difference_high"] and (scar["higher"], scar["lower"]) == (4, 2)
+
+
+def test_evaluations_of_other_data_or_metrics_are_refused():
+    base = _evaluation({"a": 0.5}, {"a": 0.8})
+    with pytest.raises(ValueError, match="share no data set"):
+        compare_evaluations(base, {"myops": base["emidec"]})
+    with pytest.raises(ValueError, match="share no case"):
+        compare_evaluations(base, _evaluation({"z": 0.5}, {"z": 0.8}))
+    with pytest.raises(ValueError, match="no metric"):
+        compare_evaluations(base, base, ["dice"])
+    with pytest.raises(ValueError, match="per-case rows"):
+        compare_evaluations({"emidec": {"summary": {}}}, base)
+
+
+def test_compare_command_writes_the_table_and_explains_a_missing_file(tmp_path, capsys):
+    base, candidate = tmp_path / "base.json", tmp_path / "candidate.json"
+    base.write_text(strict_json(_evaluation({"a": 0.5, "b": 0.6}, {"a": 0.8, "b": 0.8})), encoding="utf-8")
+    candidate.write_text(strict_json(_evaluation({"a": 0.7, "b": 0.6}, {"a": 0.8, "b": 0.9})), encoding="utf-8")
+    out = tmp_path / "comparison.md"
+    assert main(["compare", str(base), str(candidate), "--metric", "scar", "-o", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "| emidec | scar | 2 | 0.550 | 0.650 | +0.100 [" in text and "wall" not in text
+    assert text in capsys.readouterr().out
+    assert main(["compare", str(base), str(tmp_path / "missing.json")]) == 2
+    assert "no evaluation file" in capsys.readouterr().err
