@@ -412,7 +412,7 @@ def cmd_compare(args) -> int:
     from .compare import compare_evaluations, comparison_table
     from .io import write_text
     base, candidate = (_evaluation_json(path) for path in (args.base, args.candidate))
-    table = comparison_table(compare_evaluations(base, candidate, args.metric))
+    table = comparison_table(compare_evaluations(base, candidate, args.metric, args.groups))
     if args.output is not None:
         write_text(table, args.output)
     print(table)
@@ -689,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("candidate", type=Path, help="evaluation_<task>.json of the candidate, on the same cases")
     cmp.add_argument("--metric", action="append", default=None,
                      help="only this per-case metric (repeatable; e.g. scar, wall); default every numeric one")
+    cmp.add_argument("--groups", nargs=2, default=None, metavar=("BASE_GROUP", "CANDIDATE_GROUP"),
+                     help="compare these two groups (e.g. 'emidec: fast, k=5' against the gamma baseline of the same "
+                          "file) instead of the groups of the same name")
     cmp.add_argument("-o", "--output", type=Path, default=None, help="also write the table to this Markdown file")
     cmp.set_defaults(func=cmd_compare)
 

@@ -55,24 +55,49 @@ def compare_metric(base_rows: dict, candidate_rows: dict, key: str) -> Optional[
             "higher": int((difference > 0).sum()), "lower": int((difference < 0).sum())}
 
 
-def compare_evaluations(base: dict, candidate: dict,
-                        metrics: Optional[list[str]] = None) -> dict[str, list[dict]]:
-    """Per group (data set, or data set and variant) both evaluations hold: the paired readout of each numeric
-    metric of the rows (or only ``metrics``), in the order the base rows give them."""
-    groups = [name for name in base if name in candidate]
-    if not groups:
+BOOKKEEPING = ("case", "slices", "has_scar")
+
+
+def _parts(label: str, rows: dict[str, dict]) -> dict[str, tuple[dict, Optional[tuple]]]:
+    """An enhancement evaluation's cases with scar and its normal cases apart, as ``evaluate`` summarises them
+    (normal cases only on what must not happen there); other evaluations whole. label -> (rows, metrics or all)."""
+    if not any("has_scar" in row for row in rows.values()):
+        return {label: (rows, None)}
+    from .evaluate import NORMAL_METRICS
+    normal = {case: row for case, row in rows.items() if row.get("has_scar") is False}
+    parts = {label: ({case: row for case, row in rows.items() if case not in normal}, None)}
+    if normal:
+        parts[f"{label}, normal cases"] = (normal, NORMAL_METRICS)
+    return parts
+
+
+def compare_evaluations(base: dict, candidate: dict, metrics: Optional[list[str]] = None,
+                        groups: Optional[tuple[str, str]] = None) -> dict[str, list[dict]]:
+    """Per group (data set, or data set and variant) both evaluations hold, or only the base's ``groups[0]``
+    against the candidate's ``groups[1]`` (a model against a baseline of the same file): the paired readout of
+    each numeric metric of the rows (or only ``metrics``), in the order the base rows give them."""
+    if groups is not None:
+        for name, evaluation in zip(groups, (base, candidate)):
+            if name not in evaluation:
+                raise ValueError(f"no group {name!r} in the evaluation (it has {sorted(evaluation)})")
+        pairs = {f"{groups[1]} against {groups[0]}": groups}
+    else:
+        pairs = {name: (name, name) for name in base if name in candidate}
+    if not pairs:
         raise ValueError(f"the two evaluations share no data set or variant (base: {sorted(base)}; "
                          f"candidate: {sorted(candidate)})")
     comparison, seen = {}, set()
-    for name in groups:
-        base_rows, candidate_rows = _rows_by_case(base[name]), _rows_by_case(candidate[name])
+    for label, (base_name, candidate_name) in pairs.items():
+        base_rows, candidate_rows = _rows_by_case(base[base_name]), _rows_by_case(candidate[candidate_name])
         if not set(base_rows) & set(candidate_rows):
-            raise ValueError(f"{name}: the two evaluations share no case")
-        keys = list(dict.fromkeys(k for row in base_rows.values() for k in row if k != "case"))
-        seen.update(keys)
-        readouts = [compare_metric(base_rows, candidate_rows, key) for key in keys
-                    if not metrics or key in metrics]
-        comparison[name] = [r for r in readouts if r is not None]
+            raise ValueError(f"{label}: the two evaluations share no case")
+        for part, (rows, allowed) in _parts(label, base_rows).items():
+            keys = [k for k in dict.fromkeys(k for row in rows.values() for k in row)
+                    if k not in BOOKKEEPING and (allowed is None or k in allowed)]
+            seen.update(keys)
+            readouts = [compare_metric(rows, candidate_rows, key) for key in keys if not metrics or key in metrics]
+            if readouts:
+                comparison[part] = [r for r in readouts if r is not None]
     missing = [m for m in metrics or () if m not in seen]
     if missing:
         raise ValueError(f"no metric {missing} in the evaluations' rows (they have {sorted(seen)})")

@@ -74,3 +74,23 @@ def test_compare_command_writes_the_table_and_explains_a_missing_file(tmp_path, 
     assert text in capsys.readouterr().out
     assert main(["compare", str(base), str(tmp_path / "missing.json")]) == 2
     assert "no evaluation file" in capsys.readouterr().err
+
+
+def test_two_groups_of_one_file_compare_a_model_with_its_baseline_and_keep_normal_cases_apart():
+    def rows(cnr, brightened_normal):
+        return [{"case": "p1", "has_scar": True, "slices": 8, "cnr_scar_myo_enhanced": cnr,
+                 "brightened_outside_scar_percent": 40.0},
+                {"case": "p2", "has_scar": True, "slices": 9, "cnr_scar_myo_enhanced": cnr + 1,
+                 "brightened_outside_scar_percent": 20.0},
+                {"case": "n1", "has_scar": False, "slices": 8, "cnr_scar_myo_enhanced": None,
+                 "brightened_outside_scar_percent": 100.0, "brightened_pixels_percent": brightened_normal}]
+    evaluation = {"emidec: model": {"rows": rows(2.5, 0.0)}, "emidec: baseline": {"rows": rows(2.0, 3.0)}}
+    comparison = compare_evaluations(evaluation, evaluation, groups=("emidec: baseline", "emidec: model"))
+    scar_cases = {r["metric"]: r for r in comparison["emidec: model against emidec: baseline"]}
+    normal = {r["metric"]: r for r in comparison["emidec: model against emidec: baseline, normal cases"]}
+    assert scar_cases["cnr_scar_myo_enhanced"]["difference"] == pytest.approx(0.5)
+    assert scar_cases["brightened_outside_scar_percent"]["cases"] == 2  # the normal case's 100 % is not mixed in
+    assert "slices" not in scar_cases and set(normal) == {"brightened_pixels_percent"}
+    assert normal["brightened_pixels_percent"]["difference"] == -3.0
+    with pytest.raises(ValueError, match="no group 'emidec: other'"):
+        compare_evaluations(evaluation, evaluation, groups=("emidec: other", "emidec: model"))
