@@ -409,13 +409,18 @@ def cmd_evaluate(args) -> int:
 
 def cmd_compare(args) -> int:
     """Paired, per-case comparison of two evaluations of the same cases, with 95 % intervals."""
-    from .compare import compare_evaluations, comparison_table
-    from .io import write_text
+    from .compare import compare_evaluations, comparison_table, unpaired_cases
+    from .io import check_output_file, write_text
+    if args.output is not None:
+        check_output_file(args.output)
     base, candidate = (_evaluation_json(path) for path in (args.base, args.candidate))
     table = comparison_table(compare_evaluations(base, candidate, args.metric, args.groups))
+    for label, (only_base, only_candidate) in unpaired_cases(base, candidate, args.groups).items():
+        table += (f"\n{label}: left out, as only one evaluation has them: base {', '.join(only_base) or 'none'}; "
+                  f"candidate {', '.join(only_candidate) or 'none'}\n")
+    print(table)
     if args.output is not None:
         write_text(table, args.output)
-    print(table)
     return 0
 
 

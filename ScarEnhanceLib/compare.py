@@ -33,11 +33,17 @@ def _number(value) -> Optional[float]:
     return float(value) if math.isfinite(value) else None
 
 
-def _rows_by_case(group: dict) -> dict[str, dict]:
+NOT_AN_EVALUATION = "compare takes the JSON that `scarenhance evaluate` writes (evaluation_<task>.json)"
+
+
+def _rows_by_case(group: dict, name: str) -> dict[str, dict]:
     rows = group.get("rows") if isinstance(group, dict) else None
-    if not isinstance(rows, list):
-        raise ValueError("an evaluation group has no per-case rows: compare takes `scarenhance evaluate`'s JSON")
-    return {row["case"]: row for row in rows}
+    if not isinstance(rows, list) or not all(isinstance(row, dict) and "case" in row for row in rows):
+        raise ValueError(f"{name}: no per-case rows; {NOT_AN_EVALUATION}")
+    by_case = {row["case"]: row for row in rows}
+    if len(by_case) < len(rows):
+        raise ValueError(f"{name}: a case is listed twice; {NOT_AN_EVALUATION}")
+    return by_case
 
 
 def compare_metric(base_rows: dict, candidate_rows: dict, key: str) -> Optional[dict]:
@@ -71,24 +77,46 @@ def _parts(label: str, rows: dict[str, dict]) -> dict[str, tuple[dict, Optional[
     return parts
 
 
+def _group_pairs(base: dict, candidate: dict, groups: Optional[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """label -> (base group, candidate group): the groups of the same name, or the two ``groups`` given."""
+    for role, evaluation in (("base", base), ("candidate", candidate)):
+        if not isinstance(evaluation, dict):
+            raise ValueError(f"the {role} is not an evaluation: {NOT_AN_EVALUATION}")
+    if groups is not None:
+        for role, name, evaluation in zip(("base", "candidate"), groups, (base, candidate)):
+            if name not in evaluation:
+                raise ValueError(f"no group {name!r} in the {role} evaluation (it has {sorted(evaluation)})")
+        return {f"{groups[1]} against {groups[0]}": tuple(groups)}
+    pairs = {name: (name, name) for name in base if name in candidate}
+    if not pairs:
+        raise ValueError(f"the two evaluations share no data set or variant (base: {sorted(base)}; "
+                         f"candidate: {sorted(candidate)})")
+    return pairs
+
+
+def unpaired_cases(base: dict, candidate: dict,
+                   groups: Optional[tuple[str, str]] = None) -> dict[str, tuple[list[str], list[str]]]:
+    """label -> (cases only the base has, cases only the candidate has), where either has some: they are left out
+    of the comparison, which a reader should know (other splits, or --max-cases)."""
+    unpaired = {}
+    for label, (base_name, candidate_name) in _group_pairs(base, candidate, groups).items():
+        base_cases = set(_rows_by_case(base[base_name], base_name))
+        candidate_cases = set(_rows_by_case(candidate[candidate_name], candidate_name))
+        if base_cases != candidate_cases:
+            unpaired[label] = (sorted(base_cases - candidate_cases), sorted(candidate_cases - base_cases))
+    return unpaired
+
+
 def compare_evaluations(base: dict, candidate: dict, metrics: Optional[list[str]] = None,
                         groups: Optional[tuple[str, str]] = None) -> dict[str, list[dict]]:
     """Per group (data set, or data set and variant) both evaluations hold, or only the base's ``groups[0]``
     against the candidate's ``groups[1]`` (a model against a baseline of the same file): the paired readout of
     each numeric metric of the rows (or only ``metrics``), in the order the base rows give them."""
-    if groups is not None:
-        for name, evaluation in zip(groups, (base, candidate)):
-            if name not in evaluation:
-                raise ValueError(f"no group {name!r} in the evaluation (it has {sorted(evaluation)})")
-        pairs = {f"{groups[1]} against {groups[0]}": groups}
-    else:
-        pairs = {name: (name, name) for name in base if name in candidate}
-    if not pairs:
-        raise ValueError(f"the two evaluations share no data set or variant (base: {sorted(base)}; "
-                         f"candidate: {sorted(candidate)})")
+    pairs = _group_pairs(base, candidate, groups)
     comparison, seen = {}, set()
     for label, (base_name, candidate_name) in pairs.items():
-        base_rows, candidate_rows = _rows_by_case(base[base_name]), _rows_by_case(candidate[candidate_name])
+        base_rows = _rows_by_case(base[base_name], base_name)
+        candidate_rows = _rows_by_case(candidate[candidate_name], candidate_name)
         if not set(base_rows) & set(candidate_rows):
             raise ValueError(f"{label}: the two evaluations share no case")
         for part, (rows, allowed) in _parts(label, base_rows).items():

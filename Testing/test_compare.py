@@ -61,17 +61,24 @@ def test_evaluations_of_other_data_or_metrics_are_refused():
         compare_evaluations(base, base, ["dice"])
     with pytest.raises(ValueError, match="per-case rows"):
         compare_evaluations({"emidec": {"summary": {}}}, base)
+    with pytest.raises(ValueError, match="listed twice"):
+        compare_evaluations({"emidec": {"rows": base["emidec"]["rows"] * 2}}, base)
+    with pytest.raises(ValueError, match="the candidate is not an evaluation"):
+        compare_evaluations(base, [base])
 
 
 def test_compare_command_writes_the_table_and_explains_a_missing_file(tmp_path, capsys):
     base, candidate = tmp_path / "base.json", tmp_path / "candidate.json"
     base.write_text(strict_json(_evaluation({"a": 0.5, "b": 0.6}, {"a": 0.8, "b": 0.8})), encoding="utf-8")
     candidate.write_text(strict_json(_evaluation({"a": 0.7, "b": 0.6}, {"a": 0.8, "b": 0.9})), encoding="utf-8")
-    out = tmp_path / "comparison.md"
+    out = tmp_path / "new folder" / "comparison.md"
     assert main(["compare", str(base), str(candidate), "--metric", "scar", "-o", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
-    assert "| emidec | scar | 2 | 0.550 | 0.650 | +0.100 [" in text and "wall" not in text
+    assert "| emidec | scar | 2 | 0.550 | 0.650 | +0.100 [" in text and "wall" not in text and "left out" not in text
     assert text in capsys.readouterr().out
+    candidate.write_text(strict_json(_evaluation({"a": 0.7, "c": 0.6}, {"a": 0.8, "c": 0.9})), encoding="utf-8")
+    assert main(["compare", str(base), str(candidate)]) == 0
+    assert "emidec: left out, as only one evaluation has them: base b; candidate c" in capsys.readouterr().out
     assert main(["compare", str(base), str(tmp_path / "missing.json")]) == 2
     assert "no evaluation file" in capsys.readouterr().err
 
