@@ -15,7 +15,7 @@ from . import labels as L
 from .datasets import Case
 from .diffusion import DiffusionConfig, build_condition, map_names, tissue_maps
 from .gamma import gamma_target
-from .parameters import AUGMENTATIONS
+from .parameters import AUGMENTATIONS, SCAR_MAP_ERRORS
 from .segmentation import (SegmentationConfig, context_indices, normalise_for_segmentation, normalise_windows,
                            resample_slice)
 from .volume import CropBox, IntensityWindow, mask_to_model, resize
@@ -45,16 +45,24 @@ def _spatial(keys, modes):
             RandFlipd(keys, prob=0.5, spatial_axis=0), RandFlipd(keys, prob=0.5, spatial_axis=1)]
 
 
-def degrade_labels(labels: np.ndarray, spacing: tuple, rng: np.random.Generator,
-                   keep_scar: bool = False) -> np.ndarray:
+def degrade_labels(labels: np.ndarray, spacing: tuple, rng: np.random.Generator, keep_scar: bool = False,
+                   scar_errors: str = "within-wall", image: Optional[np.ndarray] = None) -> np.ndarray:
     """Reference labels of one slice as a segmentation or a quick correction might give them: the blood pool's
     and the heart's borders each moved by up to 3 mm, now and then a hole of up to 6 mm, all shifted by up to
-    3 mm. Scar is merged into myocardium, or with ``keep_scar`` degraded as ``_degraded_scar`` does."""
+    3 mm. Scar is merged into myocardium, or with ``keep_scar`` degraded as ``_degraded_scar`` does
+    (``scar_errors`` "within-wall") or as ``_segmentation_like_scar`` does ("like-segmentation", which needs the
+    slice's ``image``)."""
+    if scar_errors not in SCAR_MAP_ERRORS:
+        raise ValueError(f"scar map errors must be one of {SCAR_MAP_ERRORS}, got {scar_errors!r}")
     pixel_mm = float(np.mean(spacing))
     blood, heart = _moved_border(labels == L.BLOOD_POOL, pixel_mm, rng), _moved_border(labels > 0, pixel_mm, rng)
     degraded = np.where(heart, L.MYOCARDIUM, L.BACKGROUND).astype(np.uint8)
     degraded[blood & heart] = L.BLOOD_POOL
-    if keep_scar:
+    if keep_scar and scar_errors == "like-segmentation":
+        if image is None:
+            raise ValueError("segmentation-like scar maps need the slice's image (false scar lies on bright wall)")
+        degraded[_segmentation_like_scar(labels == L.SCAR, degraded, image, pixel_mm, rng)] = L.SCAR
+    elif keep_scar:
         degraded[_degraded_scar(labels == L.SCAR, degraded == L.MYOCARDIUM, pixel_mm, rng)] = L.SCAR
     if rng.random() < 0.3 and heart.any():
         degraded[_random_disc(heart, (1.0, 6.0), pixel_mm, rng)] = L.BACKGROUND
@@ -74,6 +82,32 @@ def _degraded_scar(scar: np.ndarray, wall: np.ndarray, pixel_mm: float, rng: np.
     if rng.random() < INVENTED_SCAR and wall.any():
         scar = scar | _random_disc(wall, (2.0, 6.0), pixel_mm, rng)
     return scar & wall
+
+
+SPILLED_SCAR = 0.5  # share of segmentation-like maps whose scar grows into the blood pool beside it
+OVERCALLED_SCAR = 0.5  # share of segmentation-like maps with false scar on the brightest healthy wall
+BRIGHT_WALL_QUANTILE = 0.75  # false scar is centred on healthy wall at least this bright (within the wall)
+
+
+def _segmentation_like_scar(scar: np.ndarray, degraded: np.ndarray, image: np.ndarray, pixel_mm: float,
+                            rng: np.random.Generator) -> np.ndarray:
+    """A scar map with the errors the bundled segmentation makes on validation cases: a quarter (EMIDEC) to a half
+    (MyoPS) of its scar lies in healthy myocardium and in the blood pool beside the scar (model card, "No-reflow as a
+    class of its own"), which ``_degraded_scar``'s maps, confined to the wall, never show. So the border moves by up
+    to 2 mm, now and then all of it is missed, in half the maps it grows 1-4 mm into the blood pool beside it, and
+    half the maps gain one or two false patches of 2-6 mm radius centred on the brightest healthy wall
+    (``degraded``: the degraded blood pool and wall; the patches stay in them)."""
+    heart, wall, blood = (degraded > L.BACKGROUND), (degraded == L.MYOCARDIUM), (degraded == L.BLOOD_POOL)
+    scar = np.zeros_like(scar) if rng.random() < MISSED_SCAR else _moved_border(scar, pixel_mm, rng, limit_mm=2.0)
+    if rng.random() < SPILLED_SCAR and scar.any():
+        steps = max(1, int(round(rng.uniform(1.0, 4.0) / pixel_mm)))
+        scar = scar | (ndimage.binary_dilation(scar, iterations=steps) & blood)
+    healthy_wall = wall & ~scar
+    if rng.random() < OVERCALLED_SCAR and healthy_wall.any():
+        bright = healthy_wall & (image >= np.quantile(image[healthy_wall], BRIGHT_WALL_QUANTILE))
+        for _ in range(rng.integers(1, 3)):
+            scar = scar | _random_disc(bright, (2.0, 6.0), pixel_mm, rng)
+    return scar & heart
 
 
 def _random_disc(within: np.ndarray, radius_mm: tuple, pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
@@ -104,9 +138,13 @@ class DiffusionSamples:
     at inference are a segmentation's or a clinician's, not the reference. The target always uses the reference."""
 
     def __init__(self, datasets: list[list[Case]], config: DiffusionConfig, rng: np.random.Generator,
-                 augmentation: str = "standard", predicted_labels: Optional[dict[str, np.ndarray]] = None):
+                 augmentation: str = "standard", predicted_labels: Optional[dict[str, np.ndarray]] = None,
+                 scar_map_errors: str = "within-wall"):
         if augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
+        if scar_map_errors not in SCAR_MAP_ERRORS:
+            raise ValueError(f"scar map errors must be one of {SCAR_MAP_ERRORS}, got {scar_map_errors!r}")
+        self.scar_map_errors = scar_map_errors
         strong = augmentation == "strong"
         predicted_labels = predicted_labels or {}
         self.sources = [[(c.images[i], c.labels[i], c.spacing,
@@ -137,12 +175,14 @@ class DiffusionSamples:
             items.append(self._one(*source[self.rng.integers(len(source))]))
         return tuple(torch.stack(parts) for parts in zip(*items))
 
-    def _map_labels(self, labels: np.ndarray, spacing: tuple, predicted: Optional[np.ndarray]) -> np.ndarray:
+    def _map_labels(self, image: np.ndarray, labels: np.ndarray, spacing: tuple,
+                    predicted: Optional[np.ndarray]) -> np.ndarray:
         draw = self.rng.random()
         if draw < 1 / 3:
             return labels
         if draw < 2 / 3 or predicted is None:
-            return degrade_labels(labels, spacing, self.rng, keep_scar="scar" in map_names(self.config))
+            return degrade_labels(labels, spacing, self.rng, keep_scar="scar" in map_names(self.config),
+                                  scar_errors=self.scar_map_errors, image=image)
         return predicted
 
     def _one(self, image: np.ndarray, labels: np.ndarray, spacing: tuple, predicted: Optional[np.ndarray]):
@@ -152,7 +192,7 @@ class DiffusionSamples:
         image255 = 255.0 * (image01 - image01.min()) / max(float(np.ptp(image01)), 1e-6)
         target = gamma_target(image255, labels)
         reads_maps = bool(map_names(self.config))  # an image-only model needs no maps
-        tissue_labels = self._map_labels(labels, spacing, predicted) if reads_maps else labels
+        tissue_labels = self._map_labels(image, labels, spacing, predicted) if reads_maps else labels
         roi = L.heart_roi(labels) | L.heart_roi(tissue_labels)  # the ROI of the maps, and all the target changes
         box = CropBox.around(L.heart_roi(labels)[None], margin=CROP_MARGIN / self.rng.uniform(*SCALE_RANGE))
         jitter = (self.rng.uniform(-0.1, 0.1, 2) * box.size).astype(int)

@@ -579,11 +579,15 @@ def cmd_train_diffusion(args) -> int:
     unusable = [spec.root.name for spec, _, _ in datasets if not spec.labels_scar]
     if unusable:
         raise ValueError(f"the diffusion targets need scar labels, which {', '.join(unusable)} lacks")
+    if args.scar_map_errors != "within-wall" and args.conditioning != "tissue-scar":
+        raise ValueError(f"--scar-map-errors {args.scar_map_errors} shapes the scar maps of --conditioning "
+                         f"tissue-scar; a {args.conditioning!r} model reads none")
     config = DiffusionConfig(image_size=args.image_size, block_out_channels=tuple(args.channels),
                              localized=not args.whole_image_noise, noise_hint=args.noise_hint,
                              dropout=args.dropout, conditioning=args.conditioning, normalisation=args.normalisation)
     settings = _settings(args, max_timestep=args.max_timestep, min_snr_gamma=args.min_snr_gamma,
-                         augmentation=args.augmentation, original_starts=args.original_starts,
+                         augmentation=args.augmentation, scar_map_errors=args.scar_map_errors,
+                         original_starts=args.original_starts,
                          original_start_balance=args.original_start_balance)
     training = [train for _, train, _ in datasets]
     predicted = _predicted_training_labels(args, training) if map_names(config) else None  # maps to train on
@@ -615,7 +619,8 @@ def _predicted_training_labels(args, datasets) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .parameters import AUGMENTATIONS, CONDITIONINGS, NORMALISATIONS  # torch-free, so --help stays fast
+    from .parameters import (AUGMENTATIONS, CONDITIONINGS, NORMALISATIONS,  # torch-free, so --help stays fast
+                             SCAR_MAP_ERRORS)
     from . import __version__
     parser = argparse.ArgumentParser(prog="scarenhance", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scarenhance {__version__}")
@@ -773,6 +778,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="image: the network sees the original (the paper's); tissue: also the blood-pool and wall "
                           "maps of the labels (at training: reference, degraded and predicted by the segmentation "
                           "model of --models); tissue-scar: those and the scar map (the Scar label or segment)")
+    dif.add_argument("--scar-map-errors", choices=SCAR_MAP_ERRORS, default="within-wall",
+                     help="tissue-scar: the errors of the degraded scar maps it trains on; within-wall: border moved, "
+                          "missed, false patches, all inside the wall; like-segmentation: also over the endocardial "
+                          "border into the blood pool, and false patches on the brightest healthy wall")
     dif.add_argument("--normalisation", choices=NORMALISATIONS, default="slice",
                      help="slice: the network sees the slice's [0, 255] (the paper's); heart: from the slice's "
                           "minimum to the maximum of the crop around the heart")

@@ -13,6 +13,9 @@ DEVICES = ("auto", "cuda", "cpu")
 AUGMENTATIONS = ("standard", "strong")  # of the diffusion training samples (augment.py)
 # what the diffusion network sees beside x_t (diffusion.condition_channels)
 CONDITIONINGS = ("image", "tissue", "tissue-scar")
+# how training degrades a tissue-scar model's scar map (augment.degrade_labels): inside the wall only, or with the
+# errors the segmentation makes on cases it has not seen (over the endocardial border, on bright healthy wall)
+SCAR_MAP_ERRORS = ("within-wall", "like-segmentation")
 NORMALISATIONS = ("slice", "heart")  # the diffusion network's intensity window (volume.IntensityWindow)
 LR_SCHEDULES = ("constant", "cosine")  # of both trainings (train.learning_rate_at)
 WARMUP_ITERATIONS = 250  # cosine: a fresh optimiser's first steps at full rate would jolt warm-started weights

@@ -51,6 +51,7 @@ class TrainSettings:
     scar_weight: float = 1.0  # loss weight of scar (diffusion: its pixels; segmentation: its class); others 1
     init_weights: Optional[Path] = None  # start a new run from these weights (see _warm_start)
     augmentation: str = "standard"  # diffusion: standard | strong (adds noise, blur, intensity curves, elastic)
+    scar_map_errors: str = "within-wall"  # diffusion, tissue-scar: how degraded scar maps err (SCAR_MAP_ERRORS)
     min_snr_gamma: float = 0.0  # diffusion: > 0 weighs each timestep by min(SNR, gamma) / SNR (Min-SNR); 0: plain
     # diffusion: this fraction of the samples in the upper half of the timesteps starts from the noised original,
     # as partial diffusion does at inference, and learns the noise that leads from there to the target
@@ -228,7 +229,8 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
     segmentation model's labels of training cases by name, one source of a tissue-conditioned model's maps."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
-    samples = DiffusionSamples(datasets, config, rng, settings.augmentation, predicted_labels)
+    samples = DiffusionSamples(datasets, config, rng, settings.augmentation, predicted_labels,
+                               settings.scar_map_errors)
     scheduler = training_scheduler(config)
     max_t = min(settings.max_timestep, config.num_train_timesteps)
 
@@ -258,7 +260,8 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
 
     validate = None
     if validation_datasets and any(validation_datasets):
-        validation = DiffusionSamples(validation_datasets, config, np.random.default_rng(1234))(64)
+        validation = DiffusionSamples(validation_datasets, config, np.random.default_rng(1234),
+                                      scar_map_errors=settings.scar_map_errors)(64)
 
         @torch.no_grad()
         def validate(model):
@@ -279,7 +282,7 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
                   "scar_weight": settings.scar_weight, "min_snr_gamma": settings.min_snr_gamma,
                   "original_starts": settings.original_starts,
                   "original_start_balance": settings.original_start_balance,
-                  "augmentation": settings.augmentation}
+                  "augmentation": settings.augmentation, "scar_map_errors": settings.scar_map_errors}
     source = _run_model_config(settings.init_weights)
     _warm_start(settings, run_config, lambda weights: warm_start(network, weights, config, source))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)

@@ -4,7 +4,7 @@ import numpy as np
 
 from ScarEnhanceLib import labels as L
 
-from conftest import load_benchmark
+from conftest import load_benchmark, phantom_case
 
 
 def test_reference_scar_is_counted_by_the_class_the_segmentation_gives_it():
@@ -42,3 +42,13 @@ def test_predicted_scar_is_counted_by_the_reference_class_under_it():
                             {k: f"in reference {v}" for k, v in script.PLACEMENT.items()})
     assert "| bundled | emidec | val | 1 | 8 | 62.5 | 25.0 | 0.0 | 12.5 | 0.0 |" in table
     assert "in reference no-reflow (%)" in table
+
+
+def test_degraded_maps_are_placed_like_a_segmentation_and_the_segmentation_like_ones_reach_the_blood_pool():
+    script = load_benchmark("measure_scar_in_segmentation")
+    cases = [phantom_case(seed) for seed in range(3)]
+    within, like = (script.degraded_map_placement(cases, errors, np.random.default_rng(0))
+                    for errors in ("within-wall", "like-segmentation"))
+    for counts in (within, like):
+        assert counts[L.SCAR] == counts.max()  # more on the reference scar than on any other class
+    assert like[L.BLOOD_POOL] / like.sum() > 2 * within[L.BLOOD_POOL] / within.sum()

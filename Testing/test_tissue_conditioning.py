@@ -1,4 +1,5 @@
 """Tissue-aware conditioning (blood-pool, wall and scar maps beside the image) and the heart intensity window."""
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -202,6 +203,44 @@ def test_degraded_scar_maps_miss_move_and_invent_scar_inside_the_wall():
     assert np.median(overlap) > 0.4  # moved, not lost
 
 
+def _ring_slice():
+    """A left ventricle: blood pool disc, wall ring with scar at the top and a brighter healthy arc at the bottom."""
+    rows, cols = np.mgrid[:96, :96]
+    radius = np.hypot(rows - 48, cols - 48)
+    labels = np.where(radius < 14, L.BLOOD_POOL, np.where(radius < 22, L.MYOCARDIUM, L.BACKGROUND)).astype(np.uint8)
+    top, bottom = (labels == L.MYOCARDIUM) & (rows < 36), (labels == L.MYOCARDIUM) & (rows > 60)
+    labels[top] = L.SCAR
+    image = np.where(labels == L.BLOOD_POOL, 180.0, np.where(labels == L.SCAR, 200.0, 60.0))
+    image[labels == L.BACKGROUND] = 20.0
+    image[bottom] = 110.0
+    return image, labels, bottom
+
+
+def test_segmentation_like_scar_maps_spill_into_the_blood_pool_and_invent_scar_on_bright_wall():
+    image, labels, bright_arc = _ring_slice()
+    blood, scar = labels == L.BLOOD_POOL, labels == L.SCAR
+    far_from_scar = ~ndimage.binary_dilation(scar, iterations=6)
+
+    def draws(errors, seed=0):
+        rng = np.random.default_rng(seed)
+        return [degrade_labels(labels, (1.6, 1.6), rng, keep_scar=True, scar_errors=errors, image=image) == L.SCAR
+                for _ in range(80)]
+
+    like, within = draws("like-segmentation"), draws("within-wall")
+    in_blood = [sum(int((d & blood).sum()) for d in maps) / max(sum(int(d.sum()) for d in maps), 1)
+                for maps in (like, within)]
+    assert in_blood[0] > 2 * in_blood[1] and in_blood[0] > 0.05  # over the endocardial border
+    # false scar where healthy wall is brightest (the arc is under half of the wall far from scar; the patches
+    # reach past it, and the maps are shifted)
+    invented = sum((d & far_from_scar).astype(int) for d in like)
+    assert invented[bright_arc].sum() > 0.65 * invented.sum() > 0
+    assert 5 <= sum(not d.any() for d in like) <= 30  # now and then all scar missed (a fifth)
+    with pytest.raises(ValueError, match="need the slice's image"):
+        degrade_labels(labels, (1.6, 1.6), np.random.default_rng(0), keep_scar=True, scar_errors="like-segmentation")
+    with pytest.raises(ValueError, match="must be one of"):
+        degrade_labels(labels, (1.6, 1.6), np.random.default_rng(0), keep_scar=True, scar_errors="anywhere")
+
+
 def test_tissue_scar_samples_carry_a_scar_map_that_mostly_follows_the_reference():
     case = phantom_case(seed=0)
     samples = DiffusionSamples([[case]], TISSUE_SCAR, np.random.default_rng(0))
@@ -243,7 +282,7 @@ def test_enhance_passes_the_scar_label_as_the_scar_map(phantom):
     np.testing.assert_allclose(sitk.GetArrayFromImage(unchanged)[truth > 0], original[truth > 0], atol=1.0)
 
 
-def test_train_a_tissue_scar_model_from_a_tissue_run(tmp_path, tiny_models):
+def test_train_a_tissue_scar_model_from_a_tissue_run(tmp_path, tiny_models, capsys):
     dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
     common = ["--dataset", str(dataset), "--iterations", "1", "--batch-size", "2", "--image-size", "32",
               "--channels", "16", "32", "--max-timestep", "300", "--device", "cpu", "--normalisation", "heart",
@@ -253,3 +292,9 @@ def test_train_a_tissue_scar_model_from_a_tissue_run(tmp_path, tiny_models):
                  "--init-weights", str(tmp_path / "tissue" / "model.safetensors")]) == 0
     weights = load_file(str(tmp_path / "scar" / "model.safetensors"))
     assert weights["conv_in.weight"].shape[1] == len(condition_channels(TISSUE_SCAR)) + 1
+    assert json.loads((tmp_path / "scar" / "config.json").read_text())["scar_map_errors"] == "within-wall"
+    like = ["--run-dir", str(tmp_path / "like"), "--scar-map-errors", "like-segmentation"]
+    assert main(["train-diffusion", *common, *like, "--conditioning", "tissue-scar"]) == 0
+    assert json.loads((tmp_path / "like" / "config.json").read_text())["scar_map_errors"] == "like-segmentation"
+    assert main(["train-diffusion", *common, *like, "--conditioning", "tissue"]) == 2
+    assert "a 'tissue' model reads none" in capsys.readouterr().err

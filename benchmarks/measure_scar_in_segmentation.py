@@ -7,9 +7,14 @@ myocardium, blood pool or background.
 On the user's path the enhancement model noises only the segmented heart ROI and reads its blood-pool and wall
 maps: scar called background is never enhanced, and scar called blood pool is treated as blood (which the gamma
 target darkens). Scar called anywhere but reference scar lowers the scar Dice. Prints two markdown tables, a row
-per model, data set and split; recorded ones are in the model card.
+per model, data set and split; recorded ones are in the model card. With ``--degraded-maps`` the second table also
+places the scar of the degraded maps a tissue-scar enhancement model trains on, for each ``--scar-map-errors``
+mode of ``scarenhance train-diffusion`` (one draw per slice with scar, seed 0), so that they can be set beside the
+segmentation's errors on held-out cases.
 
     python benchmarks/measure_scar_in_segmentation.py ../shared/data/emidec ../shared/data/myops2020_train25
+    python benchmarks/measure_scar_in_segmentation.py ../shared/data/emidec ../shared/data/myops2020_train25 \
+        --splits train val --degraded-maps
 """
 from __future__ import annotations
 
@@ -23,8 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ScarEnhanceLib import labels as L  # noqa: E402
 from ScarEnhanceLib import weights  # noqa: E402
+from ScarEnhanceLib.augment import degrade_labels  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import predicted_labels  # noqa: E402
+from ScarEnhanceLib.parameters import SCAR_MAP_ERRORS  # noqa: E402
 from ScarEnhanceLib.splits import SPLITS_FILE, load_splits  # noqa: E402
 
 # label -> name, in each table's order
@@ -41,6 +48,18 @@ def scar_landing(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def scar_placement(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Pixel counts of the predicted scar per reference class (index = label value, no-reflow as L.MVO)."""
     return np.bincount(reference[predicted == L.SCAR].ravel(), minlength=L.MVO + 1)[:L.MVO + 1]
+
+
+def degraded_map_placement(cases, scar_errors: str, rng: np.random.Generator) -> np.ndarray:
+    """``scar_placement`` of one degraded scar map per slice with scar, as tissue-scar training draws them."""
+    counts = np.zeros(L.MVO + 1, int)
+    for case in cases:
+        for image, labels in zip(case.images, case.labels):
+            if (labels == L.SCAR).any():
+                degraded = degrade_labels(labels, case.spacing, rng, keep_scar=True, scar_errors=scar_errors,
+                                          image=image)
+                counts += scar_placement(degraded, labels)
+    return counts
 
 
 def markdown(rows: list[tuple[list[str], np.ndarray]], keys: list[str], columns: dict[int, str]) -> str:
@@ -60,6 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", type=Path, action="append", default=None,
                         help="a models folder (repeat to compare; default: the bundled models)")
     parser.add_argument("--splits", nargs="+", default=["val"])
+    parser.add_argument("--degraded-maps", action="store_true",
+                        help="also place the scar of the degraded maps tissue-scar training draws (each mode)")
     args = parser.parse_args(argv)
     splits = load_splits(SPLITS_FILE)
     case_sets = []  # (data, split, cases with scar), read once for every model
@@ -77,6 +98,12 @@ def main(argv=None) -> int:
                                        np.zeros(L.NUM_CLASSES, int))))
             placement.append((cells, sum((scar_placement(labels_of(c), c.labels) for c in cases),
                                          np.zeros(L.MVO + 1, int))))
+    if args.degraded_maps:
+        for errors in SCAR_MAP_ERRORS:
+            rng = np.random.default_rng(0)
+            for data, split, cases in case_sets:
+                placement.append(([f"degraded maps: {errors}", data, split, str(len(cases))],
+                                  degraded_map_placement(cases, errors, rng)))
     keys = ["models", "data", "split", "cases with scar"]
     print("Reference scar, by the class the segmentation gives it\n")
     print(markdown(landing, keys, {k: f"called {v}" for k, v in LANDING.items()}))
