@@ -61,7 +61,7 @@ def degrade_labels(labels: np.ndarray, spacing: tuple, rng: np.random.Generator,
     if keep_scar and scar_errors == "like-segmentation":
         if image is None:
             raise ValueError("segmentation-like scar maps need the slice's image (false scar lies on bright wall)")
-        degraded[_segmentation_like_scar(labels == L.SCAR, degraded, image, pixel_mm, rng)] = L.SCAR
+        degraded[_segmentation_like_scar(labels, degraded, image, pixel_mm, rng)] = L.SCAR
     elif keep_scar:
         degraded[_degraded_scar(labels == L.SCAR, degraded == L.MYOCARDIUM, pixel_mm, rng)] = L.SCAR
     if rng.random() < 0.3 and heart.any():
@@ -78,33 +78,40 @@ def _degraded_scar(scar: np.ndarray, wall: np.ndarray, pixel_mm: float, rng: np.
     """A scar map with a segmentation's errors, inside ``wall``: its border moved by up to 2 mm, now and then all of
     it missed, now and then a false patch of 2-6 mm radius. The target still brightens only the reference scar, so
     the network learns to check the map against the image rather than to brighten whatever the map calls scar."""
-    scar = np.zeros_like(scar) if rng.random() < MISSED_SCAR else _moved_border(scar, pixel_mm, rng, limit_mm=2.0)
+    scar = _moved_or_missed(scar, pixel_mm, rng)
     if rng.random() < INVENTED_SCAR and wall.any():
         scar = scar | _random_disc(wall, (2.0, 6.0), pixel_mm, rng)
     return scar & wall
 
 
+def _moved_or_missed(scar: np.ndarray, pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """All of the scar missed (``MISSED_SCAR`` of the draws), or its border moved by up to 2 mm."""
+    return np.zeros_like(scar) if rng.random() < MISSED_SCAR else _moved_border(scar, pixel_mm, rng, limit_mm=2.0)
+
+
 SPILLED_SCAR = 0.5  # share of segmentation-like maps whose scar grows into the blood pool beside it
-OVERCALLED_SCAR = 0.5  # share of segmentation-like maps with false scar on the brightest healthy wall
-BRIGHT_WALL_QUANTILE = 0.75  # false scar is centred on healthy wall at least this bright (within the wall)
+OVERCALLED_SCAR = 0.5  # share of segmentation-like maps with false scar on the brightest healthy myocardium
+BRIGHT_WALL_QUANTILE = 0.75  # false scar is centred on healthy myocardium at least this bright (among it)
 
 
-def _segmentation_like_scar(scar: np.ndarray, degraded: np.ndarray, image: np.ndarray, pixel_mm: float,
+def _segmentation_like_scar(labels: np.ndarray, degraded: np.ndarray, image: np.ndarray, pixel_mm: float,
                             rng: np.random.Generator) -> np.ndarray:
     """A scar map with the errors the bundled segmentation makes on validation cases: a quarter (EMIDEC) to a half
     (MyoPS) of its scar lies in healthy myocardium and in the blood pool beside the scar (model card, "No-reflow as a
-    class of its own"), which ``_degraded_scar``'s maps, confined to the wall, never show. So the border moves by up
-    to 2 mm, now and then all of it is missed, in half the maps it grows 1-4 mm into the blood pool beside it, and
-    half the maps gain one or two false patches of 2-6 mm radius centred on the brightest healthy wall
-    (``degraded``: the degraded blood pool and wall; the patches stay in them)."""
+    class of its own"), where ``_degraded_scar``'s false patches fall anywhere in the wall and its scar stays in the
+    wall. So the border moves by up to 2 mm inside the degraded wall or all of the scar is missed, as there; then in
+    half the maps the scar grows 1-4 mm into the degraded blood pool beside it, and half the maps gain one or two false
+    patches of 2-6 mm radius centred on the brightest quarter of the healthy myocardium (reference healthy myocardium
+    inside the degraded wall; ``labels``: the reference, ``degraded``: the degraded blood pool and wall, which the
+    patches stay in)."""
     heart, wall, blood = (degraded > L.BACKGROUND), (degraded == L.MYOCARDIUM), (degraded == L.BLOOD_POOL)
-    scar = np.zeros_like(scar) if rng.random() < MISSED_SCAR else _moved_border(scar, pixel_mm, rng, limit_mm=2.0)
+    scar = _moved_or_missed(labels == L.SCAR, pixel_mm, rng) & wall
     if rng.random() < SPILLED_SCAR and scar.any():
         steps = max(1, int(round(rng.uniform(1.0, 4.0) / pixel_mm)))
         scar = scar | (ndimage.binary_dilation(scar, iterations=steps) & blood)
-    healthy_wall = wall & ~scar
-    if rng.random() < OVERCALLED_SCAR and healthy_wall.any():
-        bright = healthy_wall & (image >= np.quantile(image[healthy_wall], BRIGHT_WALL_QUANTILE))
+    healthy = wall & (labels == L.MYOCARDIUM) & ~scar
+    if rng.random() < OVERCALLED_SCAR and healthy.any():
+        bright = healthy & (image >= np.quantile(image[healthy], BRIGHT_WALL_QUANTILE))
         for _ in range(rng.integers(1, 3)):
             scar = scar | _random_disc(bright, (2.0, 6.0), pixel_mm, rng)
     return scar & heart

@@ -283,9 +283,23 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
                   "original_starts": settings.original_starts,
                   "original_start_balance": settings.original_start_balance,
                   "augmentation": settings.augmentation, "scar_map_errors": settings.scar_map_errors}
+    _refuse_changed_resume(settings.run_dir, run_config, {"scar_map_errors": "within-wall"})
     source = _run_model_config(settings.init_weights)
     _warm_start(settings, run_config, lambda weights: warm_start(network, weights, config, source))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
+
+
+def _refuse_changed_resume(run_dir: Path, run_config: dict, defaults: dict) -> None:
+    """A resumed run keeps the settings that shape its samples (``defaults``: each one's value in runs saved before
+    it existed): refuse a resume that would change one, which the saved config could not show."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).exists() or not (run_dir / "config.json").exists():
+        return
+    stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    for key, default in defaults.items():
+        if stored.get(key, default) != run_config[key]:
+            raise ValueError(f"{run_dir} was trained with {key} {stored.get(key, default)!r}, not "
+                             f"{run_config[key]!r}: resume it with the same setting, or start a new run folder")
 
 
 def _run_model_config(weights: Optional[Path]) -> Optional[DiffusionConfig]:

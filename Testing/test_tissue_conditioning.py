@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 from scipy import ndimage
 
+from ScarEnhanceLib import augment
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.augment import DiffusionSamples, degrade_labels
 from ScarEnhanceLib.cli import main
@@ -216,29 +217,60 @@ def _ring_slice():
     return image, labels, bottom
 
 
-def test_segmentation_like_scar_maps_spill_into_the_blood_pool_and_invent_scar_on_bright_wall():
-    image, labels, bright_arc = _ring_slice()
-    blood, scar = labels == L.BLOOD_POOL, labels == L.SCAR
-    far_from_scar = ~ndimage.binary_dilation(scar, iterations=6)
+def _segmentation_like_maps(monkeypatch, missed: float, spilled: float, overcalled: float, draws: int = 40):
+    image, labels, _ = _ring_slice()
+    degraded = np.where(labels == L.SCAR, L.MYOCARDIUM, labels)  # the reference's borders, for a sharp reading
+    for name, share in (("MISSED_SCAR", missed), ("SPILLED_SCAR", spilled), ("OVERCALLED_SCAR", overcalled)):
+        monkeypatch.setattr(augment, name, share)
+    rng = np.random.default_rng(0)
+    return [augment._segmentation_like_scar(labels, degraded, image, 1.6, rng) for _ in range(draws)]
 
-    def draws(errors, seed=0):
-        rng = np.random.default_rng(seed)
-        return [degrade_labels(labels, (1.6, 1.6), rng, keep_scar=True, scar_errors=errors, image=image) == L.SCAR
-                for _ in range(80)]
 
-    like, within = draws("like-segmentation"), draws("within-wall")
-    in_blood = [sum(int((d & blood).sum()) for d in maps) / max(sum(int(d.sum()) for d in maps), 1)
-                for maps in (like, within)]
-    assert in_blood[0] > 2 * in_blood[1] and in_blood[0] > 0.05  # over the endocardial border
-    # false scar where healthy wall is brightest (the arc is under half of the wall far from scar; the patches
-    # reach past it, and the maps are shifted)
-    invented = sum((d & far_from_scar).astype(int) for d in like)
-    assert invented[bright_arc].sum() > 0.65 * invented.sum() > 0
-    assert 5 <= sum(not d.any() for d in like) <= 30  # now and then all scar missed (a fifth)
+def test_segmentation_like_scar_grows_into_the_blood_pool_only_in_the_spilled_maps(monkeypatch):
+    _, labels, _ = _ring_slice()
+    blood = labels == L.BLOOD_POOL
+    kept = _segmentation_like_maps(monkeypatch, missed=0.0, spilled=0.0, overcalled=0.0)
+    spilled = _segmentation_like_maps(monkeypatch, missed=0.0, spilled=1.0, overcalled=0.0)
+    assert not any((m & blood).any() for m in kept)  # the moved border stays in the wall
+    assert sum((m & blood).any() for m in spilled) > 0.7 * len(spilled)
+
+
+def test_segmentation_like_false_scar_lies_on_the_brightest_healthy_myocardium(monkeypatch):
+    _, labels, bright_arc = _ring_slice()
+    patches = _segmentation_like_maps(monkeypatch, missed=1.0, spilled=0.0, overcalled=1.0)  # nothing but patches
+    assert all(m.any() for m in patches)
+    assert not any((m & (labels == L.BACKGROUND)).any() for m in patches)
+    counts = sum(m.astype(int) for m in patches)
+    assert counts[bright_arc].sum() > 0.7 * counts.sum()  # centred on the arc, reaching a little past it
+    assert counts[labels == L.SCAR].sum() == 0  # never on the scar the map missed (it lies across the ring)
+
+
+def test_segmentation_like_scar_maps_miss_scar_in_a_fifth_and_need_the_image():
+    image, labels, _ = _ring_slice()
+    near_scar = ndimage.binary_dilation(labels == L.SCAR, iterations=4)  # shifts move the map by up to 2 pixels
+    rng = np.random.default_rng(0)
+    draws = [degrade_labels(labels, (1.6, 1.6), rng, keep_scar=True, scar_errors="like-segmentation", image=image)
+             for _ in range(80)]
+    assert 6 <= sum(not (d == L.SCAR)[near_scar].any() for d in draws) <= 28  # about 16
     with pytest.raises(ValueError, match="need the slice's image"):
         degrade_labels(labels, (1.6, 1.6), np.random.default_rng(0), keep_scar=True, scar_errors="like-segmentation")
     with pytest.raises(ValueError, match="must be one of"):
         degrade_labels(labels, (1.6, 1.6), np.random.default_rng(0), keep_scar=True, scar_errors="anywhere")
+
+
+def test_diffusion_samples_degrade_scar_maps_with_the_errors_asked_for(monkeypatch):
+    asked = []
+
+    def recording(labels, spacing, rng, keep_scar=False, scar_errors="within-wall", image=None):
+        asked.append((keep_scar, scar_errors, image is not None))
+        return labels
+
+    monkeypatch.setattr(augment, "degrade_labels", recording)
+    DiffusionSamples([[phantom_case(seed=0)]], TISSUE_SCAR, np.random.default_rng(0),
+                     scar_map_errors="like-segmentation")(12)
+    assert asked and set(asked) == {(True, "like-segmentation", True)}
+    with pytest.raises(ValueError, match="scar map errors must be one of"):
+        DiffusionSamples([[phantom_case(seed=0)]], TISSUE_SCAR, np.random.default_rng(0), scar_map_errors="anywhere")
 
 
 def test_tissue_scar_samples_carry_a_scar_map_that_mostly_follows_the_reference():
@@ -298,3 +330,7 @@ def test_train_a_tissue_scar_model_from_a_tissue_run(tmp_path, tiny_models, caps
     assert json.loads((tmp_path / "like" / "config.json").read_text())["scar_map_errors"] == "like-segmentation"
     assert main(["train-diffusion", *common, *like, "--conditioning", "tissue"]) == 2
     assert "a 'tissue' model reads none" in capsys.readouterr().err
+    resumed = list(common)
+    resumed[resumed.index("--iterations") + 1] = "2"  # resume the like-segmentation run, without its setting
+    assert main(["train-diffusion", *resumed, "--run-dir", str(tmp_path / "like"), "--conditioning", "tissue-scar"]) == 2
+    assert "trained with scar_map_errors 'like-segmentation'" in capsys.readouterr().err

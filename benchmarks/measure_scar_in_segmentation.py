@@ -9,8 +9,8 @@ maps: scar called background is never enhanced, and scar called blood pool is tr
 target darkens). Scar called anywhere but reference scar lowers the scar Dice. Prints two markdown tables, a row
 per model, data set and split; recorded ones are in the model card. With ``--degraded-maps`` the second table also
 places the scar of the degraded maps a tissue-scar enhancement model trains on, for each ``--scar-map-errors``
-mode of ``scarenhance train-diffusion`` (one draw per slice with scar, seed 0), so that they can be set beside the
-segmentation's errors on held-out cases.
+mode of ``scarenhance train-diffusion`` (one draw per slice with a heart ROI of the cases with scar, as training
+draws them, seed 0), so that they can be set beside the segmentation's errors on held-out cases.
 
     python benchmarks/measure_scar_in_segmentation.py ../shared/data/emidec ../shared/data/myops2020_train25
     python benchmarks/measure_scar_in_segmentation.py ../shared/data/emidec ../shared/data/myops2020_train25 \
@@ -51,11 +51,11 @@ def scar_placement(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def degraded_map_placement(cases, scar_errors: str, rng: np.random.Generator) -> np.ndarray:
-    """``scar_placement`` of one degraded scar map per slice with scar, as tissue-scar training draws them."""
+    """``scar_placement`` of one degraded scar map per slice with a heart ROI, as tissue-scar training draws them."""
     counts = np.zeros(L.MVO + 1, int)
     for case in cases:
         for image, labels in zip(case.images, case.labels):
-            if (labels == L.SCAR).any():
+            if (labels > 0).any():
                 degraded = degrade_labels(labels, case.spacing, rng, keep_scar=True, scar_errors=scar_errors,
                                           image=image)
                 counts += scar_placement(degraded, labels)
