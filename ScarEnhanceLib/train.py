@@ -260,8 +260,8 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
 
     validate = None
     if validation_datasets and any(validation_datasets):
-        validation = DiffusionSamples(validation_datasets, config, np.random.default_rng(1234),
-                                      scar_map_errors=settings.scar_map_errors)(64)
+        # the same maps whatever --scar-map-errors a run trains with, so that runs' validation losses compare
+        validation = DiffusionSamples(validation_datasets, config, np.random.default_rng(1234))(64)
 
         @torch.no_grad()
         def validate(model):
