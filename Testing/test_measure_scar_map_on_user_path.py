@@ -1,0 +1,38 @@
+"""The scar-map diagnostic (benchmarks/measure_scar_map_on_user_path.py) takes the segmentation's false scar away, or
+adds the scar it missed, and leaves every other label as segmented."""
+import numpy as np
+
+from ScarEnhanceLib import labels as L
+
+from conftest import load_benchmark
+
+
+def _labels():
+    reference = np.full((1, 3, 4), L.MYOCARDIUM, np.uint8)
+    reference[0, 0, :] = L.BLOOD_POOL
+    reference[0, 1, :2] = L.SCAR
+    predicted = reference.copy()
+    predicted[0, 1, 1] = L.MYOCARDIUM  # missed scar
+    predicted[0, 2, 3] = L.SCAR  # false scar in healthy myocardium
+    predicted[0, 0, 0] = L.SCAR  # false scar in the blood pool
+    return reference, predicted
+
+
+def test_without_false_scar_keeps_only_the_segmentations_true_scar():
+    script = load_benchmark("measure_scar_map_on_user_path")
+    reference, predicted = _labels()
+    changed = script.without_false_scar(predicted, reference)
+    assert np.argwhere(changed == L.SCAR).tolist() == [[0, 1, 0]]
+    assert changed[0, 2, 3] == L.MYOCARDIUM and changed[0, 0, 0] == L.MYOCARDIUM
+    untouched = predicted != L.SCAR
+    np.testing.assert_array_equal(changed[untouched], predicted[untouched])
+    assert predicted[0, 2, 3] == L.SCAR  # the segmentation's labels are not changed in place
+
+
+def test_with_missed_scar_adds_the_reference_scar_and_keeps_the_false_scar():
+    script = load_benchmark("measure_scar_map_on_user_path")
+    reference, predicted = _labels()
+    changed = script.with_missed_scar(predicted, reference)
+    assert sorted(np.argwhere(changed == L.SCAR).tolist()) == [[0, 0, 0], [0, 1, 0], [0, 1, 1], [0, 2, 3]]
+    assert predicted[0, 1, 1] == L.MYOCARDIUM
+    assert set(script.SCAR_MAPS) == {"as segmented", "without its false scar", "with its missed scar added"}
