@@ -566,8 +566,8 @@ def cmd_train_segmentation(args) -> int:
                                 strides=(2,) * (len(args.channels) - 1), num_res_units=args.num_res_units,
                                 normalisation=args.normalisation, context_slices=args.context_slices,
                                 dropout=args.dropout, mvo_class=args.mvo_class)
-    train_segmentation([(train, spec.labelled_classes) for spec, train, _ in datasets], config, _settings(args),
-                       validation, shares=args.dataset_share)
+    train_segmentation([(train, spec.labelled_classes) for spec, train, _ in datasets], config,
+                       _settings(args, tissue_contrast=args.tissue_contrast), validation, shares=args.dataset_share)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
 
@@ -748,6 +748,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--mvo-class", action="store_true",
                      help="learn no-reflow (MVO, where a data set labels it: EMIDEC) as a class of its own, counted as "
                           "myocardium in every result (default: trained as myocardium)")
+    seg.add_argument("--tissue-contrast", type=float, default=0.0, metavar="SHARE",
+                     help="share of patches (0-1) whose blood pool, myocardium and scar each get a brightness gain "
+                          "of their own, as sites differ in tissue contrast (default 0: none)")
     seg.add_argument("--dataset-share", type=float, nargs="+", default=None, metavar="SHARE",
                      help="share of the batches drawn from each --dataset, in their order (default: equal shares)")
     seg.set_defaults(func=cmd_train_segmentation)

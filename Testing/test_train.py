@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 from safetensors.torch import load_file
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
-from ScarEnhanceLib.augment import DiffusionSamples, SegmentationSamples
+from ScarEnhanceLib.augment import TISSUE_GAINS, DiffusionSamples, SegmentationSamples, tissue_contrast
 from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser, add_masked_noise, training_scheduler
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
@@ -473,3 +474,44 @@ def test_segmentation_dropout_acts_while_training_only_and_is_recorded(tmp_path)
                  "--patch-size", "64", "--channels", "8", "16", "--dropout", "0.2", "--device", "cpu",
                  "--run-dir", str(tmp_path / "seg")]) == 0
     assert json.loads((tmp_path / "seg" / "config.json").read_text(encoding="utf-8"))["model"]["dropout"] == 0.2
+
+
+def test_tissue_contrast_gives_each_tissue_of_the_slice_a_gain_of_its_own():
+    labels = np.zeros((64, 64), dtype=np.int64)
+    labels[12:28, 12:52] = L.BLOOD_POOL
+    labels[32:52, 12:30] = L.MYOCARDIUM
+    labels[32:52, 34:52] = L.SCAR
+    image = torch.rand(3, 64, 64) + 0.5  # the slice and two neighbours
+    changed = tissue_contrast(image, labels, np.random.default_rng(3))
+    assert torch.equal(changed[1:], image[1:])  # the neighbours have no labels: left as they are
+    ratio = (changed[0] / image[0]).numpy()
+    gains = {}
+    for tissue in (L.BACKGROUND, *TISSUE_GAINS):
+        values = ratio[ndimage.binary_erosion(labels == tissue, iterations=4, border_value=1)]
+        assert np.ptp(values) < 1e-3  # one gain per tissue, away from its borders
+        gains[tissue] = float(values.mean())
+    assert gains[L.BACKGROUND] == pytest.approx(1.0, abs=1e-4)
+    for tissue, (low, high) in TISSUE_GAINS.items():
+        assert low <= gains[tissue] <= high
+    assert len({round(g, 4) for g in gains.values()}) == 4  # the tissues' contrasts changed against each other
+
+
+def test_tissue_contrast_reaches_the_patches_the_share_asked_for_and_is_recorded(tmp_path):
+    config = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64)
+    drawn = {}
+    for share in (0.0, 1.0):
+        samples = SegmentationSamples([phantom_case(seed=0)], config, np.random.default_rng(0), tissue_contrast=share)
+        samples.intensity = lambda item: item  # intensity augmentation off: look at the tissue gains alone
+        drawn[share] = samples(1)
+    assert torch.equal(drawn[0.0][1], drawn[1.0][1])  # the same patches and labels ...
+    assert not torch.allclose(drawn[0.0][0], drawn[1.0][0])  # ... with the tissues' contrast changed
+    run = tmp_path / "seg"
+    settings = TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1, device="cpu",
+                             tissue_contrast=0.5)
+    train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, settings)
+    assert json.loads((run / "config.json").read_text(encoding="utf-8"))["tissue_contrast"] == 0.5
+    resumed = TrainSettings(run_dir=run, iterations=2, batch_size=2, checkpoint_every=1, device="cpu")
+    with pytest.raises(ValueError, match="tissue_contrast 0.5"):
+        train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
+    with pytest.raises(ValueError, match="tissue contrast must be 0 to 1"):
+        TrainSettings(run_dir=run, tissue_contrast=1.5)
