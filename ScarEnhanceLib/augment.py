@@ -299,7 +299,7 @@ class SegmentationSamples:
         if self.config.normalisation == "window":  # as the network sees each window at inference
             patch = normalise_windows(patch[None])[0]
         label = torch.as_tensor(np.asarray(sample["label"])).long()
-        if self.rng.random() < self.tissue_contrast:
+        if self.tissue_contrast and self.rng.random() < self.tissue_contrast:  # off: the same draws as before it
             patch = tissue_contrast(patch, label[0].numpy(), self.rng)
         patch = torch.as_tensor(np.asarray(self.intensity({"image": patch})["image"]), dtype=torch.float32)
         return patch, label
