@@ -24,6 +24,10 @@ SCALE_RANGE = (0.7, 1.4)
 # segmentation, --tissue-contrast: each tissue's own brightness gain (healthy myocardium's also for no-reflow, and for
 # scar where a data set does not label it)
 TISSUE_GAINS = {L.BLOOD_POOL: (0.7, 1.3), L.MYOCARDIUM: (0.7, 1.4), L.SCAR: (0.8, 1.2)}
+# segmentation, --synthetic-scar: the sector of the wall (degrees), how far from the blood pool into the wall (share of
+# its thickness) and how bright (share of the way from healthy myocardium to blood pool) a drawn scar is
+SYNTHETIC_SCAR = {"sector_degrees": (40.0, 150.0), "transmurality": (0.25, 1.0), "brightness": (0.5, 1.1)}
+MIN_SYNTHETIC_SCAR_PIXELS = 10
 CROP_MARGIN = 1.3  # also the default at inference
 
 
@@ -243,18 +247,57 @@ def tissue_contrast(image: torch.Tensor, labels: np.ndarray, rng: np.random.Gene
     return changed
 
 
+def synthetic_scar(image: torch.Tensor, labels: np.ndarray, rng: np.random.Generator
+                   ) -> tuple[torch.Tensor, np.ndarray]:
+    """``image`` (c, h, w) and ``labels`` (h, w) with a scar drawn into the healthy myocardium of the first channel:
+    an infarct grows from the endocardium outwards, so the scar is a sector of the wall (``SYNTHETIC_SCAR``) from the
+    blood pool to a drawn depth, brightened towards the blood pool's level (bright subendocardial scar is what the
+    network tends to call blood pool), keeping the tissue's texture, and labelled scar. 75 training patients hold
+    few scars; drawn ones vary where, how deep and how bright. Unchanged where the slice has too little blood pool or
+    healthy myocardium, or where its blood pool is not brighter than its myocardium. The neighbour slices (2.5D) have
+    no labels and stay as they are."""
+    labels = np.asarray(labels)
+    blood, healthy = labels == L.BLOOD_POOL, labels == L.MYOCARDIUM
+    if blood.sum() < MIN_SYNTHETIC_SCAR_PIXELS or healthy.sum() < MIN_SYNTHETIC_SCAR_PIXELS:
+        return image, labels
+    centre = image[0].numpy()
+    myocardium_level, blood_level = np.median(centre[healthy]), np.median(centre[blood])
+    if blood_level <= myocardium_level:
+        return image, labels
+    wall = labels >= L.MYOCARDIUM  # healthy, scar and no-reflow
+    from_blood = ndimage.distance_transform_edt(~blood)
+    from_outside = ndimage.distance_transform_edt(wall | blood)
+    depth = from_blood / np.maximum(from_blood + from_outside, 1e-6)  # 0 at the endocardium, 1 at the epicardium
+    rows, cols = np.indices(labels.shape)
+    centre_row, centre_col = ndimage.center_of_mass(blood)
+    angle = np.arctan2(rows - centre_row, cols - centre_col)
+    settings = {name: rng.uniform(*bounds) for name, bounds in SYNTHETIC_SCAR.items()}
+    start = rng.uniform(-np.pi, np.pi)
+    in_sector = np.mod(angle - start, 2 * np.pi) < np.radians(settings["sector_degrees"])
+    scar = healthy & in_sector & (depth <= settings["transmurality"])
+    if scar.sum() < MIN_SYNTHETIC_SCAR_PIXELS:
+        return image, labels
+    lift = settings["brightness"] * (blood_level - myocardium_level)
+    blended = ndimage.gaussian_filter(scar.astype(np.float32), sigma=1.0) * wall  # soft borders inside the wall
+    changed = image.clone()
+    changed[0] = image[0] + torch.from_numpy((lift * np.maximum(blended, scar)).astype(np.float32))
+    return changed, np.where(scar, L.SCAR, labels).astype(labels.dtype)
+
+
 class SegmentationSamples:
     """(image, labels) patches at the model's spacing. Scanners differ in pixel shape (EMIDEC's PNGs are
     stretched along one axis by up to 1.7), orientation and intensity curves: each axis is scaled on its own,
     rotations span the full circle, and the intensities get contrast curves, bias field, noise and blur. A 2.5D
     model's neighbour slices come in either order (stacks run base to apex or apex to base). With
-    ``tissue_contrast`` > 0 that share of the patches also gets ``tissue_contrast``'s gains."""
+    ``tissue_contrast`` > 0 that share of the patches also gets ``tissue_contrast``'s gains; with ``synthetic_scar``
+    > 0 that share gets a scar drawn into its healthy myocardium (``synthetic_scar``)."""
 
     def __init__(self, cases: list[Case], config: SegmentationConfig, rng: np.random.Generator,
-                 tissue_contrast: float = 0.0):
+                 tissue_contrast: float = 0.0, synthetic_scar: float = 0.0):
         self.cases = cases
         self.config = config
         self.tissue_contrast = tissue_contrast
+        self.synthetic_scar = synthetic_scar
         size = (config.patch_size,) * 2
         keys = ["image", "label"]
         self.spatial = Compose([
@@ -299,6 +342,9 @@ class SegmentationSamples:
         if self.config.normalisation == "window":  # as the network sees each window at inference
             patch = normalise_windows(patch[None])[0]
         label = torch.as_tensor(np.asarray(sample["label"])).long()
+        if self.synthetic_scar and self.rng.random() < self.synthetic_scar:  # off: the same draws as before it
+            patch, drawn = synthetic_scar(patch, label[0].numpy(), self.rng)
+            label = torch.as_tensor(drawn)[None].long()
         if self.tissue_contrast and self.rng.random() < self.tissue_contrast:  # off: the same draws as before it
             patch = tissue_contrast(patch, label[0].numpy(), self.rng)
         patch = torch.as_tensor(np.asarray(self.intensity({"image": patch})["image"]), dtype=torch.float32)

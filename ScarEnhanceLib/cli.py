@@ -567,7 +567,8 @@ def cmd_train_segmentation(args) -> int:
                                 normalisation=args.normalisation, context_slices=args.context_slices,
                                 dropout=args.dropout, mvo_class=args.mvo_class)
     train_segmentation([(train, spec.labelled_classes) for spec, train, _ in datasets], config,
-                       _settings(args, tissue_contrast=args.tissue_contrast), validation, shares=args.dataset_share)
+                       _settings(args, tissue_contrast=args.tissue_contrast, synthetic_scar=args.synthetic_scar),
+                       validation, shares=args.dataset_share)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
 
@@ -751,6 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--tissue-contrast", type=float, default=0.0, metavar="SHARE",
                      help="share of patches (0-1) whose blood pool, myocardium and scar each get a brightness gain "
                           "of their own, as sites differ in tissue contrast (default 0: none)")
+    seg.add_argument("--synthetic-scar", type=float, default=0.0, metavar="SHARE",
+                     help="share of patches (0-1) with a scar drawn into their healthy myocardium: a sector from the "
+                          "blood pool outwards, brightened towards the blood pool's level (default 0: none)")
     seg.add_argument("--dataset-share", type=float, nargs="+", default=None, metavar="SHARE",
                      help="share of the batches drawn from each --dataset, in their order (default: equal shares)")
     seg.set_defaults(func=cmd_train_segmentation)

@@ -53,6 +53,7 @@ class TrainSettings:
     augmentation: str = "standard"  # diffusion: standard | strong (adds noise, blur, intensity curves, elastic)
     scar_map_errors: str = "within-wall"  # diffusion, tissue-scar: how degraded scar maps err (SCAR_MAP_ERRORS)
     tissue_contrast: float = 0.0  # segmentation: share of patches whose tissues get brightness gains of their own
+    synthetic_scar: float = 0.0  # segmentation: share of patches with a scar drawn into their healthy myocardium
     min_snr_gamma: float = 0.0  # diffusion: > 0 weighs each timestep by min(SNR, gamma) / SNR (Min-SNR); 0: plain
     # diffusion: this fraction of the samples in the upper half of the timesteps starts from the noised original,
     # as partial diffusion does at inference, and learns the noise that leads from there to the target
@@ -76,6 +77,8 @@ class TrainSettings:
             raise ValueError(f"the Min-SNR gamma must be positive (or 0: off), got {self.min_snr_gamma}")
         if not 0.0 <= self.tissue_contrast <= 1.0:
             raise ValueError(f"the share of patches with tissue contrast must be 0 to 1, got {self.tissue_contrast}")
+        if not 0.0 <= self.synthetic_scar <= 1.0:
+            raise ValueError(f"the share of patches with a synthetic scar must be 0 to 1, got {self.synthetic_scar}")
         if not 0.0 <= self.original_starts <= 1.0:
             raise ValueError(f"the fraction of original starts must be 0 to 1, got {self.original_starts}")
         if self.original_start_balance < 0 or (self.original_start_balance and not self.original_starts):
@@ -375,7 +378,8 @@ def train_segmentation(datasets: list[tuple[list[Case], int]], config: Segmentat
     600 slices; ``shares`` (one per data set) weighs them otherwise."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
-    samples = _MixedSegmentationSamples(datasets, config, rng, shares, settings.tissue_contrast)
+    samples = _MixedSegmentationSamples(datasets, config, rng, shares, settings.tissue_contrast,
+                                        settings.synthetic_scar)
     losses = {}
 
     def loss_over(classes: int) -> DiceCELoss:
@@ -407,8 +411,9 @@ def train_segmentation(datasets: list[tuple[list[Case], int]], config: Segmentat
             return {f"val_dice_{k}": float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
 
     run_config = {"kind": "segmentation", "model": config.to_dict(), "scar_weight": settings.scar_weight,
-                  "dataset_shares": samples.shares.tolist(), "tissue_contrast": settings.tissue_contrast}
-    _refuse_changed_resume(settings.run_dir, run_config, {"tissue_contrast": 0.0})
+                  "dataset_shares": samples.shares.tolist(), "tissue_contrast": settings.tissue_contrast,
+                  "synthetic_scar": settings.synthetic_scar}
+    _refuse_changed_resume(settings.run_dir, run_config, {"tissue_contrast": 0.0, "synthetic_scar": 0.0})
     network = build_segmenter(config)
     _warm_start(settings, run_config, lambda weights: warm_start_segmenter(network, weights))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
@@ -419,15 +424,16 @@ class _MixedSegmentationSamples:
     many classes its data set labels."""
 
     def __init__(self, datasets: list[tuple[list[Case], int]], config: SegmentationConfig, rng: np.random.Generator,
-                 shares: Optional[Sequence[float]] = None, tissue_contrast: float = 0.0):
+                 shares: Optional[Sequence[float]] = None, tissue_contrast: float = 0.0,
+                 synthetic_scar: float = 0.0):
         if shares is not None and (len(shares) != len(datasets) or min(shares) < 0 or sum(shares) <= 0):
             raise ValueError(f"give one non-negative share per data set ({len(datasets)}), not all zero: {shares}")
         shares = np.ones(len(datasets)) if shares is None else np.asarray(shares, dtype=float)
         used = [index for index, (cases, _) in enumerate(datasets) if cases and shares[index] > 0]
         if not used:
             raise ValueError("no training cases")
-        self.sources = [(SegmentationSamples(datasets[i][0], config, rng, tissue_contrast), datasets[i][1])
-                        for i in used]
+        self.sources = [(SegmentationSamples(datasets[i][0], config, rng, tissue_contrast, synthetic_scar),
+                         datasets[i][1]) for i in used]
         self.shares = shares[used] / shares[used].sum()
         self.rng = rng
 

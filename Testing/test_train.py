@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
-from ScarEnhanceLib.augment import TISSUE_GAINS, DiffusionSamples, SegmentationSamples, tissue_contrast
+from ScarEnhanceLib.augment import (SYNTHETIC_SCAR, TISSUE_GAINS, DiffusionSamples, SegmentationSamples, synthetic_scar,
+                                   tissue_contrast)
 from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser, add_masked_noise, training_scheduler
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
@@ -515,3 +516,74 @@ def test_tissue_contrast_reaches_the_patches_the_share_asked_for_and_is_recorded
         train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
     with pytest.raises(ValueError, match="tissue contrast must be 0 to 1"):
         TrainSettings(run_dir=run, tissue_contrast=1.5)
+
+
+def _ring_slice(size: int = 96):
+    """A left ventricle: a bright blood-pool disc in a darker ring of healthy myocardium, neighbours as channels 1-2."""
+    rows, cols = np.indices((size, size))
+    radius = np.hypot(rows - size / 2, cols - size / 2)
+    labels = np.where(radius < 18, L.BLOOD_POOL, np.where(radius < 28, L.MYOCARDIUM, L.BACKGROUND)).astype(np.int64)
+    levels = np.array([0.2, 1.0, 0.3, 0.9], dtype=np.float32)
+    image = torch.from_numpy(np.stack([levels[labels]] * 3) + np.random.default_rng(0).normal(0, 0.02, (3, size, size))
+                             .astype(np.float32))
+    return image, labels, radius
+
+
+def test_synthetic_scar_is_a_bright_sector_of_healthy_wall_grown_from_the_blood_pool():
+    image, labels, radius = _ring_slice()
+    before_image, before_labels = image.clone(), labels.copy()
+    wall = labels == L.MYOCARDIUM
+    outside = ~ndimage.binary_dilation(wall, iterations=3)
+    angles, depths = [], []
+    for seed in range(12):
+        changed, drawn = synthetic_scar(image, labels, np.random.default_rng(seed))
+        scar = drawn == L.SCAR
+        assert scar.sum() >= 10 and not (scar & ~wall).any()  # only healthy myocardium becomes scar
+        assert np.array_equal(drawn[~scar], labels[~scar])
+        assert (scar & (radius < 19)).any()  # it starts at the endocardium
+        assert torch.equal(changed[1:], image[1:])  # the neighbours have no labels: left as they are
+        assert torch.equal(changed[0][torch.from_numpy(outside)], image[0][torch.from_numpy(outside)])
+        lift = (changed[0] - image[0]).numpy()[scar]
+        low, high = SYNTHETIC_SCAR["brightness"]
+        assert low * 0.7 - 1e-3 <= lift.min() and lift.max() <= high * 0.7 + 1e-3  # blood 1.0 - myocardium 0.3
+        assert np.ptp(lift) < 1e-4  # one brightness, the texture kept
+        rows, cols = np.nonzero(scar)
+        angles.append(np.angle(np.mean(np.exp(1j * np.arctan2(rows - 48, cols - 48)))))
+        depths.append(radius[scar].max())
+    assert torch.equal(image, before_image) and np.array_equal(labels, before_labels)  # the inputs are not changed
+    assert np.ptp(angles) > 1.0  # anywhere around the wall ...
+    assert min(depths) < 25 and max(depths) > 27  # ... some subendocardial, some through the wall
+
+
+def test_synthetic_scar_leaves_a_slice_without_a_brighter_blood_pool_or_healthy_wall_as_it_is():
+    image, labels, _ = _ring_slice()
+    dark_blood = image.clone()
+    dark_blood[0][torch.from_numpy(labels == L.BLOOD_POOL)] = 0.1
+    all_scar = np.where(labels == L.MYOCARDIUM, L.SCAR, labels)
+    for slice_image, slice_labels in ((dark_blood, labels), (image, all_scar), (image, np.zeros_like(labels))):
+        changed, drawn = synthetic_scar(slice_image, slice_labels, np.random.default_rng(0))
+        assert torch.equal(changed, slice_image) and np.array_equal(drawn, slice_labels)
+
+
+def test_synthetic_scar_reaches_the_patches_the_share_asked_for_and_is_recorded(tmp_path):
+    config = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64)
+    drawn = {}
+    for share in (0.0, 1.0):
+        samples = SegmentationSamples([phantom_case(seed=0)], config, np.random.default_rng(0), synthetic_scar=share)
+        samples.intensity = lambda item: item  # intensity augmentation off: look at the drawn scar alone
+        drawn[share] = samples(1)
+    added = (drawn[1.0][1] == L.SCAR) & (drawn[0.0][1] == L.MYOCARDIUM)
+    assert added.any()  # healthy myocardium became scar ...
+    assert torch.equal(drawn[0.0][1][~added], drawn[1.0][1][~added])  # ... and nothing else changed label
+    assert (drawn[1.0][0][:, :1] > drawn[0.0][0][:, :1])[added].all()  # ... and it is brighter
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
+    run = tmp_path / "seg"
+    assert main(["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
+                 "--patch-size", "64", "--channels", "8", "16", "--synthetic-scar", "0.5", "--device", "cpu",
+                 "--run-dir", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text(encoding="utf-8"))["synthetic_scar"] == 0.5
+    resumed = TrainSettings(run_dir=run, iterations=2, batch_size=2, checkpoint_every=1, device="cpu")
+    with pytest.raises(ValueError, match="synthetic_scar 0.5"):
+        train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
+    with pytest.raises(ValueError, match="synthetic scar must be 0 to 1"):
+        TrainSettings(run_dir=run, synthetic_scar=-0.1)
