@@ -533,7 +533,6 @@ def test_synthetic_scar_is_a_bright_sector_of_healthy_wall_grown_from_the_blood_
     image, labels, radius = _ring_slice()
     before_image, before_labels = image.clone(), labels.copy()
     wall = labels == L.MYOCARDIUM
-    outside = ~ndimage.binary_dilation(wall, iterations=3)
     angles, depths = [], []
     for seed in range(12):
         changed, drawn = synthetic_scar(image, labels, np.random.default_rng(seed))
@@ -542,7 +541,7 @@ def test_synthetic_scar_is_a_bright_sector_of_healthy_wall_grown_from_the_blood_
         assert np.array_equal(drawn[~scar], labels[~scar])
         assert (scar & (radius < 19)).any()  # it starts at the endocardium
         assert torch.equal(changed[1:], image[1:])  # the neighbours have no labels: left as they are
-        assert torch.equal(changed[0][torch.from_numpy(outside)], image[0][torch.from_numpy(outside)])
+        assert torch.equal(changed[0][torch.from_numpy(~wall)], image[0][torch.from_numpy(~wall)])
         lift = (changed[0] - image[0]).numpy()[scar]
         low, high = SYNTHETIC_SCAR["brightness"]
         assert low * 0.7 - 1e-3 <= lift.min() and lift.max() <= high * 0.7 + 1e-3  # blood 1.0 - myocardium 0.3
@@ -555,6 +554,24 @@ def test_synthetic_scar_is_a_bright_sector_of_healthy_wall_grown_from_the_blood_
     assert min(depths) < 25 and max(depths) > 27  # ... some subendocardial, some through the wall
 
 
+class _Drawn:
+    """A stand-in random generator whose uniform draws are given: sector (degrees), transmurality, brightness, start
+    angle, in the order ``synthetic_scar`` draws them."""
+
+    def __init__(self, *values):
+        self.values = list(values)
+
+    def uniform(self, low, high):
+        return self.values.pop(0)
+
+
+def test_synthetic_scar_sector_wraps_around_the_circle():
+    image, labels, radius = _ring_slice()
+    _, drawn = synthetic_scar(image, labels, _Drawn(150.0, 1.0, 1.0, 3.0))  # starts near +180 degrees
+    wall = labels == L.MYOCARDIUM
+    assert (drawn[wall] == L.SCAR).mean() == pytest.approx(150 / 360, abs=0.02)  # the whole sector, across +-180
+
+
 def test_synthetic_scar_leaves_a_slice_without_a_brighter_blood_pool_or_healthy_wall_as_it_is():
     image, labels, _ = _ring_slice()
     dark_blood = image.clone()
@@ -563,6 +580,9 @@ def test_synthetic_scar_leaves_a_slice_without_a_brighter_blood_pool_or_healthy_
     for slice_image, slice_labels in ((dark_blood, labels), (image, all_scar), (image, np.zeros_like(labels))):
         changed, drawn = synthetic_scar(slice_image, slice_labels, np.random.default_rng(0))
         assert torch.equal(changed, slice_image) and np.array_equal(drawn, slice_labels)
+    healthy_right_only = np.where((labels == L.MYOCARDIUM) & (np.indices(labels.shape)[1] < 70), L.SCAR, labels)
+    changed, drawn = synthetic_scar(image, healthy_right_only, _Drawn(40.0, 1.0, 1.0, -2.0))  # a sector on the left
+    assert torch.equal(changed, image) and np.array_equal(drawn, healthy_right_only)
 
 
 def test_synthetic_scar_reaches_the_patches_the_share_asked_for_and_is_recorded(tmp_path):
