@@ -254,8 +254,8 @@ def synthetic_scar(image: torch.Tensor, labels: np.ndarray, rng: np.random.Gener
     blood pool to a drawn depth, brightened towards the blood pool's level (bright subendocardial scar is what the
     network tends to call blood pool), keeping the tissue's texture, and labelled scar. 75 training patients hold
     few scars; drawn ones vary where, how deep and how bright. Unchanged where the slice has too little blood pool or
-    healthy myocardium, or where its blood pool is not brighter than its myocardium. The neighbour slices (2.5D) have
-    no labels and stay as they are."""
+    healthy myocardium, where its blood pool is not brighter than its myocardium, or where the drawn sector holds too
+    little healthy myocardium. The neighbour slices (2.5D) have no labels and stay as they are."""
     labels = np.asarray(labels)
     blood, healthy = labels == L.BLOOD_POOL, labels == L.MYOCARDIUM
     if blood.sum() < MIN_SYNTHETIC_SCAR_PIXELS or healthy.sum() < MIN_SYNTHETIC_SCAR_PIXELS:
