@@ -497,13 +497,20 @@ def test_tissue_contrast_gives_each_tissue_of_the_slice_a_gain_of_its_own():
     assert len({round(g, 4) for g in gains.values()}) == 4  # the tissues' contrasts changed against each other
 
 
-def test_tissue_contrast_reaches_the_patches_the_share_asked_for_and_is_recorded(tmp_path):
+def _patch_without_and_with(option: str) -> dict:
+    """share -> the first (image, labels) patch of a phantom with ``option`` (a SegmentationSamples argument) at
+    that share, intensity augmentation off so that the option's change is seen alone."""
     config = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64)
     drawn = {}
     for share in (0.0, 1.0):
-        samples = SegmentationSamples([phantom_case(seed=0)], config, np.random.default_rng(0), tissue_contrast=share)
-        samples.intensity = lambda item: item  # intensity augmentation off: look at the tissue gains alone
+        samples = SegmentationSamples([phantom_case(seed=0)], config, np.random.default_rng(0), **{option: share})
+        samples.intensity = lambda item: item
         drawn[share] = samples(1)
+    return drawn
+
+
+def test_tissue_contrast_reaches_the_patches_the_share_asked_for_and_is_recorded(tmp_path):
+    drawn = _patch_without_and_with("tissue_contrast")
     assert torch.equal(drawn[0.0][1], drawn[1.0][1])  # the same patches and labels ...
     assert not torch.allclose(drawn[0.0][0], drawn[1.0][0])  # ... with the tissues' contrast changed
     run = tmp_path / "seg"
@@ -586,12 +593,7 @@ def test_synthetic_scar_leaves_a_slice_without_a_brighter_blood_pool_or_healthy_
 
 
 def test_synthetic_scar_reaches_the_patches_the_share_asked_for_and_is_recorded(tmp_path):
-    config = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64)
-    drawn = {}
-    for share in (0.0, 1.0):
-        samples = SegmentationSamples([phantom_case(seed=0)], config, np.random.default_rng(0), synthetic_scar=share)
-        samples.intensity = lambda item: item  # intensity augmentation off: look at the drawn scar alone
-        drawn[share] = samples(1)
+    drawn = _patch_without_and_with("synthetic_scar")
     added = (drawn[1.0][1] == L.SCAR) & (drawn[0.0][1] == L.MYOCARDIUM)
     assert added.any()  # healthy myocardium became scar ...
     assert torch.equal(drawn[0.0][1][~added], drawn[1.0][1][~added])  # ... and nothing else changed label
