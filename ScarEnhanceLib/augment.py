@@ -342,10 +342,15 @@ class SegmentationSamples:
         if self.config.normalisation == "window":  # as the network sees each window at inference
             patch = normalise_windows(patch[None])[0]
         label = torch.as_tensor(np.asarray(sample["label"])).long()
-        if self.synthetic_scar and self.rng.random() < self.synthetic_scar:  # off: the same draws as before it
+        if self._chosen(self.synthetic_scar):
             patch, drawn = synthetic_scar(patch, label[0].numpy(), self.rng)
             label = torch.as_tensor(drawn)[None].long()
-        if self.tissue_contrast and self.rng.random() < self.tissue_contrast:  # off: the same draws as before it
+        if self._chosen(self.tissue_contrast):
             patch = tissue_contrast(patch, label[0].numpy(), self.rng)
         patch = torch.as_tensor(np.asarray(self.intensity({"image": patch})["image"]), dtype=torch.float32)
         return patch, label
+
+    def _chosen(self, share: float) -> bool:
+        """Whether this patch gets an option drawn for ``share`` of the patches; an option that is off draws no
+        number, so that runs without it draw as before it existed."""
+        return bool(share) and self.rng.random() < share
