@@ -69,10 +69,11 @@ def _python_env(**extra) -> dict:
             "PYTHONPATH": f"{ROOT}{os.pathsep}{STUB}", **extra}
 
 
-def _train_on_cpu(pack: Path, out: Path, iterations: int) -> subprocess.CompletedProcess:
-    """tools/gpu/train.sh as a dry run on the CPU: ``iterations`` of batch 2 for each model, runs beside ``out``."""
+def _train_on_cpu(pack: Path, out: Path, iterations: int, **extra: str) -> subprocess.CompletedProcess:
+    """tools/gpu/train.sh as a dry run on the CPU: ``iterations`` of batch 2 for each model, runs beside ``out``;
+    ``extra``: more of the script's settings."""
     settings = {"PACK": str(pack), "OUT": str(out), "RUNS": str(out.parent / "runs"), "DEVICE": "cpu", "WORKERS": "0",
-                "BATCH": "2", "SEG_ITERATIONS": str(iterations), "ENH_ITERATIONS": str(iterations)}
+                "BATCH": "2", "SEG_ITERATIONS": str(iterations), "ENH_ITERATIONS": str(iterations), **extra}
     return subprocess.run(["bash", str(ROOT / "tools" / "gpu" / "train.sh")], cwd=ROOT, env=_python_env(**settings),
                           capture_output=True, encoding="utf-8", errors="replace")
 
@@ -86,9 +87,8 @@ def test_the_simpleitk_stand_in_fails_with_its_reason_where_simpleitk_is_used(tm
     assert result.returncode != 0 and "SimpleITK is not installed here" in result.stderr
 
 
-def test_gpu_training_script_trains_all_three_models_from_packed_data_without_simpleitk(tmp_path):
-    """A CPU dry run of tools/gpu/train.sh: two iterations each, SimpleITK replaced by its stand-in."""
-    pack = tmp_path / "gpu_pack"
+def _three_packed_data_sets(pack: Path) -> None:
+    """Phantom cases packed as EMIDEC, MyoPS (with scar) and MS-CMRSeg (without), all in the train split."""
     scar_cases = [phantom_case(seed=s, slices=3) for s in range(2)]
     with_scar = [L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR]
     write_packed(scar_cases, with_scar, pack / "data" / "emidec")
@@ -97,6 +97,12 @@ def test_gpu_training_script_trains_all_three_models_from_packed_data_without_si
     names = {"train": [c.name for c in scar_cases], "val": [], "test": []}
     (pack / "splits.json").write_text(json.dumps({d: names for d in ("emidec", "myops2020_train25",
                                                                       "mscmrseg19_lge")}), encoding="utf-8")
+
+
+def test_gpu_training_script_trains_all_three_models_from_packed_data_without_simpleitk(tmp_path):
+    """A CPU dry run of tools/gpu/train.sh: two iterations each, SimpleITK replaced by its stand-in."""
+    pack = tmp_path / "gpu_pack"
+    _three_packed_data_sets(pack)
     out = tmp_path / "out"
     result = _train_on_cpu(pack, out, iterations=2)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -113,6 +119,21 @@ def test_gpu_training_script_trains_all_three_models_from_packed_data_without_si
                      "--models", str(models)]) == 0
     assert weights.load(weights.ENHANCEMENT, models).config.conditioning == "tissue-scar"
     assert weights.load(weights.SEGMENTATION, models).config.context_slices == 1
+
+
+def test_gpu_training_script_skips_a_run_given_no_minutes_and_passes_a_lever_to_the_segmentation(tmp_path):
+    pack = tmp_path / "gpu_pack"
+    _three_packed_data_sets(pack)
+    out = tmp_path / "out"
+    result = _train_on_cpu(pack, out, iterations=2, ENH_IMAGE_MINUTES="0", ENH_SCAR_MINUTES="0",
+                           SEG_ARGS="--synthetic-scar 0.5 --tissue-contrast 0.25")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    segmentation = json.loads((out / "segmentation" / "config.json").read_text(encoding="utf-8"))
+    assert segmentation["synthetic_scar"] == 0.5 and segmentation["tissue_contrast"] == 0.25
+    assert segmentation["iteration"] == 2
+    log = (out / "train.log").read_text(encoding="utf-8")
+    assert "== enhancement_image skipped" in log and "== enhancement_tissue_scar skipped" in log
+    assert not (out / "enhancement_image").exists() and not (out / "enhancement_tissue_scar").exists()
 
 
 def test_gpu_training_script_trains_the_others_when_one_fails_and_says_so(tmp_path):

@@ -7,7 +7,8 @@
 # configuration come back as $OUT/NAME/model.safetensors and config.json, which `scarenhance bundle` takes as a run
 # folder; the log as $OUT/train.log. The whole checkpoints (with the optimiser's moments) are too large to come back:
 # a next session warm-starts from the weights, and its manifest counts only its own iterations.
-# Times in minutes; DEVICE=cpu WORKERS=0 BATCH=2 with tiny ITERATIONS is the dry run the tests make.
+# Times in minutes; a run given 0 minutes is skipped. SEG_ARGS: more train-segmentation arguments (a lever to try,
+# e.g. "--synthetic-scar 0.3"). DEVICE=cpu WORKERS=0 BATCH=2 with tiny ITERATIONS is the dry run the tests make.
 set -uo pipefail
 PACK=${PACK:-gpu_pack}
 OUT=${OUT:?set OUT to the folder for the results}
@@ -19,6 +20,7 @@ BUDGET_MINUTES=${BUDGET_MINUTES:-9}  # the whole script: one device command may 
 SEG_MINUTES=${SEG_MINUTES:-1.5} ENH_IMAGE_MINUTES=${ENH_IMAGE_MINUTES:-2} ENH_SCAR_MINUTES=${ENH_SCAR_MINUTES:-2.5}
 SEG_ITERATIONS=${SEG_ITERATIONS:-3000} ENH_ITERATIONS=${ENH_ITERATIONS:-6000}
 SEG_LR=${SEG_LR:-1e-4} ENH_LR=${ENH_LR:-3e-4}
+SEG_ARGS=${SEG_ARGS:-}
 SCHEDULE=${SCHEDULE:-constant}  # cosine reaches 0 only at the last iteration, which a time limit may cut short
 SEG_INIT=${SEG_INIT:-Resources/models/heart_segmentation.safetensors}
 ENH_INIT=${ENH_INIT:-Resources/models/enhancement.safetensors}
@@ -48,7 +50,12 @@ ENHANCEMENT=(--dataset "$DATA/emidec" --dataset "$DATA/myops2020_train25" --norm
 
 failed=0
 run() {  # name, its own time limit, then the scarenhance command and its arguments; a failure spares the others
-    local name=$1 minutes; minutes=$(minutes_for "$2"); shift 2
+    local name=$1 minutes
+    if python3 -c "import sys; sys.exit(float(sys.argv[1]) > 0)" "$2"; then
+        echo "== $name skipped (0 minutes)" | tee -a "$OUT/train.log"
+        return
+    fi
+    minutes=$(minutes_for "$2"); shift 2
     echo "== $name ($minutes min): $*" | tee -a "$OUT/train.log"
     if python3 -m ScarEnhanceLib "$@" --time-limit "$minutes" --run-dir "$RUNS/$name" 2>&1 | tee -a "$OUT/train.log"
     then
@@ -62,7 +69,7 @@ run() {  # name, its own time limit, then the scarenhance command and its argume
 
 run segmentation "$SEG_MINUTES" train-segmentation --dataset "$DATA/emidec" --dataset "$DATA/myops2020_train25" \
     --dataset "$DATA/mscmrseg19_lge" --dataset-share 3 1 1 --context-slices 1 --iterations "$SEG_ITERATIONS" \
-    --learning-rate "$SEG_LR" --init-weights "$SEG_INIT" "${COMMON[@]}"
+    --learning-rate "$SEG_LR" --init-weights "$SEG_INIT" "${COMMON[@]}" $SEG_ARGS  # split into words
 run enhancement_image "$ENH_IMAGE_MINUTES" train-diffusion --conditioning image --init-weights "$ENH_INIT" \
     "${ENHANCEMENT[@]}"
 run enhancement_tissue_scar "$ENH_SCAR_MINUTES" train-diffusion --conditioning tissue-scar \
