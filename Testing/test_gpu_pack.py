@@ -136,6 +136,25 @@ def test_gpu_training_script_skips_a_run_given_no_minutes_and_passes_a_lever_to_
     assert not (out / "enhancement_image").exists() and not (out / "enhancement_tissue_scar").exists()
 
 
+def test_segmentation_levers_train_side_by_side_and_a_failed_one_spares_the_other(tmp_path):
+    pack = tmp_path / "gpu_pack"
+    _three_packed_data_sets(pack)
+    out = tmp_path / "out"
+    settings = {"PACK": str(pack), "OUT": str(out), "DEVICE": "cpu", "WORKERS": "0", "BATCH": "2",
+                "SEG_ITERATIONS": "2"}
+    result = subprocess.run(["bash", str(ROOT / "tools" / "gpu" / "side_by_side.sh"), "control=",
+                             "drawn_scars=--synthetic-scar 0.5", "out_of_range=--synthetic-scar 2"], cwd=ROOT,
+                            env=_python_env(**settings), capture_output=True, encoding="utf-8", errors="replace")
+    assert result.returncode != 0  # one run failed
+    control = json.loads((out / "control" / "segmentation" / "config.json").read_text(encoding="utf-8"))
+    drawn = json.loads((out / "drawn_scars" / "segmentation" / "config.json").read_text(encoding="utf-8"))
+    assert control["iteration"] == drawn["iteration"] == 2
+    assert control["synthetic_scar"] == 0.0 and drawn["synthetic_scar"] == 0.5
+    assert not (out / "out_of_range" / "segmentation").exists()
+    assert "== segmentation failed" in (out / "out_of_range" / "train.log").read_text(encoding="utf-8")
+    assert not (out / "control" / "enhancement_image").exists()
+
+
 def test_gpu_training_script_trains_the_others_when_one_fails_and_says_so(tmp_path):
     pack = tmp_path / "gpu_pack"
     for name in ("emidec", "myops2020_train25"):  # no MS-CMRSeg: the segmentation fails, the enhancement trains

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Segmentation levers side by side on one lent GPU, for a comparison at equal time and equal data-loader workers:
+# each NAME=ARGS argument is tools/gpu/train.sh's segmentation run with SEG_ARGS=ARGS (its enhancement runs
+# skipped), all started together; NAME's weights and configuration come back in $OUT/NAME/segmentation/ and its log
+# as $OUT/NAME/train.log. WORKERS (default 14) are shared among the runs; train.sh's other settings pass through.
+#   bash tools/gpu/side_by_side.sh control= drawn_scars="--synthetic-scar 0.3"
+set -uo pipefail
+OUT=${OUT:?set OUT to the folder for the results}
+PACK=${PACK:-gpu_pack}
+WORKERS=${WORKERS:-14}
+[ $# -gt 0 ] || { echo "name one or more runs as NAME=ARGS" >&2; exit 2; }
+
+if compgen -G "$PACK/wheels/*.whl" >/dev/null; then  # installed once here: the runs would install into one folder
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$PACK"/wheels/*.whl || exit 1
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+without_wheels=$(mktemp -d)
+ln -s "$(cd "$PACK" && pwd)/data" "$without_wheels/data"
+cp "$PACK/splits.json" "$without_wheels/"
+
+pids=()
+for run in "$@"; do
+    name=${run%%=*}
+    mkdir -p "$OUT/$name"
+    PACK=$without_wheels OUT=$OUT/$name WORKERS=$((WORKERS / $#)) SEG_ARGS=${run#*=} ENH_IMAGE_MINUTES=0 \
+        ENH_SCAR_MINUTES=0 bash tools/gpu/train.sh >/dev/null 2>>"$OUT/$name/train.log" &  # train.sh logs stdout
+    pids+=($!)
+done
+failed=0
+for pid in "${pids[@]}"; do
+    wait "$pid" || failed=1
+done
+exit $failed
