@@ -65,3 +65,16 @@ def test_batch_benchmark_runs_both_ways(tiny_models, tmp_path):
         assert report[key]["seconds"] > 0
         assert report[key]["studies_per_minute"] == pytest.approx(60 * 2 / report[key]["seconds"])
     assert "--steps" in report["options"] and "studies per minute" in result.stdout
+
+
+def test_training_batch_benchmark_times_each_kind_with_metadata_off_and_on(tmp_path):
+    output = tmp_path / "batches.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "benchmark_training_batches.py"), "--batches",
+                             "1", "--batch-size", "2", "--output", str(output)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(output.read_text(encoding="utf-8"))
+    assert set(report["seconds_per_batch"]) == {"segmentation", "segmentation_drawn_scar_tissue_contrast",
+                                                "enhancement_strong"}
+    for timings in report["seconds_per_batch"].values():
+        assert timings["metadata_off"] > 0 and timings["metadata_on"] > 0
+    assert report["batch"] == 2 and "segmentation: " in result.stdout

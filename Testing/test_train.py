@@ -242,6 +242,27 @@ def test_train_diffusion_command_passes_the_loss_weightings_hint_and_warm_start(
     assert config["init_weights"] == "model.safetensors"
 
 
+@pytest.mark.parametrize("make_samples", [
+    lambda rng: DiffusionSamples([[phantom_case(seed=0)]], TINY_DIFFUSION, rng, augmentation="strong"),
+    lambda rng: SegmentationSamples([phantom_case(seed=0)], SegmentationConfig(
+        channels=(8, 16, 32), strides=(2, 2), patch_size=64, normalisation="window", context_slices=1), rng, 0.5, 0.5),
+], ids=["diffusion", "segmentation"])
+def test_batches_drawn_without_monai_metadata_are_those_drawn_with_it(make_samples, monkeypatch):
+    """Batches are drawn with MONAI's metadata off (half the time); the values are those drawn with it on, and the
+    setting is back as it was afterwards."""
+    import contextlib
+    import ScarEnhanceLib.augment as augment
+    from monai.data import MetaTensor, get_track_meta
+
+    plain = make_samples(np.random.default_rng(5))(4)
+    assert get_track_meta() and not any(isinstance(part, MetaTensor) for part in plain)
+    monkeypatch.setattr(augment, "_plain_tensors", contextlib.nullcontext)
+    tracked = make_samples(np.random.default_rng(5))(4)
+    for without, with_metadata in zip(plain, tracked):
+        torch.testing.assert_close(without, with_metadata.as_tensor() if isinstance(with_metadata, MetaTensor)
+                                   else with_metadata, rtol=0, atol=0)
+
+
 def test_data_loader_workers_draw_different_batches_and_resume_draws_new_ones():
     samples = DiffusionSamples([[phantom_case(seed=0)]], TINY_DIFFUSION, np.random.default_rng(0))
     settings = TrainSettings(run_dir=None, batch_size=2, workers=2)
