@@ -7,6 +7,9 @@
 # configuration come back as $OUT/NAME/model.safetensors and config.json, which `scarenhance bundle` takes as a run
 # folder; the log as $OUT/train.log. The whole checkpoints (with the optimiser's moments) are too large to come back:
 # a next session warm-starts from the weights, and its manifest counts only its own iterations.
+# The workers' augmentation bounds the speed: on an H200 with 14 workers the segmentation made about 16
+# iterations/s at batch 64 (drawn scars and tissue contrast on; 2026-11-28); size SEG_ITERATIONS to end inside
+# SEG_MINUTES, so that a cosine reaches 0.
 # Times in minutes; a run given 0 minutes is skipped. SEG_ARGS: more train-segmentation arguments (a lever to try,
 # e.g. "--synthetic-scar 0.3"). DEVICE=cpu WORKERS=0 BATCH=2 with tiny ITERATIONS is the dry run the tests make.
 set -uo pipefail
