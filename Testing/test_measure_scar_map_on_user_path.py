@@ -36,3 +36,18 @@ def test_with_missed_scar_adds_the_reference_scar_and_keeps_the_false_scar():
     assert sorted(np.argwhere(changed == L.SCAR).tolist()) == [[0, 0, 0], [0, 1, 0], [0, 1, 1], [0, 2, 3]]
     assert predicted[0, 1, 1] == L.MYOCARDIUM
     assert set(script.SCAR_MAPS) == {"as segmented", "without its false scar", "with its missed scar added"}
+
+
+def test_scaled_scar_maps_call_scar_as_the_segmentation_does_at_scale_1_and_less_below(tiny_models):
+    from ScarEnhanceLib import weights
+    from ScarEnhanceLib.evaluate import predicted_labels
+
+    from conftest import phantom_case
+
+    script = load_benchmark("measure_scar_map_on_user_path")
+    model = weights.load(weights.SEGMENTATION, tiny_models)
+    case = phantom_case(seed=0, slices=2)
+    as_segmented = predicted_labels(model)(case)
+    np.testing.assert_array_equal(script.scaled_scar_labels(model, 1.0)(case), as_segmented)
+    scar_at = {scale: int((script.scaled_scar_labels(model, scale)(case) == L.SCAR).sum()) for scale in (0.0, 1e6)}
+    assert scar_at[0.0] == 0 and scar_at[1e6] > (as_segmented == L.SCAR).sum()
