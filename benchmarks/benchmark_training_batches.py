@@ -3,10 +3,10 @@
     python benchmarks/benchmark_training_batches.py [--dataset FOLDER ...] [--batches 5] [--batch-size 64]
         [--output results.json]
 
-On a lent GPU the workers' augmentation, not the GPU, bounded the segmentation training (README). Reports seconds per
-batch (64: as on the GPU) for the segmentation patches (2.5D, plain and with --synthetic-scar 0.3 --tissue-contrast 0.5) and the
-enhancement crops (strong augmentation), each with MONAI's metadata off (as training draws them) and on (as before
-2026-11-28). Cases: the data sets given (any layout `scarenhance` reads), else 8 phantom cases of 256x256.
+On a lent GPU the training went at the speed its workers' augmentation fed it (benchmarks/RESULTS.md). Reports seconds
+per batch (64: as on the GPU) for the segmentation patches (2.5D, plain and with --synthetic-scar 0.3 --tissue-contrast
+0.5) and the enhancement crops (strong augmentation), each with MONAI's metadata off (as training draws them) and on
+(as before 2026-11-28). Cases: the data sets given (any layout `scarenhance` reads), else 8 phantom cases of 256x256.
 """
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def main(argv=None) -> dict:
               "batch": args.batch_size, "cases": [c.name for c in cases][:3] + (["..."] if len(cases) > 3 else []),
               "seconds_per_batch": {}}
     for name, make_samples in kinds.items():
-        without, with_metadata = (seconds_per_batch(make_samples, args.batches, args.batch_size, m) for m in (False, True))
+        without, with_metadata = (seconds_per_batch(make_samples, args.batches, args.batch_size, metadata)
+                                  for metadata in (False, True))
         report["seconds_per_batch"][name] = {"metadata_off": without, "metadata_on": with_metadata}
         print(f"{name}: {without:.3f} s per batch of {args.batch_size} (MONAI metadata on: {with_metadata:.3f} s)")
     if args.output:
