@@ -155,6 +155,16 @@ def test_segmentation_levers_train_side_by_side_and_a_failed_one_spares_the_othe
     assert not (out / "control" / "enhancement_image").exists()
 
 
+@pytest.mark.parametrize("runs", [["control"], ["=--synthetic-scar 0.3"], ["a=", "a=--synthetic-scar 0.3"],
+                                  ["../up="]])
+def test_side_by_side_refuses_runs_without_a_name_of_their_own(tmp_path, runs):
+    result = subprocess.run(["bash", str(ROOT / "tools" / "gpu" / "side_by_side.sh"), *runs], cwd=ROOT,
+                            env=_python_env(OUT=str(tmp_path / "out"), PACK=str(tmp_path / "absent")),
+                            capture_output=True, encoding="utf-8", errors="replace")
+    assert result.returncode == 2 and "a name of its own" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_gpu_training_script_trains_the_others_when_one_fails_and_says_so(tmp_path):
     pack = tmp_path / "gpu_pack"
     for name in ("emidec", "myops2020_train25"):  # no MS-CMRSeg: the segmentation fails, the enhancement trains

@@ -254,7 +254,12 @@ def test_batches_drawn_without_monai_metadata_are_those_drawn_with_it(make_sampl
     import ScarEnhanceLib.augment as augment
     from monai.data import MetaTensor, get_track_meta
 
-    plain = make_samples(np.random.default_rng(5))(4)
+    samples = make_samples(np.random.default_rng(5))
+    tracking_while_drawn = []
+    draw_one = samples._one
+    monkeypatch.setattr(samples, "_one", lambda *args: tracking_while_drawn.append(get_track_meta()) or draw_one(*args))
+    plain = samples(4)
+    assert tracking_while_drawn == [False] * 4
     assert get_track_meta() and not any(isinstance(part, MetaTensor) for part in plain)
     monkeypatch.setattr(augment, "_plain_tensors", contextlib.nullcontext)
     tracked = make_samples(np.random.default_rng(5))(4)

@@ -30,6 +30,7 @@ from ScarEnhanceLib.diffusion import DiffusionConfig  # noqa: E402
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom  # noqa: E402
 from ScarEnhanceLib.segmentation import SegmentationConfig  # noqa: E402
 
+
 def phantom_cases(count: int = 8) -> list[Case]:
     cases = []
     for seed in range(count):
@@ -82,7 +83,9 @@ def main(argv=None) -> dict:
                                                                    augmentation="strong"),
     }
     report = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": 1,
-              "batch": args.batch_size, "cases": [c.name for c in cases][:3] + (["..."] if len(cases) > 3 else []),
+              "batch": args.batch_size, "batches_timed": args.batches,
+              "datasets": [str(folder) for folder in args.dataset] or ["phantoms"],
+              "cases": [c.name for c in cases][:3] + (["..."] if len(cases) > 3 else []),
               "seconds_per_batch": {}}
     for name, make_samples in kinds.items():
         without, with_metadata = (seconds_per_batch(make_samples, args.batches, args.batch_size, metadata)

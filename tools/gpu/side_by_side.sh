@@ -9,6 +9,15 @@ OUT=${OUT:?set OUT to the folder for the results}
 PACK=${PACK:-gpu_pack}
 WORKERS=${WORKERS:-14}
 [ $# -gt 0 ] || { echo "name one or more runs as NAME=ARGS" >&2; exit 2; }
+names=()
+for run in "$@"; do  # each run its own folder under $OUT
+    name=${run%%=*}
+    if [[ $run != *=* || ! $name =~ ^[A-Za-z0-9_.-]+$ || " ${names[*]} " == *" $name "* ]]; then
+        echo "each run is NAME=ARGS with a name of its own (letters, digits, . _ -): $run" >&2
+        exit 2
+    fi
+    names+=("$name")
+done
 
 if compgen -G "$PACK/wheels/*.whl" >/dev/null; then  # installed once here: the runs would install into one folder
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -16,15 +25,15 @@ if compgen -G "$PACK/wheels/*.whl" >/dev/null; then  # installed once here: the 
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 without_wheels=$(mktemp -d)
-ln -s "$(cd "$PACK" && pwd)/data" "$without_wheels/data"
-cp "$PACK/splits.json" "$without_wheels/"
+ln -s "$(cd "$PACK" && pwd)/data" "$without_wheels/data" && cp "$PACK/splits.json" "$without_wheels/" || exit 1
 
 pids=()
 for run in "$@"; do
     name=${run%%=*}
     mkdir -p "$OUT/$name"
-    PACK=$without_wheels OUT=$OUT/$name WORKERS=$((WORKERS / $#)) SEG_ARGS=${run#*=} ENH_IMAGE_MINUTES=0 \
-        ENH_SCAR_MINUTES=0 bash tools/gpu/train.sh >/dev/null 2>>"$OUT/$name/train.log" &  # train.sh logs stdout
+    # RUNS empty: each run trains in a fresh folder of its own; train.sh logs its stdout to train.log
+    PACK=$without_wheels OUT=$OUT/$name RUNS="" WORKERS=$((WORKERS / $#)) SEG_ARGS=${run#*=} ENH_IMAGE_MINUTES=0 \
+        ENH_SCAR_MINUTES=0 bash tools/gpu/train.sh >/dev/null 2>>"$OUT/$name/train.log" &
     pids+=($!)
 done
 failed=0

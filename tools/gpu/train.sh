@@ -23,7 +23,7 @@ BUDGET_MINUTES=${BUDGET_MINUTES:-9}  # the whole script: one device command may 
 SEG_MINUTES=${SEG_MINUTES:-1.5} ENH_IMAGE_MINUTES=${ENH_IMAGE_MINUTES:-2} ENH_SCAR_MINUTES=${ENH_SCAR_MINUTES:-2.5}
 SEG_ITERATIONS=${SEG_ITERATIONS:-3000} ENH_ITERATIONS=${ENH_ITERATIONS:-6000}
 SEG_LR=${SEG_LR:-1e-4} ENH_LR=${ENH_LR:-3e-4}
-SEG_ARGS=${SEG_ARGS:-}
+read -ra SEG_ARGS <<< "${SEG_ARGS:-}"  # words, not globbed
 SCHEDULE=${SCHEDULE:-constant}  # cosine reaches 0 only at the last iteration, which a time limit may cut short
 SEG_INIT=${SEG_INIT:-Resources/models/heart_segmentation.safetensors}
 ENH_INIT=${ENH_INIT:-Resources/models/enhancement.safetensors}
@@ -72,7 +72,7 @@ run() {  # name, its own time limit, then the scarenhance command and its argume
 
 run segmentation "$SEG_MINUTES" train-segmentation --dataset "$DATA/emidec" --dataset "$DATA/myops2020_train25" \
     --dataset "$DATA/mscmrseg19_lge" --dataset-share 3 1 1 --context-slices 1 --iterations "$SEG_ITERATIONS" \
-    --learning-rate "$SEG_LR" --init-weights "$SEG_INIT" "${COMMON[@]}" $SEG_ARGS  # split into words
+    --learning-rate "$SEG_LR" --init-weights "$SEG_INIT" "${COMMON[@]}" ${SEG_ARGS[@]+"${SEG_ARGS[@]}"}
 run enhancement_image "$ENH_IMAGE_MINUTES" train-diffusion --conditioning image --init-weights "$ENH_INIT" \
     "${ENHANCEMENT[@]}"
 run enhancement_tissue_scar "$ENH_SCAR_MINUTES" train-diffusion --conditioning tissue-scar \
