@@ -49,5 +49,8 @@ def test_scaled_scar_maps_call_scar_as_the_segmentation_does_at_scale_1_and_less
     case = phantom_case(seed=0, slices=2)
     as_segmented = predicted_labels(model)(case)
     np.testing.assert_array_equal(script.scaled_scar_labels(model, 1.0)(case), as_segmented)
-    scar_at = {scale: int((script.scaled_scar_labels(model, scale)(case) == L.SCAR).sum()) for scale in (0.0, 1e6)}
+    shared = {}
+    scar_at = {scale: int((script.scaled_scar_labels(model, scale, shared)(case) == L.SCAR).sum())
+               for scale in (0.0, 1e6)}
     assert scar_at[0.0] == 0 and scar_at[1e6] > (as_segmented == L.SCAR).sum()
+    assert list(shared) == [case.name]  # the probabilities computed once for both scales

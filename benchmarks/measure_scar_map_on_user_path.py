@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -53,11 +54,18 @@ SCAR_MAPS = {"as segmented": lambda predicted, reference: predicted,
              "with its missed scar added": with_missed_scar}
 
 
-def scaled_scar_labels(model: weights.LoadedModel, scale: float):
-    """Per case: the segmentation's post-processed labels with its scar probability scaled by ``scale``."""
+def scaled_scar_labels(model: weights.LoadedModel, scale: float, cache: Optional[dict] = None):
+    """Per case: the segmentation's post-processed labels with its scar probability scaled by ``scale``; ``cache``
+    (shared by the scales) keeps each case's probabilities."""
     device = next(model.network.parameters()).device
-    return lambda case: labels_from([slice_probabilities(model.network, case.images, case.spacing, model.config,
-                                                         device, slice_mm=case.slice_mm)], scale)
+    cache = {} if cache is None else cache
+
+    def labels_of(case):
+        if case.name not in cache:
+            cache[case.name] = slice_probabilities(model.network, case.images, case.spacing, model.config, device,
+                                                   slice_mm=case.slice_mm)
+        return labels_from([cache[case.name]], scale)
+    return labels_of
 
 
 def main(argv=None) -> int:
@@ -74,7 +82,9 @@ def main(argv=None) -> int:
     splits = load_splits(SPLITS_FILE)
     segmenter = weights.load(weights.SEGMENTATION, args.models)
     segmentation = predicted_labels(segmenter)
-    scaled = {f"scar probability x{scale:g}": scaled_scar_labels(segmenter, scale) for scale in args.scar_scales}
+    probabilities = {}
+    scaled = {f"scar probability x{scale:g}": scaled_scar_labels(segmenter, scale, probabilities)
+              for scale in args.scar_scales}
     enhancer = diffusion_enhancer(weights.load(weights.ENHANCEMENT, args.models), EnhanceParameters())
     results = {}
     for folder in args.datasets:
