@@ -17,7 +17,7 @@ from . import labels as L
 from .datasets import Case
 from .diffusion import DiffusionConfig, build_condition, map_names, tissue_maps
 from .gamma import gamma_target
-from .parameters import AUGMENTATIONS, SCAR_MAP_ERRORS
+from .parameters import AUGMENTATIONS, SCAR_MAP_ERRORS, SYNTHETIC_SCAR_PATCHES
 from .segmentation import (SegmentationConfig, context_indices, normalise_for_segmentation, normalise_windows,
                            resample_slice)
 from .volume import CropBox, IntensityWindow, mask_to_model, resize
@@ -305,14 +305,19 @@ class SegmentationSamples:
     rotations span the full circle, and the intensities get contrast curves, bias field, noise and blur. A 2.5D
     model's neighbour slices come in either order (stacks run base to apex or apex to base). With
     ``tissue_contrast`` > 0 that share of the patches also gets ``tissue_contrast``'s gains; with ``synthetic_scar``
-    > 0 that share gets a scar drawn into its healthy myocardium (``synthetic_scar``)."""
+    > 0 that share gets a scar drawn into its healthy myocardium (``synthetic_scar``): of all patches, or with
+    ``synthetic_scar_patches`` "scarred" only of those whose labels already hold scar."""
 
     def __init__(self, cases: list[Case], config: SegmentationConfig, rng: np.random.Generator,
-                 tissue_contrast: float = 0.0, synthetic_scar: float = 0.0):
+                 tissue_contrast: float = 0.0, synthetic_scar: float = 0.0, synthetic_scar_patches: str = "any"):
+        if synthetic_scar_patches not in SYNTHETIC_SCAR_PATCHES:
+            raise ValueError(f"synthetic-scar patches must be one of {SYNTHETIC_SCAR_PATCHES}, "
+                             f"got {synthetic_scar_patches!r}")
         self.cases = cases
         self.config = config
         self.tissue_contrast = tissue_contrast
         self.synthetic_scar = synthetic_scar
+        self.synthetic_scar_patches = synthetic_scar_patches
         size = (config.patch_size,) * 2
         keys = ["image", "label"]
         self.spatial = Compose([
@@ -358,7 +363,7 @@ class SegmentationSamples:
         if self.config.normalisation == "window":  # as the network sees each window at inference
             patch = normalise_windows(patch[None])[0]
         label = torch.as_tensor(np.asarray(sample["label"])).long()
-        if self._chosen(self.synthetic_scar):
+        if self._chosen(self.synthetic_scar) and (self.synthetic_scar_patches == "any" or (label == L.SCAR).any()):
             patch, drawn = synthetic_scar(patch, label[0].numpy(), self.rng)
             label = torch.as_tensor(drawn)[None].long()
         if self._chosen(self.tissue_contrast):

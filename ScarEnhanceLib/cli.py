@@ -567,7 +567,10 @@ def cmd_train_segmentation(args) -> int:
                                 normalisation=args.normalisation, context_slices=args.context_slices,
                                 dropout=args.dropout, mvo_class=args.mvo_class)
     train_segmentation([(train, spec.labelled_classes) for spec, train, _ in datasets], config,
-                       _settings(args, tissue_contrast=args.tissue_contrast, synthetic_scar=args.synthetic_scar),
+                       _settings(args, tissue_contrast=args.tissue_contrast,
+                                 synthetic_scar=args.synthetic_scar[0] if len(args.synthetic_scar) == 1
+                                 else tuple(args.synthetic_scar),
+                                 synthetic_scar_patches=args.synthetic_scar_patches),
                        validation, shares=args.dataset_share)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
@@ -621,7 +624,7 @@ def _predicted_training_labels(args, datasets) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     from .parameters import (AUGMENTATIONS, CONDITIONINGS, NORMALISATIONS,  # torch-free, so --help stays fast
-                             SCAR_MAP_ERRORS)
+                             SCAR_MAP_ERRORS, SYNTHETIC_SCAR_PATCHES)
     from . import __version__
     parser = argparse.ArgumentParser(prog="scarenhance", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scarenhance {__version__}")
@@ -752,9 +755,13 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--tissue-contrast", type=float, default=0.0, metavar="SHARE",
                      help="share of patches (0-1) whose blood pool, myocardium and scar each get a brightness gain "
                           "of their own, as sites differ in tissue contrast (default 0: none)")
-    seg.add_argument("--synthetic-scar", type=float, default=0.0, metavar="SHARE",
+    seg.add_argument("--synthetic-scar", type=float, nargs="+", default=[0.0], metavar="SHARE",
                      help="share of patches (0-1) with a scar drawn into their healthy myocardium: a sector from the "
-                          "blood pool outwards, brightened towards the blood pool's level (default 0: none)")
+                          "blood pool outwards, brightened towards the blood pool's level; one share for all data "
+                          "sets or one per --dataset, in their order (default 0: none)")
+    seg.add_argument("--synthetic-scar-patches", choices=SYNTHETIC_SCAR_PATCHES, default="any",
+                     help="which patches may get a drawn scar: any, or only those whose labels already hold scar, so "
+                          "that a heart without scar is never given one (default: any)")
     seg.add_argument("--dataset-share", type=float, nargs="+", default=None, metavar="SHARE",
                      help="share of the batches drawn from each --dataset, in their order (default: equal shares)")
     seg.set_defaults(func=cmd_train_segmentation)

@@ -16,6 +16,9 @@ CONDITIONINGS = ("image", "tissue", "tissue-scar")
 # how training degrades a tissue-scar model's scar map (augment.degrade_labels): inside the wall only, or with the
 # errors the segmentation makes on cases it has not seen (over the endocardial border, on bright healthy wall)
 SCAR_MAP_ERRORS = ("within-wall", "like-segmentation")
+# which segmentation patches may get a drawn scar (augment.SegmentationSamples): any, or only those whose reference
+# labels already hold scar (a heart without scar is never given one)
+SYNTHETIC_SCAR_PATCHES = ("any", "scarred")
 NORMALISATIONS = ("slice", "heart")  # the diffusion network's intensity window (volume.IntensityWindow)
 LR_SCHEDULES = ("constant", "cosine")  # of both trainings (train.learning_rate_at)
 WARMUP_ITERATIONS = 250  # cosine: a fresh optimiser's first steps at full rate would jolt warm-started weights

@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from tqdm import tqdm
 from . import labels as L
 from .augment import DiffusionSamples, SegmentationSamples
 from .datasets import Case
-from .parameters import LR_SCHEDULES, WARMUP_ITERATIONS
+from .parameters import LR_SCHEDULES, SYNTHETIC_SCAR_PATCHES, WARMUP_ITERATIONS
 from .pipeline import resolve_device
 from .diffusion import (DiffusionConfig, add_masked_noise, build_denoiser, masked_loss, training_scheduler,
                         warm_start)
@@ -53,7 +53,9 @@ class TrainSettings:
     augmentation: str = "standard"  # diffusion: standard | strong (adds noise, blur, intensity curves, elastic)
     scar_map_errors: str = "within-wall"  # diffusion, tissue-scar: how degraded scar maps err (SCAR_MAP_ERRORS)
     tissue_contrast: float = 0.0  # segmentation: share of patches whose tissues get brightness gains of their own
-    synthetic_scar: float = 0.0  # segmentation: share of patches with a scar drawn into their healthy myocardium
+    # segmentation: share of patches with a scar drawn into their healthy myocardium; one for all data sets, or one each
+    synthetic_scar: Union[float, tuple[float, ...]] = 0.0
+    synthetic_scar_patches: str = "any"  # segmentation: which patches may get one (SYNTHETIC_SCAR_PATCHES)
     min_snr_gamma: float = 0.0  # diffusion: > 0 weighs each timestep by min(SNR, gamma) / SNR (Min-SNR); 0: plain
     # diffusion: this fraction of the samples in the upper half of the timesteps starts from the noised original,
     # as partial diffusion does at inference, and learns the noise that leads from there to the target
@@ -77,8 +79,11 @@ class TrainSettings:
             raise ValueError(f"the Min-SNR gamma must be positive (or 0: off), got {self.min_snr_gamma}")
         if not 0.0 <= self.tissue_contrast <= 1.0:
             raise ValueError(f"the share of patches with tissue contrast must be 0 to 1, got {self.tissue_contrast}")
-        if not 0.0 <= self.synthetic_scar <= 1.0:
+        if not all(0.0 <= share <= 1.0 for share in np.atleast_1d(self.synthetic_scar)):
             raise ValueError(f"the share of patches with a synthetic scar must be 0 to 1, got {self.synthetic_scar}")
+        if self.synthetic_scar_patches not in SYNTHETIC_SCAR_PATCHES:
+            raise ValueError(f"the patches with a synthetic scar must be one of {SYNTHETIC_SCAR_PATCHES}, got "
+                             f"{self.synthetic_scar_patches!r}")
         if not 0.0 <= self.original_starts <= 1.0:
             raise ValueError(f"the fraction of original starts must be 0 to 1, got {self.original_starts}")
         if self.original_start_balance < 0 or (self.original_start_balance and not self.original_starts):
@@ -379,7 +384,7 @@ def train_segmentation(datasets: list[tuple[list[Case], int]], config: Segmentat
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
     samples = _MixedSegmentationSamples(datasets, config, rng, shares, settings.tissue_contrast,
-                                        settings.synthetic_scar)
+                                        settings.synthetic_scar, settings.synthetic_scar_patches)
     losses = {}
 
     def loss_over(classes: int) -> DiceCELoss:
@@ -412,11 +417,18 @@ def train_segmentation(datasets: list[tuple[list[Case], int]], config: Segmentat
 
     run_config = {"kind": "segmentation", "model": config.to_dict(), "scar_weight": settings.scar_weight,
                   "dataset_shares": samples.shares.tolist(), "tissue_contrast": settings.tissue_contrast,
-                  "synthetic_scar": settings.synthetic_scar}
-    _refuse_changed_resume(settings.run_dir, run_config, {"tissue_contrast": 0.0, "synthetic_scar": 0.0})
+                  "synthetic_scar": _json_share(settings.synthetic_scar),
+                  "synthetic_scar_patches": settings.synthetic_scar_patches}
+    _refuse_changed_resume(settings.run_dir, run_config, {"tissue_contrast": 0.0, "synthetic_scar": 0.0,
+                                                          "synthetic_scar_patches": "any"})
     network = build_segmenter(config)
     _warm_start(settings, run_config, lambda weights: warm_start_segmenter(network, weights))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
+
+
+def _json_share(share: Union[float, Sequence[float]]) -> Union[float, list[float]]:
+    """A share as the run's config.json records it: one number, or a list of one per data set."""
+    return float(share) if np.ndim(share) == 0 else [float(each) for each in share]
 
 
 class _MixedSegmentationSamples:
@@ -425,15 +437,20 @@ class _MixedSegmentationSamples:
 
     def __init__(self, datasets: list[tuple[list[Case], int]], config: SegmentationConfig, rng: np.random.Generator,
                  shares: Optional[Sequence[float]] = None, tissue_contrast: float = 0.0,
-                 synthetic_scar: float = 0.0):
+                 synthetic_scar: Union[float, Sequence[float]] = 0.0, synthetic_scar_patches: str = "any"):
         if shares is not None and (len(shares) != len(datasets) or min(shares) < 0 or sum(shares) <= 0):
             raise ValueError(f"give one non-negative share per data set ({len(datasets)}), not all zero: {shares}")
+        synthetic_scar = np.broadcast_to(synthetic_scar, len(datasets)) if np.ndim(synthetic_scar) == 0 else \
+            np.asarray(synthetic_scar, dtype=float)
+        if len(synthetic_scar) != len(datasets):
+            raise ValueError(f"give one synthetic-scar share for all data sets or one per data set "
+                             f"({len(datasets)}), not {len(synthetic_scar)}")
         shares = np.ones(len(datasets)) if shares is None else np.asarray(shares, dtype=float)
         used = [index for index, (cases, _) in enumerate(datasets) if cases and shares[index] > 0]
         if not used:
             raise ValueError("no training cases")
-        self.sources = [(SegmentationSamples(datasets[i][0], config, rng, tissue_contrast, synthetic_scar),
-                         datasets[i][1]) for i in used]
+        self.sources = [(SegmentationSamples(datasets[i][0], config, rng, tissue_contrast, float(synthetic_scar[i]),
+                                             synthetic_scar_patches), datasets[i][1]) for i in used]
         self.shares = shares[used] / shares[used].sum()
         self.rng = rng
 

@@ -523,13 +523,15 @@ def test_tissue_contrast_gives_each_tissue_of_the_slice_a_gain_of_its_own():
     assert len({round(g, 4) for g in gains.values()}) == 4  # the tissues' contrasts changed against each other
 
 
-def _patch_without_and_with(option: str) -> dict:
-    """share -> the first (image, labels) patch of a phantom with ``option`` (a SegmentationSamples argument) at
-    that share, intensity augmentation off so that the option's change is seen alone."""
+def _patch_without_and_with(option: str, case=None, **more) -> dict:
+    """share -> the first (image, labels) patch of ``case`` (a phantom) with ``option`` (a SegmentationSamples
+    argument) at that share and ``more`` arguments, intensity augmentation off so that the option's change is seen
+    alone."""
     config = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64)
     drawn = {}
     for share in (0.0, 1.0):
-        samples = SegmentationSamples([phantom_case(seed=0)], config, np.random.default_rng(0), **{option: share})
+        samples = SegmentationSamples([case or phantom_case(seed=0)], config, np.random.default_rng(0),
+                                      **{option: share}, **more)
         samples.intensity = lambda item: item
         drawn[share] = samples(1)
     return drawn
@@ -635,3 +637,47 @@ def test_synthetic_scar_reaches_the_patches_the_share_asked_for_and_is_recorded(
         train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
     with pytest.raises(ValueError, match="synthetic scar must be 0 to 1"):
         TrainSettings(run_dir=run, synthetic_scar=-0.1)
+
+
+def test_scars_are_drawn_only_into_patches_that_hold_scar_when_asked():
+    without_scar = phantom_case(seed=0)
+    without_scar.labels[without_scar.labels == L.SCAR] = L.MYOCARDIUM
+    for case, changes in ((without_scar, False), (phantom_case(seed=0), True)):
+        drawn = _patch_without_and_with("synthetic_scar", case, synthetic_scar_patches="scarred")
+        assert (drawn[0.0][1] == L.SCAR).any() == changes
+        assert (not torch.equal(drawn[0.0][1], drawn[1.0][1])) == changes
+        assert (not torch.equal(drawn[0.0][0], drawn[1.0][0])) == changes
+    drawn_anywhere = _patch_without_and_with("synthetic_scar", without_scar)  # the default: any patch
+    assert not torch.equal(drawn_anywhere[0.0][1], drawn_anywhere[1.0][1])
+    with pytest.raises(ValueError, match="synthetic-scar patches"):
+        SegmentationSamples([without_scar], TINY_SEGMENTATION, np.random.default_rng(0), synthetic_scar_patches="some")
+
+
+def test_each_data_set_can_have_its_own_share_of_drawn_scars():
+    two = [([phantom_case(seed=0)], L.SCAR + 1), ([phantom_case(seed=1)], L.SCAR + 1)]
+    samples = _MixedSegmentationSamples(two, TINY_SEGMENTATION, np.random.default_rng(0), synthetic_scar=(0.5, 0.0),
+                                        synthetic_scar_patches="scarred")
+    assert [(s.synthetic_scar, s.synthetic_scar_patches) for s, _ in samples.sources] == [(0.5, "scarred"),
+                                                                                         (0.0, "scarred")]
+    alike = _MixedSegmentationSamples(two, TINY_SEGMENTATION, np.random.default_rng(0), synthetic_scar=0.3)
+    assert [s.synthetic_scar for s, _ in alike.sources] == [0.3, 0.3]
+    with pytest.raises(ValueError, match="one per data set"):
+        _MixedSegmentationSamples(two, TINY_SEGMENTATION, np.random.default_rng(0), synthetic_scar=(0.5, 0.0, 0.0))
+
+
+def test_train_segmentation_command_records_shares_per_data_set_and_refuses_other_patches_on_resume(tmp_path):
+    first, second = _png_dataset(tmp_path / "a", cases=1, slices=2), _png_dataset(tmp_path / "b", cases=1, slices=2)
+    run = tmp_path / "seg"
+    assert main(["train-segmentation", "--dataset", str(first), "--dataset", str(second), "--iterations", "1",
+                 "--batch-size", "2", "--patch-size", "64", "--channels", "8", "16", "--synthetic-scar", "0.5", "0",
+                 "--synthetic-scar-patches", "scarred", "--device", "cpu", "--run-dir", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    assert config["synthetic_scar"] == [0.5, 0.0] and config["synthetic_scar_patches"] == "scarred"
+    resumed = TrainSettings(run_dir=run, iterations=2, batch_size=2, checkpoint_every=1, device="cpu",
+                            synthetic_scar=(0.5, 0.0))
+    with pytest.raises(ValueError, match="synthetic_scar_patches 'scarred'"):
+        train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)] * 2, TINY_SEGMENTATION, resumed)
+    with pytest.raises(ValueError, match="synthetic scar must be one of"):
+        TrainSettings(run_dir=run, synthetic_scar_patches="some")
+    with pytest.raises(ValueError, match="synthetic scar must be 0 to 1"):
+        TrainSettings(run_dir=run, synthetic_scar=(0.5, 1.5))
