@@ -248,7 +248,7 @@ def test_train_diffusion_command_passes_the_loss_weightings_hint_and_warm_start(
         channels=(8, 16, 32), strides=(2, 2), patch_size=64, normalisation="window", context_slices=1), rng, 0.5, 0.5),
 ], ids=["diffusion", "segmentation"])
 def test_batches_drawn_without_monai_metadata_are_those_drawn_with_it(make_samples, monkeypatch):
-    """Batches are drawn with MONAI's metadata off (25-43 % faster); the values are those drawn with it on, and the
+    """Batches are drawn with MONAI's metadata off (25-43 % less time); the values are those drawn with it on, and the
     setting is back as it was afterwards."""
     import contextlib
     import ScarEnhanceLib.augment as augment
