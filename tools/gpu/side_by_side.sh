@@ -19,20 +19,15 @@ for run in "$@"; do  # each run its own folder under $OUT
     names+=("$name")
 done
 
-if compgen -G "$PACK/wheels/*.whl" >/dev/null; then  # installed once here: the runs would install into one folder
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        "$PACK"/wheels/*.whl || exit 1
-    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-without_wheels=$(mktemp -d)
-ln -s "$(cd "$PACK" && pwd)/data" "$without_wheels/data" && cp "$PACK/splits.json" "$without_wheels/" || exit 1
+[ -d "$PACK/data" ] || { echo "no training data in $PACK (make gpu-pack)" >&2; exit 1; }
+source tools/gpu/wheels.sh  # once, here: the runs find them installed
 
 pids=()
 for run in "$@"; do
     name=${run%%=*}
     mkdir -p "$OUT/$name"
     # RUNS empty: each run trains in a fresh folder of its own; train.sh logs its stdout to train.log
-    PACK=$without_wheels OUT=$OUT/$name RUNS="" WORKERS=$((WORKERS / $#)) SEG_ARGS=${run#*=} ENH_IMAGE_MINUTES=0 \
+    PACK=$PACK OUT=$OUT/$name RUNS="" WORKERS=$((WORKERS / $#)) SEG_ARGS=${run#*=} ENH_IMAGE_MINUTES=0 \
         ENH_SCAR_MINUTES=0 bash tools/gpu/train.sh >/dev/null 2>>"$OUT/$name/train.log" &
     pids+=($!)
 done

@@ -30,13 +30,8 @@ ENH_INIT=${ENH_INIT:-Resources/models/enhancement.safetensors}
 ENH_SCAR_INIT=${ENH_SCAR_INIT:-$ENH_INIT}
 
 mkdir -p "$OUT" "$RUNS"
-SITE=""
-if compgen -G "$PACK/wheels/*.whl" >/dev/null; then  # MONAI and diffusers, which the machine lacks
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        "$PACK"/wheels/*.whl || exit 1
-    SITE="/tmp/site:"
-fi
-export PYTHONPATH="$PWD:$SITE$PWD/tools/gpu/stub${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source tools/gpu/wheels.sh
+export PYTHONPATH="$PWD:$PWD/tools/gpu/stub${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/train.log"
 python3 -c "import ScarEnhanceLib.train, ScarEnhanceLib.cli" 2>&1 | tee -a "$OUT/train.log" || exit 1  # fail in seconds
 
