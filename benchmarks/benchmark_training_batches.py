@@ -17,6 +17,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import SimpleITK as sitk
@@ -44,7 +45,7 @@ def seconds_per_batch(make_samples, batches: int, batch_size: int, metadata: boo
     """Median seconds of ``batches`` batches after one unmeasured batch."""
     with contextlib.ExitStack() as stack:
         if metadata:  # the bookkeeping as it was: MONAI's default
-            stack.enter_context(_patched(augment, "_plain_tensors", contextlib.nullcontext))
+            stack.enter_context(mock.patch.object(augment, "_plain_tensors", contextlib.nullcontext))
         samples = make_samples(np.random.default_rng(0))
         samples(batch_size)
         seconds = []
@@ -53,16 +54,6 @@ def seconds_per_batch(make_samples, batches: int, batch_size: int, metadata: boo
             samples(batch_size)
             seconds.append(time.perf_counter() - started)
     return float(np.median(seconds))
-
-
-@contextlib.contextmanager
-def _patched(module, name: str, value):
-    original = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
 
 
 def main(argv=None) -> dict:
