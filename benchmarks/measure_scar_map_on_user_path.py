@@ -28,7 +28,7 @@ from measure_segmentation_decisions import labels_from  # noqa: E402
 from ScarEnhanceLib import labels as L  # noqa: E402
 from ScarEnhanceLib import weights  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
-from ScarEnhanceLib.evaluate import diffusion_enhancer, evaluate, markdown_table, predicted_labels  # noqa: E402
+from ScarEnhanceLib.evaluate import diffusion_enhancer, evaluate, markdown_table  # noqa: E402
 from ScarEnhanceLib.io import prepare_output_folder, strict_json, write_text  # noqa: E402
 from ScarEnhanceLib.parameters import EnhanceParameters  # noqa: E402
 from ScarEnhanceLib.segmentation import slice_probabilities  # noqa: E402
@@ -81,8 +81,8 @@ def main(argv=None) -> int:
         prepare_output_folder(args.output)
     splits = load_splits(SPLITS_FILE)
     segmenter = weights.load(weights.SEGMENTATION, args.models)
-    segmentation = predicted_labels(segmenter)
-    probabilities = {}
+    probabilities = {}  # the network runs once per case for every scar map
+    segmentation = scaled_scar_labels(segmenter, 1.0, probabilities)  # as segmented (tested to be the same labels)
     scaled = {f"scar probability x{scale:g}": scaled_scar_labels(segmenter, scale, probabilities)
               for scale in args.scar_scales}
     enhancer = diffusion_enhancer(weights.load(weights.ENHANCEMENT, args.models), EnhanceParameters())
