@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 import sys
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -485,15 +486,33 @@ RUN_CONFIG_BOOKKEEPING = ("kind", "model", "iteration", "history")
 
 
 def cmd_bundle(args) -> int:
-    from .weights import install
-    config = json.loads((args.run_dir / "config.json").read_text(encoding="utf-8"))
-    kind = config["kind"]
-    info = {"training": {"data": args.data, "iterations": config["iteration"], "history": config["history"][-3:],
-                         **{key: value for key, value in config.items() if key not in RUN_CONFIG_BOOKKEEPING}},
-            "split": "Resources/splits.json", "license": args.license}
-    entry = install(args.run_dir / "model.safetensors", args.name, kind, config["model"], _models_dir(args), **info)
+    from .weights import average_weights, install
+    configs = [json.loads((run / "config.json").read_text(encoding="utf-8")) for run in args.run_dirs]
+    first = configs[0]
+    for run, config in zip(args.run_dirs[1:], configs[1:]):
+        if (config["kind"], config["model"]) != (first["kind"], first["model"]):
+            raise ValueError(f"{run} trained another network than {args.run_dirs[0]}: only runs of one configuration "
+                             "can be bundled as the mean of their weights")
+    training = {"data": args.data, **_run_settings(first)}
+    if len(configs) > 1:
+        training = {"data": args.data, "weights": "the mean of the runs' weights",
+                    "averaged_runs": [{"run": run.name, **_run_settings(config)}
+                                      for run, config in zip(args.run_dirs, configs)]}
+    info = {"training": training, "split": "Resources/splits.json", "license": args.license}
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = args.run_dirs[0] / "model.safetensors"
+        if len(configs) > 1:
+            weights = Path(scratch) / "mean.safetensors"
+            average_weights([run / "model.safetensors" for run in args.run_dirs], weights)
+        entry = install(weights, args.name, first["kind"], first["model"], _models_dir(args), **info)
     print(f"installed {args.name}: sha256 {entry['sha256']}")
     return 0
+
+
+def _run_settings(config: dict) -> dict:
+    """What the manifest records of a training run: its length, last validations and every training setting."""
+    return {"iterations": config["iteration"], "history": config["history"][-3:],
+            **{key: value for key, value in config.items() if key not in RUN_CONFIG_BOOKKEEPING}}
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser, iterations: int, batch_size: int) -> None:
@@ -728,7 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     ph.set_defaults(func=cmd_phantom)
 
     bundle = commands.add_parser("bundle", help="install a training run's weights into the models folder")
-    bundle.add_argument("run_dir", type=Path)
+    bundle.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir",
+                        help="a training run; several runs of one configuration are bundled as the mean of their "
+                             "weights")
     bundle.add_argument("--name", required=True)
     bundle.add_argument("--data", required=True, help="training data, for the manifest")
     bundle.add_argument("--license", required=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from . import MODELS_DIR  # noqa: F401  (re-exported: the bundled models' folder)
 from .diffusion import DiffusionConfig, build_denoiser
@@ -118,6 +118,23 @@ def load(name: str, models_dir: Path = MODELS_DIR, device: torch.device | str = 
         raise ModelError(f"weights in {path} do not fit the configuration in the manifest: "
                          f"{str(error).splitlines()[0]}") from error
     return LoadedModel(name, network.to(device).eval(), config, entry)
+
+
+def average_weights(paths: list[Path], target: Path) -> None:
+    """Write the mean of weight files of one network, each tensor averaged element-wise (a "model soup").
+
+    Averaging is meaningful only for runs fine-tuned from one start; the caller checks that their configurations match.
+    """
+    if len(paths) < 2:
+        raise ValueError("averaging needs at least two weight files")
+    tensors = [load_file(str(path)) for path in paths]
+    names = set(tensors[0])
+    for path, weights in zip(paths[1:], tensors[1:]):
+        if set(weights) != names or any(weights[key].shape != tensors[0][key].shape for key in names):
+            raise ValueError(f"{path} holds other tensors than {paths[0]}: only weights of one network can be averaged")
+    mean = {key: (sum(weights[key].double() for weights in tensors) / len(tensors)).to(tensors[0][key].dtype)
+            for key in sorted(names)}
+    save_file(mean, str(target))
 
 
 def install(weights: Path, name: str, kind: str, config: dict, models_dir: Path = MODELS_DIR, **info) -> dict:

@@ -343,6 +343,34 @@ def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
         load(SEGMENTATION, models)
 
 
+def test_bundle_of_several_runs_installs_the_mean_of_their_weights_and_each_runs_settings(tmp_path):
+    cases = [(([phantom_case(seed=0)]), L.SCAR + 1)]
+    for seed, iterations in ((0, 2), (1, 3)):
+        train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / f"seed{seed}", seed=seed,
+                                                                   iterations=iterations, batch_size=2,
+                                                                   checkpoint_every=iterations, device="cpu"))
+    runs = [tmp_path / "seed0", tmp_path / "seed1"]
+    models = tmp_path / "models"
+    assert main(["bundle", *map(str, runs), "--name", SEGMENTATION, "--data", "phantoms", "--license", "test",
+                 "--models", str(models)]) == 0
+    bundled = load_file(str(models / "heart_segmentation.safetensors"))
+    first, second = (load_file(str(run / "model.safetensors")) for run in runs)
+    assert any(not torch.equal(first[key], second[key]) for key in first)  # two seeds: an average that means something
+    for key in first:
+        torch.testing.assert_close(bundled[key], (first[key] + second[key]) / 2)
+    training = load(SEGMENTATION, models).info["training"]
+    assert [run["run"] for run in training["averaged_runs"]] == ["seed0", "seed1"]
+    assert [run["iterations"] for run in training["averaged_runs"]] == [2, 3] and training["data"] == "phantoms"
+
+    other = SegmentationConfig(**{**TINY_SEGMENTATION.to_dict(), "channels": (4, 8, 16)})
+    train_segmentation(cases, other, TrainSettings(run_dir=tmp_path / "other", iterations=1, batch_size=2,
+                                                   checkpoint_every=1, device="cpu"))
+    before = (models / "manifest.json").read_text(encoding="utf-8")
+    assert main(["bundle", str(runs[0]), str(tmp_path / "other"), "--name", SEGMENTATION, "--data", "phantoms",
+                 "--license", "test", "--models", str(models)]) == 2
+    assert (models / "manifest.json").read_text(encoding="utf-8") == before  # refused before anything was written
+
+
 def test_classes_a_data_set_does_not_label_count_as_myocardium_in_the_loss():
     logits = torch.randn(2, L.NUM_CLASSES + 1, 3, 3)  # a network with the MVO class
     torch.testing.assert_close(_merged_logits(logits, L.MVO + 1), logits)  # EMIDEC: every class labelled
