@@ -496,7 +496,7 @@ def cmd_bundle(args) -> int:
     training = {"data": args.data, **_run_settings(first)}
     if len(configs) > 1:
         training = {"data": args.data, "weights": "the mean of the runs' weights",
-                    "averaged_runs": [{"run": run.name, **_run_settings(config)}
+                    "averaged_runs": [{"run": run.as_posix(), **_run_settings(config)}
                                       for run, config in zip(args.run_dirs, configs)]}
     info = {"training": training, "split": "Resources/splits.json", "license": args.license}
     with tempfile.TemporaryDirectory() as scratch:

@@ -359,7 +359,7 @@ def test_bundle_of_several_runs_installs_the_mean_of_their_weights_and_each_runs
     for key in first:
         torch.testing.assert_close(bundled[key], (first[key] + second[key]) / 2)
     training = load(SEGMENTATION, models).info["training"]
-    assert [run["run"] for run in training["averaged_runs"]] == ["seed0", "seed1"]
+    assert [run["run"] for run in training["averaged_runs"]] == [run.as_posix() for run in runs]
     assert [run["iterations"] for run in training["averaged_runs"]] == [2, 3] and training["data"] == "phantoms"
 
     other = SegmentationConfig(**{**TINY_SEGMENTATION.to_dict(), "channels": (4, 8, 16)})
