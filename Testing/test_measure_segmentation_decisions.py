@@ -30,9 +30,25 @@ def test_scaling_the_scar_probability_moves_the_threshold_and_models_are_average
     averaged = script.labels_from([_probabilities(0.9), _probabilities(0.0)])  # mean 0.45: myocardium
     assert (averaged == L.MYOCARDIUM).sum() == 32 and (averaged == L.BLOOD_POOL).sum() == 4
     rows = script.variants(["a", "b"])
-    assert rows["a"] == ([0], 1.0) and rows["mean of all"] == ([0, 1], 1.0)
-    assert rows["a, scar probability x2.0"] == ([0], 2.0)
+    assert rows["a"] == ([0], 1.0, None) and rows["mean of all"] == ([0, 1], 1.0, None)
+    assert rows["a, scar probability x2.0"] == ([0], 2.0, None)
     assert "mean of all" not in script.variants(["a"])
+    assert script.variants(["a"], (2.0,))["a, scar only above remote + 2 SD"] == ([0], 1.0, 2.0)
+
+
+def test_a_scar_floor_keeps_the_scar_brighter_than_the_remote_myocardium_and_calls_the_rest_healthy():
+    script = load_benchmark("measure_segmentation_decisions")
+    labels = script.labels_from([_probabilities(0.9)])  # one slice: the whole wall called scar
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 5.0, labels.shape)  # remote myocardium: mean 100, SD 5
+    image[0, 3:5, 3:9] = 130.0  # a bright band of the wall: 6 SD above
+    image[0, 7:9, 3:9] = 108.0  # a dim one: under 2 SD above
+    z = script.scar_z_scores(image, labels)
+    assert z[0, 3, 3] > 3.0
+    floored = script.floored(labels, image, 3.0)
+    assert (floored[0, 3:5, 3:9] == L.SCAR).all()  # enhanced: kept
+    assert not (floored[0, 7:9, 3:9] == L.SCAR).any() and (floored[0, 7:9, 3:9] == L.MYOCARDIUM).all()
+    assert (floored == L.BLOOD_POOL).sum() == (labels == L.BLOOD_POOL).sum()  # other classes untouched
 
 
 def test_the_table_names_each_decision():

@@ -2,7 +2,10 @@
 false-positive scar and scar-burden agreement when several segmentation models' probabilities are averaged
 (an ensemble), and when one model's scar probability is scaled before the most probable class is taken (a scar
 threshold other than the argmax's). With ``--spacing-mm`` each model runs at the pixel spacings given instead of
-its own alone (averaging them is a multi-scale ensemble).
+its own alone (averaging them is a multi-scale ensemble). With ``--scar-floor-sd`` the first model's scar is also
+kept only where the image is brighter than the remote myocardium's mean + n SD (the rest becomes healthy
+myocardium): whether its false scar is less enhanced than its true scar, which the z-scores printed per data set
+tell directly.
 
 Each model's probabilities are computed once per case (whole frames, as ``scarenhance segment`` does) and the
 labels are post-processed as the user gets them. Prints a markdown table per data set; a recorded one is in the
@@ -12,6 +15,8 @@ model card.
         --models Resources/models --models runs/other_candidate --split val
     python benchmarks/measure_segmentation_decisions.py ../shared/data/emidec ../shared/data/myops2020_train25 \\
         --models Resources/models --spacing-mm 1.5 1.25 1.75 --split val
+    python benchmarks/measure_segmentation_decisions.py ../shared/data/emidec ../shared/data/myops2020_train25 \\
+        --models Resources/models --scar-floor-sd 1 2 3 --split val
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from ScarEnhanceLib import labels as L  # noqa: E402
 from ScarEnhanceLib import weights  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import segmentation_row, summarise_segmentation  # noqa: E402
+from ScarEnhanceLib.metrics import remote_myocardium  # noqa: E402
 from ScarEnhanceLib.segmentation import postprocess, slice_probabilities  # noqa: E402
 from ScarEnhanceLib.splits import SPLITS_FILE, load_splits  # noqa: E402
 
@@ -42,13 +48,29 @@ def labels_from(probabilities: list[np.ndarray], scar_scale: float = 1.0) -> np.
     return postprocess(mean.argmax(axis=1).astype(np.uint8))
 
 
-def variants(names: list[str]) -> dict[str, tuple[list[int], float]]:
-    """Row name -> (indices of the models averaged, scar scale): each model, all together, the first rescaled."""
-    rows = {name: ([index], 1.0) for index, name in enumerate(names)}
+def scar_z_scores(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each pixel's brightness in SD above the mean of the remote myocardium of ``labels`` (metrics.py's reference)."""
+    remote = remote_myocardium(image, labels)
+    values = image[remote].astype(float)
+    return (image - values.mean()) / values.std()
+
+
+def floored(labels: np.ndarray, image: np.ndarray, n_sd: float) -> np.ndarray:
+    """``labels`` whose scar darker than the remote myocardium's mean + ``n_sd`` SD is called healthy myocardium."""
+    dim_scar = (labels == L.SCAR) & (scar_z_scores(image, labels) < n_sd)
+    return np.where(dim_scar, L.MYOCARDIUM, labels).astype(labels.dtype)
+
+
+def variants(names: list[str], floors: tuple[float, ...] = ()) -> dict[str, tuple[list[int], float, float | None]]:
+    """Row name -> (indices of the models averaged, scar scale, scar floor in SD or None): each model, all together,
+    the first rescaled, the first with its scar floored."""
+    rows = {name: ([index], 1.0, None) for index, name in enumerate(names)}
     if len(names) > 1:
-        rows["mean of all"] = (list(range(len(names))), 1.0)
+        rows["mean of all"] = (list(range(len(names))), 1.0, None)
     for scale in SCAR_SCALES:
-        rows[f"{names[0]}, scar probability x{scale}"] = ([0], scale)
+        rows[f"{names[0]}, scar probability x{scale}"] = ([0], scale, None)
+    for n_sd in floors:
+        rows[f"{names[0]}, scar only above remote + {n_sd:g} SD"] = ([0], 1.0, n_sd)
     return rows
 
 
@@ -59,10 +81,27 @@ def at_spacings(model: weights.LoadedModel, name: str, spacings: list[float]) ->
             dataclasses.replace(model, config=dataclasses.replace(model.config, spacing_mm=s)) for s in spacings}
 
 
-def row_summary(cases, probabilities: dict[str, list[np.ndarray]], models: list[int], scale: float) -> dict:
-    rows = [segmentation_row(case, labels_from([probabilities[case.name][m] for m in models], scale), False)
-            for case in cases]
+def row_summary(cases, probabilities: dict[str, list[np.ndarray]], models: list[int], scale: float,
+                floor: float | None = None) -> dict:
+    rows = []
+    for case in cases:
+        labels = labels_from([probabilities[case.name][m] for m in models], scale)
+        rows.append(segmentation_row(case, labels if floor is None else floored(labels, case.images, floor), False))
     return summarise_segmentation(rows)
+
+
+def z_quartiles(cases, probabilities: dict[str, list[np.ndarray]]) -> str:
+    """Quartiles of the first model's scar pixels' z-scores, inside and outside the reference scar."""
+    inside, outside = [], []
+    for case in cases:
+        labels = labels_from([probabilities[case.name][0]])
+        z, scar, reference = scar_z_scores(case.images, labels), labels == L.SCAR, case.labels == L.SCAR
+        inside.append(z[scar & reference])
+        outside.append(z[scar & ~reference])
+    quartiles = [np.percentile(np.concatenate(part), (25, 50, 75)) if sum(map(len, part)) else [np.nan] * 3
+                 for part in (inside, outside)]
+    return ("scar of the first model, SD above the remote myocardium (quartiles 25/50/75): in reference scar "
+            + " / ".join(f"{q:.2f}" for q in quartiles[0]) + "; outside it " + " / ".join(f"{q:.2f}" for q in quartiles[1]))
 
 
 def markdown(data: str, summaries: dict[str, dict]) -> str:
@@ -83,6 +122,8 @@ def main(argv=None) -> int:
                         help="folder with a heart_segmentation model (repeatable; the first is rescaled)")
     parser.add_argument("--spacing-mm", type=float, nargs="+", default=None,
                         help="run each model at these in-plane pixel spacings (default: its own)")
+    parser.add_argument("--scar-floor-sd", type=float, nargs="+", default=(),
+                        help="also the first model's scar kept only above the remote mean + these SD")
     parser.add_argument("--split", default="val", choices=("train", "val", "test"))
     args = parser.parse_args(argv)
     splits = load_splits(SPLITS_FILE)
@@ -96,9 +137,11 @@ def main(argv=None) -> int:
         probabilities = {case.name: [slice_probabilities(m.network, case.images, case.spacing, m.config,
                                                          torch.device("cpu"), slice_mm=case.slice_mm)
                                      for m in models] for case in cases}
-        summaries = {name: row_summary(cases, probabilities, indices, scale)
-                     for name, (indices, scale) in variants(names).items()}
+        summaries = {name: row_summary(cases, probabilities, indices, scale, floor)
+                     for name, (indices, scale, floor) in variants(names, tuple(args.scar_floor_sd)).items()}
         print(markdown(f"{folder.resolve().name} ({args.split} split)", summaries) + "\n")
+        if args.scar_floor_sd:
+            print(z_quartiles(cases, probabilities) + "\n")
     return 0
 
 
