@@ -124,7 +124,7 @@ def main(argv=None) -> int:
                         help="run each model at these in-plane pixel spacings (default: its own)")
     parser.add_argument("--scar-floor-sd", type=float, nargs="+", default=(),
                         help="also the first model's scar kept only above the remote mean + these SD")
-    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="val", choices=("train", "val", "test", "all"))
     args = parser.parse_args(argv)
     splits = load_splits(SPLITS_FILE)
     named = {}
@@ -133,7 +133,8 @@ def main(argv=None) -> int:
         named.update(at_spacings(model, str(folder), args.spacing_mm or [model.config.spacing_mm]))
     names, models = list(named), list(named.values())
     for folder in args.datasets:
-        cases = load_cases(DatasetSpec.load(folder), splits[folder.resolve().name][args.split])
+        chosen = None if args.split == "all" else splits[folder.resolve().name][args.split]
+        cases = load_cases(DatasetSpec.load(folder), chosen)
         probabilities = {case.name: [slice_probabilities(m.network, case.images, case.spacing, m.config,
                                                          torch.device("cpu"), slice_mm=case.slice_mm)
                                      for m in models] for case in cases}
