@@ -16,6 +16,7 @@ import numpy as np
 
 SPLITS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "splits.json"
 PARTS = ("train", "val", "test")
+SPLIT_CHOICES = (*PARTS, "all")  # "all": every case of a folder, for data the splits do not cover
 EMIDEC = "emidec"
 MSCMRSEG = "mscmrseg19_lge"
 MYOPS = "myops2020_train25"
@@ -104,6 +105,11 @@ def build_splits(data_root: Path, previous: dict | None = None, seed: int = 0) -
 
 def load_splits(path: Path = SPLITS_FILE) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def names_in(splits: dict, dataset: Path, split: str) -> list[str] | None:
+    """The names of ``dataset``'s cases in ``split`` of ``splits``, or None (every case) for "all"."""
+    return None if split == "all" else splits[Path(dataset).resolve().name][split]
 
 
 def emidec_stratum(name: str) -> str:

@@ -76,6 +76,17 @@ def phantom() -> tuple[sitk.Image, sitk.Image]:
     return make_phantom(PhantomSpec(matrix=96, slices=5, spacing_mm=1.6, seed=3))
 
 
+@pytest.fixture(scope="session")
+def phantom_folder(tmp_path_factory) -> Path:
+    """A data-set folder of three phantom volumes with their labels (two with scar, one normal), as NIfTI pairs."""
+    folder = tmp_path_factory.mktemp("phantom_data")
+    for name, scar, seed in (("scar1", "patchy", 1), ("scar2", "subendocardial", 2), ("normal1", "none", 3)):
+        image, labels = make_phantom(PhantomSpec(matrix=96, slices=3, spacing_mm=1.6, scar=scar, seed=seed))
+        sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
+        sitk.WriteImage(labels, str(folder / f"{name}_manual.nii.gz"))
+    return folder
+
+
 def phantom_case(seed: int = 0, slices: int = 4) -> Case:
     image, labels = make_phantom(PhantomSpec(matrix=96, slices=slices, spacing_mm=1.6, seed=seed))
     return Case(f"phantom{seed}", sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(labels), (1.6, 1.6))

@@ -35,19 +35,9 @@ def test_change_readouts_know_where_the_image_was_brightened():
     assert math.isnan(change_readouts(original, original, target, truth)["brightened_outside_scar_percent"])
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    for name, scar, seed in (("scar1", "patchy", 1), ("scar2", "subendocardial", 2), ("normal1", "none", 3)):
-        image, labels = make_phantom(PhantomSpec(matrix=96, slices=3, spacing_mm=1.6, scar=scar, seed=seed))
-        sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
-        sitk.WriteImage(labels, str(folder / f"{name}_manual.nii.gz"))
-    return folder
-
-
-def test_gamma_baseline_with_reference_labels_is_the_target_and_normal_cases_are_summarised(dataset, tiny_models,
-                                                                                          tmp_path):
-    assert main(["evaluate", str(dataset), "--split", "all", "-o", str(tmp_path), "--models", str(tiny_models),
+def test_gamma_baseline_with_reference_labels_is_the_target_and_normal_cases_are_summarised(phantom_folder,
+                                                                                          tiny_models, tmp_path):
+    assert main(["evaluate", str(phantom_folder), "--split", "all", "-o", str(tmp_path), "--models", str(tiny_models),
                  "--gamma-baseline", *FAST]) == 0
     results = json.loads((tmp_path / "evaluation_enhancement.json").read_text(encoding="utf-8"))
     target = results["gamma correction with the reference labels"]["summary"]
@@ -61,7 +51,7 @@ def test_gamma_baseline_with_reference_labels_is_the_target_and_normal_cases_are
     assert "brightened outside scar" in table and "| gamma correction with the reference labels | 2 |" in table
 
 
-def test_the_users_path_takes_the_roi_from_the_segmentation(dataset, tiny_models, tmp_path, monkeypatch):
+def test_the_users_path_takes_the_roi_from_the_segmentation(phantom_folder, tiny_models, tmp_path, monkeypatch):
     import ScarEnhanceLib.evaluate as evaluate_module
     asked = []
     original = evaluate_module.predicted_labels
@@ -77,7 +67,7 @@ def test_the_users_path_takes_the_roi_from_the_segmentation(dataset, tiny_models
         return wrapped
 
     monkeypatch.setattr(evaluate_module, "predicted_labels", counting)
-    assert main(["evaluate", str(dataset), "--split", "all", "-o", str(tmp_path), "--models", str(tiny_models),
+    assert main(["evaluate", str(phantom_folder), "--split", "all", "-o", str(tmp_path), "--models", str(tiny_models),
                  "--roi-from", "segmentation", "--gamma-baseline", *FAST]) == 0
     results = json.loads((tmp_path / "evaluation_enhancement.json").read_text(encoding="utf-8"))
     assert set(results) == {"fast, k=1", "gamma correction with the segmentation labels"}

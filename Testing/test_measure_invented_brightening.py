@@ -73,3 +73,11 @@ def test_a_rule_applies_to_the_enhancer_it_wraps():
     assert (result[labels_array == L.SCAR] == image_array[labels_array == L.SCAR] + 40).all()
     script.with_rule(model, script.RULES["no brightening below remote + 2 SD"])(image, labels)
     assert len(calls) == 1  # the model's enhancement is computed once for both rules
+
+
+def test_the_script_prints_where_brightening_lies_and_a_row_per_rule(phantom_folder, tiny_models, capsys):
+    assert script.main([str(phantom_folder), "--models", str(tiny_models), "--split", "all"]) == 0
+    printed = capsys.readouterr().out
+    assert "Brightened outside reference scar, all split, user's path:" in printed
+    data = phantom_folder.name
+    assert f"{data}: model" in printed and all(f"{data}: {name}" in printed for name in script.RULES)

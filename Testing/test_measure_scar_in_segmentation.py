@@ -52,3 +52,12 @@ def test_degraded_maps_are_placed_like_a_segmentation_and_the_segmentation_like_
     for counts in (within, like):
         assert counts[L.SCAR] == counts.max()  # more on the reference scar than on any other class
     assert like[L.BLOOD_POOL] / like.sum() > 2 * within[L.BLOOD_POOL] / within.sum()
+
+
+def test_the_script_prints_both_tables_for_each_models_folder(phantom_folder, tiny_models, capsys):
+    script = load_benchmark("measure_scar_in_segmentation")
+    assert script.main([str(phantom_folder), "--models", str(tiny_models), "--splits", "all"]) == 0
+    printed = capsys.readouterr().out
+    assert "Reference scar, by the class the segmentation gives it" in printed
+    assert "The segmentation's scar, by the reference class under it" in printed
+    assert printed.count(f"| {tiny_models} | {phantom_folder.name} | all | 2 |") == 2  # the two cases with scar

@@ -1,5 +1,7 @@
 """The scar-map diagnostic (benchmarks/measure_scar_map_on_user_path.py) takes the segmentation's false scar away, or
 adds the scar it missed, and leaves every other label as segmented."""
+import json
+
 import numpy as np
 
 from ScarEnhanceLib import labels as L
@@ -54,3 +56,13 @@ def test_scaled_scar_maps_call_scar_as_the_segmentation_does_at_scale_1_and_less
                for scale in (0.0, 1e6)}
     assert scar_at[0.0] == 0 and scar_at[1e6] > (as_segmented == L.SCAR).sum()
     assert list(shared) == [case.name]  # the probabilities computed once for both scales
+
+
+def test_the_script_writes_a_row_per_scar_map_and_data_set(phantom_folder, tiny_models, tmp_path):
+    script = load_benchmark("measure_scar_map_on_user_path")
+    assert script.main([str(phantom_folder), "--models", str(tiny_models), "--split", "all", "--scar-scales", "0.5",
+                        "-o", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "scar_map_on_user_path.json").read_text(encoding="utf-8"))
+    data = phantom_folder.name
+    assert set(results) == {f"{data}: {name}" for name in [*script.SCAR_MAPS, "scar probability x0.5"]}
+    assert "scar probability x0.5" in (tmp_path / "out" / "scar_map_on_user_path.md").read_text(encoding="utf-8")

@@ -1,11 +1,9 @@
 """The decision study (benchmarks/measure_segmentation_decisions.py) averages models' probabilities and moves the
 scar threshold before the labels are post-processed."""
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from ScarEnhanceLib import labels as L
-from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.segmentation import SegmentationConfig
 from ScarEnhanceLib.weights import LoadedModel
 
@@ -73,14 +71,11 @@ def test_a_model_runs_at_other_spacings_under_their_own_names():
     assert variants["bundled at 1.25 mm"].network is model.network and model.config.spacing_mm == 1.5
 
 
-def test_the_script_prints_a_table_per_data_set_with_the_floored_rows_and_the_z_scores(tiny_models, tmp_path, capsys):
+def test_the_script_prints_a_table_per_data_set_with_the_floored_rows_and_the_z_scores(phantom_folder, tiny_models,
+                                                                                       capsys):
     script = load_benchmark("measure_segmentation_decisions")
-    for name, scar, seed in (("scar1", "patchy", 1), ("normal1", "none", 2)):
-        image, labels = make_phantom(PhantomSpec(matrix=96, slices=2, spacing_mm=1.6, scar=scar, seed=seed))
-        sitk.WriteImage(image, str(tmp_path / f"{name}.nii.gz"))
-        sitk.WriteImage(labels, str(tmp_path / f"{name}_manual.nii.gz"))
-    assert script.main([str(tmp_path), "--models", str(tiny_models), "--split", "all", "--scar-floor-sd", "1"]) == 0
+    assert script.main([str(phantom_folder), "--models", str(tiny_models), "--split", "all", "--scar-floor-sd", "1"]) == 0
     printed = capsys.readouterr().out
-    assert f"{tmp_path.name} (all split):" in printed
+    assert f"{phantom_folder.name} (all split):" in printed
     assert f"| {tiny_models}, scar only above remote + 1 SD |" in printed and f"| {tiny_models} |" in printed
     assert "SD above the remote myocardium (quartiles 25/50/75): in reference scar" in printed

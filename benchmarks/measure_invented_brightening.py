@@ -33,7 +33,7 @@ from ScarEnhanceLib.evaluate import (BRIGHTENED, Enhancer, case_volume, diffusio
                                      markdown_table, predicted_labels)
 from ScarEnhanceLib.metrics import remote_myocardium  # noqa: E402
 from ScarEnhanceLib.parameters import EnhanceParameters  # noqa: E402
-from ScarEnhanceLib.splits import SPLITS_FILE, load_splits  # noqa: E402
+from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
 from ScarEnhanceLib.volume import SliceScale, as_slices, from_slices, like, slice_axis  # noqa: E402
 
 N_SD = 2.0
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", type=Path, nargs="+", help="data sets with scar labels")
     parser.add_argument("--models", type=Path, default=weights.MODELS_DIR, help="models folder (default: bundled)")
-    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="val", choices=SPLIT_CHOICES)
     args = parser.parse_args(argv)
     splits = load_splits(SPLITS_FILE)
     segmentation = predicted_labels(weights.load(weights.SEGMENTATION, args.models))
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     places, results = {}, {}
     for folder in args.datasets:
         data = folder.resolve().name
-        cases = load_cases(DatasetSpec.load(folder), splits[data][args.split])
+        cases = load_cases(DatasetSpec.load(folder), names_in(splits, folder, args.split))
         counts = np.zeros(1 + len(PLACES), int)
         for case in (c for c in cases if c.has_scar):
             image, reference = case_volume(case)

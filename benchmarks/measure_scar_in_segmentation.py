@@ -32,7 +32,7 @@ from ScarEnhanceLib.augment import degrade_labels  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import predicted_labels  # noqa: E402
 from ScarEnhanceLib.parameters import SCAR_MAP_ERRORS  # noqa: E402
-from ScarEnhanceLib.splits import SPLITS_FILE, load_splits  # noqa: E402
+from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
 
 # label -> name, in each table's order
 LANDING = {L.SCAR: "scar", L.MYOCARDIUM: "healthy myocardium", L.BLOOD_POOL: "blood pool", L.BACKGROUND: "background"}
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("datasets", type=Path, nargs="+")
     parser.add_argument("--models", type=Path, action="append", default=None,
                         help="a models folder (repeat to compare; default: the bundled models)")
-    parser.add_argument("--splits", nargs="+", default=["val"])
+    parser.add_argument("--splits", nargs="+", default=["val"], choices=SPLIT_CHOICES)
     parser.add_argument("--degraded-maps", action="store_true",
                         help="also place the scar of the degraded maps tissue-scar training draws (each mode)")
     args = parser.parse_args(argv)
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     case_sets = []  # (data, split, cases with scar), read once for every model
     for folder in args.datasets:
         for split in args.splits:
-            names = splits[folder.resolve().name][split]
+            names = names_in(splits, folder, split)
             cases = [c for c in load_cases(DatasetSpec.load(folder), names, keep_mvo=True) if c.has_scar]
             case_sets.append((folder.resolve().name, split, cases))
     landing, placement = [], []

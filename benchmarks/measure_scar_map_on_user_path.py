@@ -32,7 +32,7 @@ from ScarEnhanceLib.evaluate import diffusion_enhancer, evaluate, markdown_table
 from ScarEnhanceLib.io import prepare_output_folder, strict_json, write_text  # noqa: E402
 from ScarEnhanceLib.parameters import EnhanceParameters  # noqa: E402
 from ScarEnhanceLib.segmentation import slice_probabilities  # noqa: E402
-from ScarEnhanceLib.splits import SPLITS_FILE, load_splits  # noqa: E402
+from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
 
 
 def without_false_scar(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", type=Path, nargs="+", help="data sets with scar labels")
     parser.add_argument("--models", type=Path, default=weights.MODELS_DIR, help="models folder (default: bundled)")
-    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="val", choices=SPLIT_CHOICES)
     parser.add_argument("--scar-scales", type=float, nargs="+", default=[], metavar="S",
                         help="also the scar map with the scar probability scaled by each S")
     parser.add_argument("-o", "--output", type=Path, default=None, help="folder for the table and its JSON")
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     results = {}
     for folder in args.datasets:
         data = folder.resolve().name
-        cases = load_cases(DatasetSpec.load(folder), splits[data][args.split])
+        cases = load_cases(DatasetSpec.load(folder), names_in(splits, folder, args.split))
         for name, change in SCAR_MAPS.items():
             torch.manual_seed(0)  # as `scarenhance evaluate` seeds each variant
             results[f"{data}: {name}"] = evaluate(cases, enhancer,

@@ -36,7 +36,7 @@ from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import segmentation_row, summarise_segmentation  # noqa: E402
 from ScarEnhanceLib.metrics import remote_myocardium  # noqa: E402
 from ScarEnhanceLib.segmentation import postprocess, slice_probabilities  # noqa: E402
-from ScarEnhanceLib.splits import SPLITS_FILE, load_splits  # noqa: E402
+from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
 
 SCAR_SCALES = (0.6, 0.8, 1.25, 1.5, 2.0)
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
                         help="run each model at these in-plane pixel spacings (default: its own)")
     parser.add_argument("--scar-floor-sd", type=float, nargs="+", default=(),
                         help="also the first model's scar kept only above the remote mean + these SD")
-    parser.add_argument("--split", default="val", choices=("train", "val", "test", "all"))
+    parser.add_argument("--split", default="val", choices=SPLIT_CHOICES)
     args = parser.parse_args(argv)
     splits = load_splits(SPLITS_FILE)
     named = {}
@@ -133,8 +133,7 @@ def main(argv=None) -> int:
         named.update(at_spacings(model, str(folder), args.spacing_mm or [model.config.spacing_mm]))
     names, models = list(named), list(named.values())
     for folder in args.datasets:
-        chosen = None if args.split == "all" else splits[folder.resolve().name][args.split]
-        cases = load_cases(DatasetSpec.load(folder), chosen)
+        cases = load_cases(DatasetSpec.load(folder), names_in(splits, folder, args.split))
         probabilities = {case.name: [slice_probabilities(m.network, case.images, case.spacing, m.config,
                                                          torch.device("cpu"), slice_mm=case.slice_mm)
                                      for m in models] for case in cases}
