@@ -489,10 +489,8 @@ def cmd_bundle(args) -> int:
     from .weights import average_weights, install
     configs = [json.loads((run / "config.json").read_text(encoding="utf-8")) for run in args.run_dirs]
     first = configs[0]
-    for run, config in zip(args.run_dirs[1:], configs[1:]):
-        if (config["kind"], config["model"]) != (first["kind"], first["model"]):
-            raise ValueError(f"{run} trained another network than {args.run_dirs[0]}: only runs of one configuration "
-                             "can be bundled as the mean of their weights")
+    if len(configs) > 1:
+        _check_averageable(args.run_dirs, configs)
     training = {"data": args.data, **_run_settings(first)}
     if len(configs) > 1:
         training = {"data": args.data, "weights": "the mean of the runs' weights",
@@ -507,6 +505,19 @@ def cmd_bundle(args) -> int:
         entry = install(weights, args.name, first["kind"], first["model"], _models_dir(args), **info)
     print(f"installed {args.name}: sha256 {entry['sha256']}")
     return 0
+
+
+def _check_averageable(runs: list[Path], configs: list[dict]) -> None:
+    """Refuse a mean of weights that would not be one model: a run given twice, another network, or diffusion runs
+    (their manifest entry must keep the noise level they were trained to, which a mean of runs does not record)."""
+    if len({run.resolve() for run in runs}) < len(runs):
+        raise ValueError("a run is given twice: each run counts once in the mean of their weights")
+    if configs[0]["kind"] != "segmentation":
+        raise ValueError("only segmentation runs can be bundled as the mean of their weights")
+    for run, config in zip(runs[1:], configs[1:]):
+        if (config["kind"], config["model"]) != (configs[0]["kind"], configs[0]["model"]):
+            raise ValueError(f"{run} trained another network than {runs[0]}: only runs of one configuration "
+                             "can be bundled as the mean of their weights")
 
 
 def _run_settings(config: dict) -> dict:
@@ -746,10 +757,11 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--seed", type=int, default=0)
     ph.set_defaults(func=cmd_phantom)
 
-    bundle = commands.add_parser("bundle", help="install a training run's weights into the models folder")
+    bundle = commands.add_parser("bundle", help="install a training run's weights (or several runs' mean) into the "
+                                                "models folder")
     bundle.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir",
-                        help="a training run; several runs of one configuration are bundled as the mean of their "
-                             "weights")
+                        help="a training run; several segmentation runs of one configuration, fine-tuned from the "
+                             "same weights, are bundled as the mean of their weights")
     bundle.add_argument("--name", required=True)
     bundle.add_argument("--data", required=True, help="training data, for the manifest")
     bundle.add_argument("--license", required=True)

@@ -109,7 +109,13 @@ def load_splits(path: Path = SPLITS_FILE) -> dict:
 
 def names_in(splits: dict, dataset: Path, split: str) -> list[str] | None:
     """The names of ``dataset``'s cases in ``split`` of ``splits``, or None (every case) for "all"."""
-    return None if split == "all" else splits[Path(dataset).resolve().name][split]
+    if split == "all":
+        return None
+    name = Path(dataset).resolve().name
+    if name not in splits:
+        raise ValueError(f"the splits do not cover the data set {name!r}: name a split only for the data sets in "
+                         f"{SPLITS_FILE.name}, or use --split all")
+    return splits[name][split]
 
 
 def emidec_stratum(name: str) -> str:

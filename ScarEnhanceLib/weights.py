@@ -129,8 +129,11 @@ def average_weights(paths: list[Path], target: Path) -> None:
         raise ValueError("averaging needs at least two weight files")
     tensors = [load_file(str(path)) for path in paths]
     names = set(tensors[0])
+    if not all(tensors[0][key].is_floating_point() for key in names):
+        raise ValueError(f"{paths[0]} holds tensors that are not floating point: they cannot be averaged")
     for path, weights in zip(paths[1:], tensors[1:]):
-        if set(weights) != names or any(weights[key].shape != tensors[0][key].shape for key in names):
+        if set(weights) != names or any((weights[key].shape, weights[key].dtype) !=
+                                        (tensors[0][key].shape, tensors[0][key].dtype) for key in names):
             raise ValueError(f"{path} holds other tensors than {paths[0]}: only weights of one network can be averaged")
     mean = {key: (sum(weights[key].double() for weights in tensors) / len(tensors)).to(tensors[0][key].dtype)
             for key in sorted(names)}

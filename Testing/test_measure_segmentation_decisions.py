@@ -1,9 +1,11 @@
 """The decision study (benchmarks/measure_segmentation_decisions.py) averages models' probabilities and moves the
 scar threshold before the labels are post-processed."""
 import numpy as np
+import pytest
 import torch
 
 from ScarEnhanceLib import labels as L
+from ScarEnhanceLib.datasets import Case
 from ScarEnhanceLib.segmentation import SegmentationConfig
 from ScarEnhanceLib.weights import LoadedModel
 
@@ -49,6 +51,26 @@ def test_a_scar_floor_keeps_the_scar_brighter_than_the_remote_myocardium_and_cal
     assert (floored[0, 3:5, 3:9] == L.SCAR).all()  # enhanced: kept
     assert not (floored[0, 7:9, 3:9] == L.SCAR).any() and (floored[0, 7:9, 3:9] == L.MYOCARDIUM).all()
     assert (floored == L.BLOOD_POOL).sum() == (labels == L.BLOOD_POOL).sum()  # other classes untouched
+    flat = np.full(labels.shape, 100.0)  # no spread in the remote myocardium: no reference, the scar stays
+    assert np.isnan(script.scar_z_scores(flat, labels)).all()
+    assert np.array_equal(script.floored(labels, flat, 1.0), labels)
+
+
+def test_z_quartiles_are_read_inside_and_outside_the_reference_scar():
+    script = load_benchmark("measure_segmentation_decisions")
+    probabilities = _probabilities(0.9)  # the whole wall called scar
+    labels = script.labels_from([probabilities])
+    image = np.random.default_rng(0).normal(100.0, 5.0, labels.shape)
+    image[0, 3, 3:9] = 200.0  # the reference scar: the wall's top row, far brighter
+    reference = np.where(labels == L.SCAR, L.MYOCARDIUM, labels)
+    reference[0, 3, 3:9] = L.SCAR
+    case = Case("one", image, reference, (1.0, 1.0))
+    line = script.z_quartiles([case], {"one": [probabilities]})
+    inside = [float(v) for v in line.split("in reference scar ")[1].split(";")[0].split(" / ")]
+    outside = [float(v) for v in line.split("outside it ")[1].split(" / ")]
+    z = script.scar_z_scores(image, labels)
+    assert inside == pytest.approx(np.percentile(z[0, 3, 3:9], (25, 50, 75)), abs=0.005)
+    assert min(inside) > max(outside)
 
 
 def test_the_table_names_each_decision():

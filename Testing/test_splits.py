@@ -1,5 +1,6 @@
 """Patient-level splits on made-up folders (the real data's are checked in test_real_data.py)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,3 +73,12 @@ def test_main_regenerates_and_keeps_previous_test_patients(tmp_path):
     written = json.loads(output.read_text(encoding="utf-8"))
     assert "patient9_LGE" in written["mscmrseg19_lge"]["test"] and "Case3009_LGE" in written["myops2020_train25"]["test"]
     assert "patient4_LGE" in written["mscmrseg19_lge"]["val"]
+
+
+def test_names_in_gives_a_splits_names_every_case_for_all_and_refuses_a_data_set_it_does_not_cover():
+    from ScarEnhanceLib.splits import names_in
+    splits = {"emidec": {"train": ["a"], "val": ["b"], "test": ["c"]}}
+    assert names_in(splits, Path("somewhere/emidec"), "val") == ["b"]
+    assert names_in(splits, Path("somewhere/other"), "all") is None
+    with pytest.raises(ValueError, match="do not cover the data set 'other'"):
+        names_in(splits, Path("somewhere/other"), "val")

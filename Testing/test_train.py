@@ -362,13 +362,47 @@ def test_bundle_of_several_runs_installs_the_mean_of_their_weights_and_each_runs
     assert [run["run"] for run in training["averaged_runs"]] == [run.as_posix() for run in runs]
     assert [run["iterations"] for run in training["averaged_runs"]] == [2, 3] and training["data"] == "phantoms"
 
-    other = SegmentationConfig(**{**TINY_SEGMENTATION.to_dict(), "channels": (4, 8, 16)})
-    train_segmentation(cases, other, TrainSettings(run_dir=tmp_path / "other", iterations=1, batch_size=2,
-                                                   checkpoint_every=1, device="cpu"))
-    before = (models / "manifest.json").read_text(encoding="utf-8")
-    assert main(["bundle", str(runs[0]), str(tmp_path / "other"), "--name", SEGMENTATION, "--data", "phantoms",
-                 "--license", "test", "--models", str(models)]) == 2
-    assert (models / "manifest.json").read_text(encoding="utf-8") == before  # refused before anything was written
+
+
+def test_bundle_refuses_a_mean_that_is_not_one_model_before_writing_anything(tmp_path, capsys):
+    cases = [([phantom_case(seed=0)], L.SCAR + 1)]
+    settings = dict(iterations=1, batch_size=2, checkpoint_every=1, device="cpu")
+    train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / "run", **settings))
+    # the same shapes, another network: only the configuration check can tell (the weights would average)
+    other = SegmentationConfig(**{**TINY_SEGMENTATION.to_dict(), "normalisation": "window"})
+    train_segmentation(cases, other, TrainSettings(run_dir=tmp_path / "other", **settings))
+    train_diffusion([[phantom_case(seed=0)]], TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "diffusion",
+                                                                            max_timestep=300, **settings))
+    models = tmp_path / "models"
+    assert main(["bundle", str(tmp_path / "run"), "--name", SEGMENTATION, "--data", "phantoms", "--license", "test",
+                 "--models", str(models)]) == 0
+    before = {path.name: path.read_bytes() for path in models.iterdir()}
+    refusals = {(tmp_path / "run", tmp_path / "other"): "trained another network",
+                (tmp_path / "run", tmp_path / "run"): "given twice",
+                (tmp_path / "diffusion", tmp_path / "diffusion" / "."): "given twice",
+                (tmp_path / "diffusion", tmp_path / "run"): "only segmentation runs"}
+    for runs, message in refusals.items():
+        assert main(["bundle", *map(str, runs), "--name", SEGMENTATION, "--data", "phantoms", "--license", "test",
+                     "--models", str(models)]) == 2
+        assert message in capsys.readouterr().err
+        assert {path.name: path.read_bytes() for path in models.iterdir()} == before  # nothing written
+
+
+def test_average_weights_refuses_files_of_other_networks_and_weights_that_are_not_floating_point(tmp_path):
+    from safetensors.torch import save_file
+    from ScarEnhanceLib.weights import average_weights
+    files = {"a": {"w": torch.ones(2)}, "b": {"w": torch.ones(3)}, "c": {"v": torch.ones(2)},
+             "d": {"w": torch.ones(2, dtype=torch.float64)}, "e": {"w": torch.ones(2, dtype=torch.int64)}}
+    for name, tensors in files.items():
+        save_file(tensors, str(tmp_path / name))
+    with pytest.raises(ValueError, match="at least two"):
+        average_weights([tmp_path / "a"], tmp_path / "mean")
+    for other in ("b", "c", "d"):
+        with pytest.raises(ValueError, match="other tensors"):
+            average_weights([tmp_path / "a", tmp_path / other], tmp_path / "mean")
+    with pytest.raises(ValueError, match="not floating point"):
+        average_weights([tmp_path / "e", tmp_path / "e"], tmp_path / "mean")
+    assert not (tmp_path / "mean").exists()
 
 
 def test_classes_a_data_set_does_not_label_count_as_myocardium_in_the_loss():

@@ -49,15 +49,19 @@ def labels_from(probabilities: list[np.ndarray], scar_scale: float = 1.0) -> np.
 
 
 def scar_z_scores(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each pixel's brightness in SD above the mean of the remote myocardium of ``labels`` (metrics.py's reference)."""
-    remote = remote_myocardium(image, labels)
-    values = image[remote].astype(float)
+    """Each pixel's brightness in SD above the mean of the remote myocardium of ``labels`` (metrics.py's reference);
+    NaN everywhere where there is no remote reference (under two pixels, or no spread)."""
+    values = image[remote_myocardium(image, labels)].astype(float)
+    if values.size < 2 or values.std() == 0:
+        return np.full(image.shape, np.nan)
     return (image - values.mean()) / values.std()
 
 
 def floored(labels: np.ndarray, image: np.ndarray, n_sd: float) -> np.ndarray:
-    """``labels`` whose scar darker than the remote myocardium's mean + ``n_sd`` SD is called healthy myocardium."""
-    dim_scar = (labels == L.SCAR) & (scar_z_scores(image, labels) < n_sd)
+    """``labels`` whose scar darker than the remote myocardium's mean + ``n_sd`` SD is called healthy myocardium;
+    without a remote reference the scar is left as it is."""
+    z = scar_z_scores(image, labels)
+    dim_scar = (labels == L.SCAR) & ~np.isnan(z) & (z < n_sd)
     return np.where(dim_scar, L.MYOCARDIUM, labels).astype(labels.dtype)
 
 
@@ -96,6 +100,7 @@ def z_quartiles(cases, probabilities: dict[str, list[np.ndarray]]) -> str:
     for case in cases:
         labels = labels_from([probabilities[case.name][0]])
         z, scar, reference = scar_z_scores(case.images, labels), labels == L.SCAR, case.labels == L.SCAR
+        scar &= ~np.isnan(z)  # a case without a remote reference has no z-scores to count
         inside.append(z[scar & reference])
         outside.append(z[scar & ~reference])
     quartiles = [np.percentile(np.concatenate(part), (25, 50, 75)) if sum(map(len, part)) else [np.nan] * 3
