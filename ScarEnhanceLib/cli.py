@@ -656,6 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .parameters import (AUGMENTATIONS, CONDITIONINGS, NORMALISATIONS,  # torch-free, so --help stays fast
                              SCAR_MAP_ERRORS, SYNTHETIC_SCAR_PATCHES)
     from . import __version__
+    from .splits import SPLIT_CHOICES  # numpy only
     parser = argparse.ArgumentParser(prog="scarenhance", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scarenhance {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -705,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("evaluate", help="SSIM, PSNR and CNR table (or segmentation Dice) over labelled datasets")
     ev.add_argument("dataset", type=Path, nargs="+", help="dataset folders, each evaluated on its own")
-    ev.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    ev.add_argument("--split", default="test", choices=SPLIT_CHOICES)
     ev.add_argument("--splits", type=Path, default=None)
     ev.add_argument("--task", default="enhancement", choices=("enhancement", "segmentation"),
                     help="enhancement: SSIM/PSNR/CNR table; segmentation: Dice per class over the cases that have "
