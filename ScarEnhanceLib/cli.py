@@ -488,18 +488,18 @@ RUN_CONFIG_BOOKKEEPING = ("kind", "model", "iteration", "history")
 def cmd_bundle(args) -> int:
     from .weights import average_weights, install
     configs = [json.loads((run / "config.json").read_text(encoding="utf-8")) for run in args.run_dirs]
-    first = configs[0]
-    if len(configs) > 1:
+    first, averaged = configs[0], len(configs) > 1
+    if averaged:
         _check_averageable(args.run_dirs, configs)
-    training = {"data": args.data, **_run_settings(first)}
-    if len(configs) > 1:
         training = {"data": args.data, "weights": "the mean of the runs' weights",
                     "averaged_runs": [{"run": run.as_posix(), **_run_settings(config)}
                                       for run, config in zip(args.run_dirs, configs)]}
+    else:
+        training = {"data": args.data, **_run_settings(first)}
     info = {"training": training, "split": "Resources/splits.json", "license": args.license}
     with tempfile.TemporaryDirectory() as scratch:
         weights = args.run_dirs[0] / "model.safetensors"
-        if len(configs) > 1:
+        if averaged:
             weights = Path(scratch) / "mean.safetensors"
             average_weights([run / "model.safetensors" for run in args.run_dirs], weights)
         entry = install(weights, args.name, first["kind"], first["model"], _models_dir(args), **info)

@@ -344,7 +344,7 @@ def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
 
 
 def test_bundle_of_several_runs_installs_the_mean_of_their_weights_and_each_runs_settings(tmp_path):
-    cases = [(([phantom_case(seed=0)]), L.SCAR + 1)]
+    cases = [([phantom_case(seed=0)], L.SCAR + 1)]
     for seed, iterations in ((0, 2), (1, 3)):
         train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / f"seed{seed}", seed=seed,
                                                                    iterations=iterations, batch_size=2,
@@ -361,7 +361,6 @@ def test_bundle_of_several_runs_installs_the_mean_of_their_weights_and_each_runs
     training = load(SEGMENTATION, models).info["training"]
     assert [run["run"] for run in training["averaged_runs"]] == [run.as_posix() for run in runs]
     assert [run["iterations"] for run in training["averaged_runs"]] == [2, 3] and training["data"] == "phantoms"
-
 
 
 def test_bundle_refuses_a_mean_that_is_not_one_model_before_writing_anything(tmp_path, capsys):
