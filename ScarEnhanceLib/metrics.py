@@ -115,6 +115,12 @@ def remote_myocardium(image: np.ndarray, labels: np.ndarray, sectors: int = REMO
     return remote
 
 
+def remote_reference(image: np.ndarray, labels: np.ndarray) -> tuple[float, float] | None:
+    """Mean and SD of the remote myocardium (``remote_myocardium``) over the whole volume; None under two pixels."""
+    values = image[remote_myocardium(image, labels)]
+    return (values.mean(), values.std()) if values.size >= 2 else None
+
+
 def _large_parts(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     """In-plane connected parts of at least ``min_pixels`` pixels, slice by slice."""
     kept = np.zeros_like(mask)
@@ -135,11 +141,11 @@ def enhanced_regions(image: np.ndarray, labels: np.ndarray, n_sd: float = N_SD) 
     255) half of the maximum lies below all the myocardium and would call the whole wall scar. Parts smaller
     than MIN_ENHANCED_PIXELS are noise, not enhancement."""
     myocardium = np.isin(labels, (L.MYOCARDIUM, L.SCAR))
-    remote = remote_myocardium(image, labels)
-    if remote.sum() < 2:
+    reference = remote_reference(image, labels)
+    if reference is None:
         return {"nsd": np.zeros_like(myocardium), "fwhm": np.zeros_like(myocardium)}
-    baseline = image[remote].mean()
-    enhanced = _large_parts(myocardium & (image > baseline + n_sd * image[remote].std()), MIN_ENHANCED_PIXELS)
+    baseline, spread = reference
+    enhanced = _large_parts(myocardium & (image > baseline + n_sd * spread), MIN_ENHANCED_PIXELS)
     if not enhanced.any():
         return {"nsd": enhanced, "fwhm": enhanced}
     half_maximum = baseline + 0.5 * (image[enhanced].max() - baseline)

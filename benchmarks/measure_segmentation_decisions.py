@@ -34,7 +34,7 @@ from ScarEnhanceLib import labels as L  # noqa: E402
 from ScarEnhanceLib import weights  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import segmentation_row, summarise_segmentation  # noqa: E402
-from ScarEnhanceLib.metrics import remote_myocardium  # noqa: E402
+from ScarEnhanceLib.metrics import remote_reference  # noqa: E402
 from ScarEnhanceLib.segmentation import postprocess, slice_probabilities  # noqa: E402
 from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
 
@@ -51,10 +51,11 @@ def labels_from(probabilities: list[np.ndarray], scar_scale: float = 1.0) -> np.
 def scar_z_scores(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Each pixel's brightness in SD above the mean of the remote myocardium of ``labels`` (metrics.py's reference);
     NaN everywhere where there is no remote reference (under two pixels, or no spread)."""
-    values = image[remote_myocardium(image, labels)].astype(float)
-    if values.size < 2 or values.std() == 0:
+    reference = remote_reference(image.astype(float), labels)
+    if reference is None or reference[1] == 0:
         return np.full(image.shape, np.nan)
-    return (image - values.mean()) / values.std()
+    mean, spread = reference
+    return (image - mean) / spread
 
 
 def floored(labels: np.ndarray, image: np.ndarray, n_sd: float) -> np.ndarray:
