@@ -508,8 +508,10 @@ def cmd_bundle(args) -> int:
 
 
 def _check_averageable(runs: list[Path], configs: list[dict]) -> None:
-    """Refuse a mean of weights that would not be one model: a run given twice, another network, or diffusion runs
-    (their manifest entry must keep the noise level they were trained to, which a mean of runs does not record)."""
+    """Refuse a mean of weights that would not be one model: a run given twice, another network, runs from other
+    start weights (trained apart, their weights need not lie in one basin: the mean can be a broken network), or
+    diffusion runs (their manifest entry must keep the noise level they were trained to, which a mean of runs does
+    not record). Runs saved before runs recorded their start are averaged with a warning."""
     if len({run.resolve() for run in runs}) < len(runs):
         raise ValueError("a run is given twice: each run counts once in the mean of their weights")
     if configs[0]["kind"] != "segmentation":
@@ -518,6 +520,21 @@ def _check_averageable(runs: list[Path], configs: list[dict]) -> None:
         if (config["kind"], config["model"]) != (configs[0]["kind"], configs[0]["model"]):
             raise ValueError(f"{run} trained another network than {runs[0]}: only runs of one configuration "
                              "can be bundled as the mean of their weights")
+    unrecorded = [run.as_posix() for run, config in zip(runs, configs) if "start" not in config]
+    if unrecorded:
+        print(f"warning: {', '.join(unrecorded)} do not record their start weights (trained before runs did): "
+              "make sure all runs started from the same weights", file=sys.stderr)
+        return
+    for run, config in zip(runs[1:], configs[1:]):
+        if _start_of(config) != _start_of(configs[0]):
+            raise ValueError(f"{run} started from {_start_of(config)}, {runs[0]} from {_start_of(configs[0])}: "
+                             "only runs from the same start weights can be bundled as the mean of their weights")
+
+
+def _start_of(config: dict) -> str:
+    """A run's start, as runs that shared it have it alike (a copy of a weights file under another name too)."""
+    start = config["start"]
+    return f"weights sha256 {start['sha256'][:12]}" if "sha256" in start else f"random weights of seed {start['seed']}"
 
 
 def _run_settings(config: dict) -> dict:

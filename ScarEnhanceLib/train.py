@@ -29,6 +29,7 @@ from .augment import DiffusionSamples, SegmentationSamples
 from .datasets import Case
 from .parameters import LR_SCHEDULES, SYNTHETIC_SCAR_PATCHES, WARMUP_ITERATIONS
 from .pipeline import resolve_device
+from .weights import sha256
 from .diffusion import (DiffusionConfig, add_masked_noise, build_denoiser, masked_loss, training_scheduler,
                         warm_start)
 from .segmentation import SegmentationConfig, build_segmenter, warm_start_segmenter
@@ -306,11 +307,17 @@ def _refuse_changed_resume(run_dir: Path, run_config: dict, defaults: dict) -> N
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).exists() or not (run_dir / "config.json").exists():
         return
-    stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    stored = _stored_config(run_dir)
     for key, default in defaults.items():
         if stored.get(key, default) != run_config[key]:
             raise ValueError(f"{run_dir} was trained with {key} {stored.get(key, default)!r}, not "
                              f"{run_config[key]!r}: resume it with the same setting, or start a new run folder")
+
+
+def _stored_config(run_dir: Path) -> dict:
+    """The config.json a run folder saved last (empty if none)."""
+    path = Path(run_dir) / "config.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def _run_model_config(weights: Optional[Path]) -> Optional[DiffusionConfig]:
@@ -353,11 +360,22 @@ def change_balance(original: torch.Tensor, target: torch.Tensor, scar: torch.Ten
 
 def _warm_start(settings: TrainSettings, run_config: dict, load: Callable[[dict], None]) -> None:
     """A new run from ``settings.init_weights`` (named in the run's config); a resumed run continues from its
-    checkpoint instead."""
+    checkpoint instead. The config records the run's ``start`` (those weights' checksum, or the seed of random
+    ones) and a resumed run keeps the start it recorded: a mean of runs' weights is one model only for runs
+    from one start."""
+    resumed = (Path(settings.run_dir) / CHECKPOINT).exists()
+    if resumed:
+        stored = _stored_config(settings.run_dir)
+        if "start" in stored:  # runs saved before starts were recorded have none
+            run_config["start"] = stored["start"]
+    elif settings.init_weights:
+        run_config["start"] = {"weights": Path(settings.init_weights).name, "sha256": sha256(settings.init_weights)}
+    else:
+        run_config["start"] = {"seed": settings.seed}
     if not settings.init_weights:
         return
     run_config["init_weights"] = Path(settings.init_weights).name
-    if (Path(settings.run_dir) / CHECKPOINT).exists():
+    if resumed:
         return
     try:
         load(load_file(str(settings.init_weights)))

@@ -1,5 +1,7 @@
 """Training: datasets in both layouts, resumable checkpoints, EMA weights, snapshots, bundling."""
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ from ScarEnhanceLib.segmentation import SegmentationConfig, build_segmenter
 from ScarEnhanceLib.train import (MAX_BALANCE, WARMUP_ITERATIONS, TrainSettings, _MixedSegmentationSamples, _batches,
                                   _merged_logits, _original_starts, change_balance, learning_rate_at, train_diffusion,
                                   train_segmentation)
-from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load
+from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load, sha256
 
 from conftest import TINY_DIFFUSION, TINY_SEGMENTATION, phantom_case
 
@@ -345,10 +347,15 @@ def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
 
 def test_bundle_of_several_runs_installs_the_mean_of_their_weights_and_each_runs_settings(tmp_path):
     cases = [([phantom_case(seed=0)], L.SCAR + 1)]
-    for seed, iterations in ((0, 2), (1, 3)):
+    train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / "base", iterations=1, batch_size=2,
+                                                               checkpoint_every=1, device="cpu"))
+    start = tmp_path / "start.safetensors"  # a copy under another name is the same start
+    start.write_bytes((tmp_path / "base" / "model.safetensors").read_bytes())
+    for seed, iterations, weights in ((0, 2, tmp_path / "base" / "model.safetensors"), (1, 3, start)):
         train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / f"seed{seed}", seed=seed,
                                                                    iterations=iterations, batch_size=2,
-                                                                   checkpoint_every=iterations, device="cpu"))
+                                                                   checkpoint_every=iterations, device="cpu",
+                                                                   init_weights=weights))
     runs = [tmp_path / "seed0", tmp_path / "seed1"]
     models = tmp_path / "models"
     assert main(["bundle", *map(str, runs), "--name", SEGMENTATION, "--data", "phantoms", "--license", "test",
@@ -361,6 +368,29 @@ def test_bundle_of_several_runs_installs_the_mean_of_their_weights_and_each_runs
     training = load(SEGMENTATION, models).info["training"]
     assert [run["run"] for run in training["averaged_runs"]] == [run.as_posix() for run in runs]
     assert [run["iterations"] for run in training["averaged_runs"]] == [2, 3] and training["data"] == "phantoms"
+    assert {run["start"]["sha256"] for run in training["averaged_runs"]} == {sha256(start)}
+
+
+def test_a_run_records_its_start_and_keeps_it_when_resumed(tmp_path):
+    cases = [([phantom_case(seed=0)], L.SCAR + 1)]
+    settings = dict(batch_size=2, checkpoint_every=1, device="cpu")
+    train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / "scratch", iterations=1, seed=4,
+                                                               **settings))
+    assert _run_config(tmp_path / "scratch")["start"] == {"seed": 4}
+    weights = tmp_path / "scratch" / "model.safetensors"
+    warm = TrainSettings(run_dir=tmp_path / "warm", iterations=1, init_weights=weights, **settings)
+    train_segmentation(cases, TINY_SEGMENTATION, warm)
+    recorded = {"weights": "model.safetensors", "sha256": sha256(weights)}
+    assert _run_config(tmp_path / "warm")["start"] == recorded
+    # resumed without --init-weights, after the start file changed: still the start it had
+    train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / "scratch", iterations=2, seed=4,
+                                                               **settings))
+    train_segmentation(cases, TINY_SEGMENTATION, dataclasses.replace(warm, iterations=2, init_weights=None))
+    assert _run_config(tmp_path / "warm")["start"] == recorded and _run_config(tmp_path / "warm")["iteration"] == 2
+
+
+def _run_config(run: Path) -> dict:
+    return json.loads((run / "config.json").read_text(encoding="utf-8"))
 
 
 def test_bundle_refuses_a_mean_that_is_not_one_model_before_writing_anything(tmp_path, capsys):
@@ -376,7 +406,9 @@ def test_bundle_refuses_a_mean_that_is_not_one_model_before_writing_anything(tmp
     assert main(["bundle", str(tmp_path / "run"), "--name", SEGMENTATION, "--data", "phantoms", "--license", "test",
                  "--models", str(models)]) == 0
     before = {path.name: path.read_bytes() for path in models.iterdir()}
+    train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / "seed1", seed=1, **settings))
     refusals = {(tmp_path / "run", tmp_path / "other"): "trained another network",
+                (tmp_path / "run", tmp_path / "seed1"): "only runs from the same start weights",
                 (tmp_path / "run", tmp_path / "run"): "given twice",
                 (tmp_path / "diffusion", tmp_path / "diffusion" / "."): "given twice",
                 (tmp_path / "diffusion", tmp_path / "run"): "only segmentation runs"}
@@ -385,6 +417,20 @@ def test_bundle_refuses_a_mean_that_is_not_one_model_before_writing_anything(tmp
                      "--models", str(models)]) == 2
         assert message in capsys.readouterr().err
         assert {path.name: path.read_bytes() for path in models.iterdir()} == before  # nothing written
+
+
+def test_bundle_averages_runs_saved_before_starts_were_recorded_with_a_warning(tmp_path, capsys):
+    cases = [([phantom_case(seed=0)], L.SCAR + 1)]
+    for name in ("old", "older"):
+        run = tmp_path / name
+        train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=run, iterations=1, batch_size=2,
+                                                                   checkpoint_every=1, device="cpu"))
+        config = _run_config(run)
+        del config["start"]
+        (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert main(["bundle", str(tmp_path / "old"), str(tmp_path / "older"), "--name", SEGMENTATION, "--data",
+                 "phantoms", "--license", "test", "--models", str(tmp_path / "models")]) == 0
+    assert "do not record their start weights" in capsys.readouterr().err
 
 
 def test_average_weights_refuses_files_of_other_networks_and_weights_that_are_not_floating_point(tmp_path):
