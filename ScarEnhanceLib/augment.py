@@ -3,7 +3,8 @@ patches at the model's spacing for the segmentation model."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+import dataclasses
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -31,6 +32,46 @@ TISSUE_GAINS = {L.BLOOD_POOL: (0.7, 1.3), L.MYOCARDIUM: (0.7, 1.4), L.SCAR: (0.8
 SYNTHETIC_SCAR = {"sector_degrees": (40.0, 150.0), "transmurality": (0.25, 1.0), "brightness": (0.5, 1.1)}
 MIN_SYNTHETIC_SCAR_PIXELS = 10
 CROP_MARGIN = 1.3  # also the default at inference
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchOptions:
+    """What segmentation patches get beyond the standard augmentation, each off by default: a run without an option
+    draws as runs did before it existed. Shares are of the patches; ``synthetic_scar`` is one share for all data sets
+    or one per data set (``per_data_set``; a sequence of one is one for all)."""
+    tissue_contrast: float = 0.0  # with a brightness gain of each tissue's own (``tissue_contrast``)
+    synthetic_scar: Union[float, tuple[float, ...]] = 0.0  # with a scar drawn into healthy wall (``synthetic_scar``)
+    synthetic_scar_patches: str = "any"  # which patches may get one (SYNTHETIC_SCAR_PATCHES)
+
+    def __post_init__(self):
+        if np.ndim(self.synthetic_scar):  # a list from the command line or a run's config.json
+            shares = tuple(float(share) for share in self.synthetic_scar)
+            object.__setattr__(self, "synthetic_scar", shares[0] if len(shares) == 1 else shares)
+        if np.size(self.synthetic_scar) == 0:
+            raise ValueError("give one synthetic-scar share for all data sets or one per data set, not none")
+        if not 0.0 <= self.tissue_contrast <= 1.0:
+            raise ValueError(f"the share of patches with tissue contrast must be 0 to 1, got {self.tissue_contrast}")
+        if not all(0.0 <= share <= 1.0 for share in np.atleast_1d(self.synthetic_scar)):
+            raise ValueError(f"the share of patches with a synthetic scar must be 0 to 1, got {self.synthetic_scar}")
+        if self.synthetic_scar_patches not in SYNTHETIC_SCAR_PATCHES:
+            raise ValueError(f"the patches with a synthetic scar must be one of {SYNTHETIC_SCAR_PATCHES}, got "
+                             f"{self.synthetic_scar_patches!r}")
+
+    def per_data_set(self, count: int) -> list["PatchOptions"]:
+        """The options of each of ``count`` data sets, each with its own synthetic-scar share."""
+        shares = np.broadcast_to(self.synthetic_scar, count) if np.ndim(self.synthetic_scar) == 0 else \
+            np.asarray(self.synthetic_scar)
+        if len(shares) != count:
+            raise ValueError(f"give one synthetic-scar share for all data sets or one per data set ({count}), "
+                             f"not {len(shares)}")
+        return [dataclasses.replace(self, synthetic_scar=float(share)) for share in shares]
+
+    def to_config(self) -> dict:
+        """The options as a run's config.json records them (and an older run without them reads as the defaults)."""
+        share = self.synthetic_scar
+        return {"tissue_contrast": self.tissue_contrast,
+                "synthetic_scar": float(share) if np.ndim(share) == 0 else list(share),
+                "synthetic_scar_patches": self.synthetic_scar_patches}
 
 
 @contextlib.contextmanager
@@ -303,21 +344,17 @@ class SegmentationSamples:
     """(image, labels) patches at the model's spacing. Scanners differ in pixel shape (EMIDEC's PNGs are
     stretched along one axis by up to 1.7), orientation and intensity curves: each axis is scaled on its own,
     rotations span the full circle, and the intensities get contrast curves, bias field, noise and blur. A 2.5D
-    model's neighbour slices come in either order (stacks run base to apex or apex to base). With
-    ``tissue_contrast`` > 0 that share of the patches also gets ``tissue_contrast``'s gains; with ``synthetic_scar``
-    > 0 that share gets a scar drawn into its healthy myocardium (``synthetic_scar``): of all patches, or with
-    ``synthetic_scar_patches`` "scarred" only of those whose labels already hold scar."""
+    model's neighbour slices come in either order (stacks run base to apex or apex to base). ``options`` (one
+    synthetic-scar share) add tissue contrast and drawn scars to their shares of the patches: drawn scars in any
+    patch, or with ``synthetic_scar_patches`` "scarred" only in those whose labels already hold scar."""
 
     def __init__(self, cases: list[Case], config: SegmentationConfig, rng: np.random.Generator,
-                 tissue_contrast: float = 0.0, synthetic_scar: float = 0.0, synthetic_scar_patches: str = "any"):
-        if synthetic_scar_patches not in SYNTHETIC_SCAR_PATCHES:
-            raise ValueError(f"synthetic-scar patches must be one of {SYNTHETIC_SCAR_PATCHES}, "
-                             f"got {synthetic_scar_patches!r}")
+                 options: PatchOptions = PatchOptions()):
+        if np.ndim(options.synthetic_scar):
+            raise ValueError(f"one data set's patches take one synthetic-scar share, not {options.synthetic_scar}")
         self.cases = cases
         self.config = config
-        self.tissue_contrast = tissue_contrast
-        self.synthetic_scar = synthetic_scar
-        self.synthetic_scar_patches = synthetic_scar_patches
+        self.options = options
         size = (config.patch_size,) * 2
         keys = ["image", "label"]
         self.spatial = Compose([
@@ -363,10 +400,12 @@ class SegmentationSamples:
         if self.config.normalisation == "window":  # as the network sees each window at inference
             patch = normalise_windows(patch[None])[0]
         label = torch.as_tensor(np.asarray(sample["label"])).long()
-        if self._chosen(self.synthetic_scar) and (self.synthetic_scar_patches == "any" or (label == L.SCAR).any()):
+        options = self.options
+        if self._chosen(options.synthetic_scar) and (options.synthetic_scar_patches == "any" or
+                                                      (label == L.SCAR).any()):
             patch, drawn = synthetic_scar(patch, label[0].numpy(), self.rng)
             label = torch.as_tensor(drawn)[None].long()
-        if self._chosen(self.tissue_contrast):
+        if self._chosen(options.tissue_contrast):
             patch = tissue_contrast(patch, label[0].numpy(), self.rng)
         patch = torch.as_tensor(np.asarray(self.intensity({"image": patch})["image"]), dtype=torch.float32)
         return patch, label

@@ -603,6 +603,7 @@ def _settings(args, **extra):
 
 def cmd_train_segmentation(args) -> int:
     from . import labels as L
+    from .augment import PatchOptions
     from .segmentation import SegmentationConfig
     from .train import train_segmentation
     datasets = _split_cases(args, keep_mvo=args.mvo_class)
@@ -614,10 +615,8 @@ def cmd_train_segmentation(args) -> int:
                                 normalisation=args.normalisation, context_slices=args.context_slices,
                                 dropout=args.dropout, mvo_class=args.mvo_class)
     train_segmentation([(train, spec.labelled_classes) for spec, train, _ in datasets], config,
-                       _settings(args, tissue_contrast=args.tissue_contrast,
-                                 synthetic_scar=args.synthetic_scar[0] if len(args.synthetic_scar) == 1
-                                 else tuple(args.synthetic_scar),
-                                 synthetic_scar_patches=args.synthetic_scar_patches),
+                       _settings(args, patches=PatchOptions(args.tissue_contrast, args.synthetic_scar,
+                                                            args.synthetic_scar_patches)),
                        validation, shares=args.dataset_share)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0

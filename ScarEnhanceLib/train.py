@@ -11,9 +11,9 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,9 +25,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import labels as L
-from .augment import DiffusionSamples, SegmentationSamples
+from .augment import DiffusionSamples, PatchOptions, SegmentationSamples
 from .datasets import Case
-from .parameters import LR_SCHEDULES, SYNTHETIC_SCAR_PATCHES, WARMUP_ITERATIONS
+from .parameters import LR_SCHEDULES, WARMUP_ITERATIONS
 from .pipeline import resolve_device
 from .weights import sha256
 from .diffusion import (DiffusionConfig, add_masked_noise, build_denoiser, masked_loss, training_scheduler,
@@ -53,10 +53,8 @@ class TrainSettings:
     init_weights: Optional[Path] = None  # start a new run from these weights (see _warm_start)
     augmentation: str = "standard"  # diffusion: standard | strong (adds noise, blur, intensity curves, elastic)
     scar_map_errors: str = "within-wall"  # diffusion, tissue-scar: how degraded scar maps err (SCAR_MAP_ERRORS)
-    tissue_contrast: float = 0.0  # segmentation: share of patches whose tissues get brightness gains of their own
-    # segmentation: share of patches with a scar drawn into their healthy myocardium; one for all data sets, or one each
-    synthetic_scar: Union[float, tuple[float, ...]] = 0.0
-    synthetic_scar_patches: str = "any"  # segmentation: which patches may get one (SYNTHETIC_SCAR_PATCHES)
+    # segmentation: tissue contrast and drawn scars in shares of the patches (validated there)
+    patches: PatchOptions = field(default_factory=PatchOptions)
     min_snr_gamma: float = 0.0  # diffusion: > 0 weighs each timestep by min(SNR, gamma) / SNR (Min-SNR); 0: plain
     # diffusion: this fraction of the samples in the upper half of the timesteps starts from the noised original,
     # as partial diffusion does at inference, and learns the noise that leads from there to the target
@@ -78,13 +76,6 @@ class TrainSettings:
             raise ValueError(f"the scar weight must be positive, got {self.scar_weight}")
         if self.min_snr_gamma < 0:
             raise ValueError(f"the Min-SNR gamma must be positive (or 0: off), got {self.min_snr_gamma}")
-        if not 0.0 <= self.tissue_contrast <= 1.0:
-            raise ValueError(f"the share of patches with tissue contrast must be 0 to 1, got {self.tissue_contrast}")
-        if not all(0.0 <= share <= 1.0 for share in np.atleast_1d(self.synthetic_scar)):
-            raise ValueError(f"the share of patches with a synthetic scar must be 0 to 1, got {self.synthetic_scar}")
-        if self.synthetic_scar_patches not in SYNTHETIC_SCAR_PATCHES:
-            raise ValueError(f"the patches with a synthetic scar must be one of {SYNTHETIC_SCAR_PATCHES}, got "
-                             f"{self.synthetic_scar_patches!r}")
         if not 0.0 <= self.original_starts <= 1.0:
             raise ValueError(f"the fraction of original starts must be 0 to 1, got {self.original_starts}")
         if self.original_start_balance < 0 or (self.original_start_balance and not self.original_starts):
@@ -401,8 +392,7 @@ def train_segmentation(datasets: list[tuple[list[Case], int]], config: Segmentat
     600 slices; ``shares`` (one per data set) weighs them otherwise."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
-    samples = _MixedSegmentationSamples(datasets, config, rng, shares, settings.tissue_contrast,
-                                        settings.synthetic_scar, settings.synthetic_scar_patches)
+    samples = _MixedSegmentationSamples(datasets, config, rng, shares, settings.patches)
     losses = {}
 
     def loss_over(classes: int) -> DiceCELoss:
@@ -434,19 +424,11 @@ def train_segmentation(datasets: list[tuple[list[Case], int]], config: Segmentat
             return {f"val_dice_{k}": float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
 
     run_config = {"kind": "segmentation", "model": config.to_dict(), "scar_weight": settings.scar_weight,
-                  "dataset_shares": samples.shares.tolist(), "tissue_contrast": settings.tissue_contrast,
-                  "synthetic_scar": _json_share(settings.synthetic_scar),
-                  "synthetic_scar_patches": settings.synthetic_scar_patches}
-    _refuse_changed_resume(settings.run_dir, run_config, {"tissue_contrast": 0.0, "synthetic_scar": 0.0,
-                                                          "synthetic_scar_patches": "any"})
+                  "dataset_shares": samples.shares.tolist(), **settings.patches.to_config()}
+    _refuse_changed_resume(settings.run_dir, run_config, PatchOptions().to_config())
     network = build_segmenter(config)
     _warm_start(settings, run_config, lambda weights: warm_start_segmenter(network, weights))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
-
-
-def _json_share(share: Union[float, Sequence[float]]) -> Union[float, list[float]]:
-    """A share as the run's config.json records it: one number, or a list of one per data set."""
-    return float(share) if np.ndim(share) == 0 else [float(each) for each in share]
 
 
 class _MixedSegmentationSamples:
@@ -454,21 +436,15 @@ class _MixedSegmentationSamples:
     many classes its data set labels."""
 
     def __init__(self, datasets: list[tuple[list[Case], int]], config: SegmentationConfig, rng: np.random.Generator,
-                 shares: Optional[Sequence[float]] = None, tissue_contrast: float = 0.0,
-                 synthetic_scar: Union[float, Sequence[float]] = 0.0, synthetic_scar_patches: str = "any"):
+                 shares: Optional[Sequence[float]] = None, options: PatchOptions = PatchOptions()):
         if shares is not None and (len(shares) != len(datasets) or min(shares) < 0 or sum(shares) <= 0):
             raise ValueError(f"give one non-negative share per data set ({len(datasets)}), not all zero: {shares}")
-        synthetic_scar = np.broadcast_to(synthetic_scar, len(datasets)) if np.ndim(synthetic_scar) == 0 else \
-            np.asarray(synthetic_scar, dtype=float)
-        if len(synthetic_scar) != len(datasets):
-            raise ValueError(f"give one synthetic-scar share for all data sets or one per data set "
-                             f"({len(datasets)}), not {len(synthetic_scar)}")
+        each = options.per_data_set(len(datasets))
         shares = np.ones(len(datasets)) if shares is None else np.asarray(shares, dtype=float)
         used = [index for index, (cases, _) in enumerate(datasets) if cases and shares[index] > 0]
         if not used:
             raise ValueError("no training cases")
-        self.sources = [(SegmentationSamples(datasets[i][0], config, rng, tissue_contrast, float(synthetic_scar[i]),
-                                             synthetic_scar_patches), datasets[i][1]) for i in used]
+        self.sources = [(SegmentationSamples(datasets[i][0], config, rng, each[i]), datasets[i][1]) for i in used]
         self.shares = shares[used] / shares[used].sum()
         self.rng = rng
 

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
-from ScarEnhanceLib.augment import (SYNTHETIC_SCAR, TISSUE_GAINS, DiffusionSamples, SegmentationSamples, synthetic_scar,
-                                   tissue_contrast)
+from ScarEnhanceLib.augment import (SYNTHETIC_SCAR, TISSUE_GAINS, DiffusionSamples, PatchOptions, SegmentationSamples,
+                                   synthetic_scar, tissue_contrast)
 from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser, add_masked_noise, training_scheduler
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
@@ -247,7 +247,8 @@ def test_train_diffusion_command_passes_the_loss_weightings_hint_and_warm_start(
 @pytest.mark.parametrize("make_samples", [
     lambda rng: DiffusionSamples([[phantom_case(seed=0)]], TINY_DIFFUSION, rng, augmentation="strong"),
     lambda rng: SegmentationSamples([phantom_case(seed=0)], SegmentationConfig(
-        channels=(8, 16, 32), strides=(2, 2), patch_size=64, normalisation="window", context_slices=1), rng, 0.5, 0.5),
+        channels=(8, 16, 32), strides=(2, 2), patch_size=64, normalisation="window", context_slices=1), rng,
+        PatchOptions(tissue_contrast=0.5, synthetic_scar=0.5)),
 ], ids=["diffusion", "segmentation"])
 def test_batches_drawn_without_monai_metadata_are_those_drawn_with_it(make_samples, monkeypatch):
     """Batches are drawn with MONAI's metadata off (25-43 % less time); the values are those drawn with it on, and the
@@ -631,14 +632,13 @@ def test_tissue_contrast_gives_each_tissue_of_the_slice_a_gain_of_its_own():
 
 
 def _patch_without_and_with(option: str, case=None, **more) -> dict:
-    """share -> the first (image, labels) patch of ``case`` (a phantom) with ``option`` (a SegmentationSamples
-    argument) at that share and ``more`` arguments, intensity augmentation off so that the option's change is seen
-    alone."""
+    """share -> the first (image, labels) patch of ``case`` (a phantom) with ``option`` (of PatchOptions) at that
+    share and ``more`` options, intensity augmentation off so that the option's change is seen alone."""
     config = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64)
     drawn = {}
     for share in (0.0, 1.0):
         samples = SegmentationSamples([case or phantom_case(seed=0)], config, np.random.default_rng(0),
-                                      **{option: share}, **more)
+                                      PatchOptions(**{option: share}, **more))
         samples.intensity = lambda item: item
         drawn[share] = samples(1)
     return drawn
@@ -650,14 +650,14 @@ def test_tissue_contrast_reaches_the_patches_the_share_asked_for_and_is_recorded
     assert not torch.allclose(drawn[0.0][0], drawn[1.0][0])  # ... with the tissues' contrast changed
     run = tmp_path / "seg"
     settings = TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1, device="cpu",
-                             tissue_contrast=0.5)
+                             patches=PatchOptions(tissue_contrast=0.5))
     train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, settings)
     assert json.loads((run / "config.json").read_text(encoding="utf-8"))["tissue_contrast"] == 0.5
     resumed = TrainSettings(run_dir=run, iterations=2, batch_size=2, checkpoint_every=1, device="cpu")
     with pytest.raises(ValueError, match="tissue_contrast 0.5"):
         train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
     with pytest.raises(ValueError, match="tissue contrast must be 0 to 1"):
-        TrainSettings(run_dir=run, tissue_contrast=1.5)
+        PatchOptions(tissue_contrast=1.5)
 
 
 def _ring_slice(size: int = 96):
@@ -743,7 +743,7 @@ def test_synthetic_scar_reaches_the_patches_the_share_asked_for_and_is_recorded(
     with pytest.raises(ValueError, match="synthetic_scar 0.5"):
         train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
     with pytest.raises(ValueError, match="synthetic scar must be 0 to 1"):
-        TrainSettings(run_dir=run, synthetic_scar=-0.1)
+        PatchOptions(synthetic_scar=-0.1)
 
 
 def test_scars_are_drawn_only_into_patches_that_hold_scar_when_asked():
@@ -756,20 +756,28 @@ def test_scars_are_drawn_only_into_patches_that_hold_scar_when_asked():
         assert (not torch.equal(drawn[0.0][0], drawn[1.0][0])) == changes
     drawn_anywhere = _patch_without_and_with("synthetic_scar", without_scar)  # the default: any patch
     assert not torch.equal(drawn_anywhere[0.0][1], drawn_anywhere[1.0][1])
-    with pytest.raises(ValueError, match="synthetic-scar patches"):
-        SegmentationSamples([without_scar], TINY_SEGMENTATION, np.random.default_rng(0), synthetic_scar_patches="some")
+    with pytest.raises(ValueError, match="synthetic scar must be one of"):
+        PatchOptions(synthetic_scar_patches="some")
+    with pytest.raises(ValueError, match="take one synthetic-scar share"):
+        SegmentationSamples([without_scar], TINY_SEGMENTATION, np.random.default_rng(0),
+                            PatchOptions(synthetic_scar=(0.5, 0.0)))
 
 
 def test_each_data_set_can_have_its_own_share_of_drawn_scars():
     two = [([phantom_case(seed=0)], L.SCAR + 1), ([phantom_case(seed=1)], L.SCAR + 1)]
-    samples = _MixedSegmentationSamples(two, TINY_SEGMENTATION, np.random.default_rng(0), synthetic_scar=(0.5, 0.0),
-                                        synthetic_scar_patches="scarred")
-    assert [(s.synthetic_scar, s.synthetic_scar_patches) for s, _ in samples.sources] == [(0.5, "scarred"),
-                                                                                         (0.0, "scarred")]
-    alike = _MixedSegmentationSamples(two, TINY_SEGMENTATION, np.random.default_rng(0), synthetic_scar=0.3)
-    assert [s.synthetic_scar for s, _ in alike.sources] == [0.3, 0.3]
+    each = PatchOptions(synthetic_scar=[0.5, 0.0], synthetic_scar_patches="scarred")
+    samples = _MixedSegmentationSamples(two, TINY_SEGMENTATION, np.random.default_rng(0), options=each)
+    assert [s.options for s, _ in samples.sources] == [
+        PatchOptions(synthetic_scar=0.5, synthetic_scar_patches="scarred"),
+        PatchOptions(synthetic_scar=0.0, synthetic_scar_patches="scarred")]
+    for alike in (PatchOptions(synthetic_scar=0.3), PatchOptions(synthetic_scar=[0.3])):  # one share for all
+        samples = _MixedSegmentationSamples(two, TINY_SEGMENTATION, np.random.default_rng(0), options=alike)
+        assert [s.options.synthetic_scar for s, _ in samples.sources] == [0.3, 0.3]
     with pytest.raises(ValueError, match="one per data set"):
-        _MixedSegmentationSamples(two, TINY_SEGMENTATION, np.random.default_rng(0), synthetic_scar=(0.5, 0.0, 0.0))
+        _MixedSegmentationSamples(two, TINY_SEGMENTATION, np.random.default_rng(0),
+                                  options=PatchOptions(synthetic_scar=(0.5, 0.0, 0.0)))
+    with pytest.raises(ValueError, match="not none"):
+        PatchOptions(synthetic_scar=())
 
 
 def test_train_segmentation_command_records_shares_per_data_set_and_refuses_other_patches_on_resume(tmp_path):
@@ -781,10 +789,8 @@ def test_train_segmentation_command_records_shares_per_data_set_and_refuses_othe
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert config["synthetic_scar"] == [0.5, 0.0] and config["synthetic_scar_patches"] == "scarred"
     resumed = TrainSettings(run_dir=run, iterations=2, batch_size=2, checkpoint_every=1, device="cpu",
-                            synthetic_scar=(0.5, 0.0))
+                            patches=PatchOptions(synthetic_scar=(0.5, 0.0)))
     with pytest.raises(ValueError, match="synthetic_scar_patches 'scarred'"):
         train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)] * 2, TINY_SEGMENTATION, resumed)
-    with pytest.raises(ValueError, match="synthetic scar must be one of"):
-        TrainSettings(run_dir=run, synthetic_scar_patches="some")
     with pytest.raises(ValueError, match="synthetic scar must be 0 to 1"):
-        TrainSettings(run_dir=run, synthetic_scar=(0.5, 1.5))
+        PatchOptions(synthetic_scar=(0.5, 1.5))

@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
     kinds = {
         "segmentation": lambda rng: augment.SegmentationSamples(cases, segmentation, rng),
         "segmentation_drawn_scar_tissue_contrast": lambda rng: augment.SegmentationSamples(
-            cases, segmentation, rng, tissue_contrast=0.5, synthetic_scar=0.3),
+            cases, segmentation, rng, augment.PatchOptions(tissue_contrast=0.5, synthetic_scar=0.3)),
         "enhancement_strong": lambda rng: augment.DiffusionSamples([cases], DiffusionConfig(), rng,
                                                                    augmentation="strong"),
     }
