@@ -49,3 +49,15 @@ def test_reach_reads_scar_and_invented_brightening(invented):
         for start in ("target", "original"):
             assert row[f"{start} {t}"] == pytest.approx(1.0, abs=1e-4), (start, t)
     assert row["unchanged"] == pytest.approx(invented, abs=1e-4)
+
+
+def test_the_script_prints_a_row_per_data_set_and_split(phantom_folder, tiny_models, capsys):
+    script = load_benchmark("measure_reach_from_original")
+    assert script.main([str(tiny_models), str(phantom_folder), "--splits", "all", "--crops", "8"]) == 0
+    header, rule, row = capsys.readouterr().out.strip().splitlines()
+    assert header.count("|") == rule.count("|") == row.count("|") == 5 + 2 * len(script.TIMESTEPS) + 1
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:2] == [phantom_folder.name, "all"] and int(cells[2]) > 0  # crops with scar were found
+    assert float(cells[3]) > 0  # the gamma target brightens the phantoms' scar
+    with pytest.raises(ValueError, match="do not cover the data set"):
+        script.main([str(tiny_models), str(phantom_folder), "--splits", "val"])

@@ -28,7 +28,7 @@ from ScarEnhanceLib import weights  # noqa: E402
 from ScarEnhanceLib.augment import DiffusionSamples  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.diffusion import add_masked_noise, training_scheduler  # noqa: E402
-from ScarEnhanceLib.splits import load_splits  # noqa: E402
+from ScarEnhanceLib.splits import SPLIT_CHOICES, load_splits, names_in  # noqa: E402
 
 TIMESTEPS = (50, 150, 250)
 
@@ -69,13 +69,13 @@ def reach(model, crops) -> dict:
     return row
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", type=Path, help="models folder with an 'enhancement' entry")
     parser.add_argument("datasets", type=Path, nargs="+")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"])
+    parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=SPLIT_CHOICES)
     parser.add_argument("--crops", type=int, default=48)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     model = weights.load("enhancement", args.models)
     columns = [f"{start} {t}" for t in TIMESTEPS for start in ("target", "original")]
@@ -86,11 +86,12 @@ def main() -> None:
     split_file = load_splits()
     for dataset in args.datasets:
         for split in args.splits:
-            names = split_file[dataset.resolve().name][split]
-            row = reach(model, scar_crops(load_cases(DatasetSpec.load(dataset), names), model.config, args.crops))
+            cases = load_cases(DatasetSpec.load(dataset), names_in(split_file, dataset, split))
+            row = reach(model, scar_crops(cases, model.config, args.crops))
             print(f"| {dataset.name} | {split} | {row['slices']} | {row['target']:.2f} | " +
                   " | ".join(f"{row[c]:.2f}" for c in columns) + f" | {row['unchanged']:.3f} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
