@@ -31,6 +31,10 @@ TISSUE_GAINS = {L.BLOOD_POOL: (0.7, 1.3), L.MYOCARDIUM: (0.7, 1.4), L.SCAR: (0.8
 # its thickness) and how bright (share of the way from healthy myocardium to blood pool) a drawn scar is
 SYNTHETIC_SCAR = {"sector_degrees": (40.0, 150.0), "transmurality": (0.25, 1.0), "brightness": (0.5, 1.1)}
 MIN_SYNTHETIC_SCAR_PIXELS = 10
+# segmentation, --heart-crops: the side of the square a user crops around the heart (evaluate's crop is 144 mm), and
+# how far its centre may lie from the heart's
+HEART_CROP_SIDE_MM = (110.0, 200.0)
+HEART_CROP_SHIFT_MM = 15.0
 CROP_MARGIN = 1.3  # also the default at inference
 
 
@@ -42,6 +46,7 @@ class PatchOptions:
     tissue_contrast: float = 0.0  # with a brightness gain of each tissue's own (``tissue_contrast``)
     synthetic_scar: Union[float, tuple[float, ...]] = 0.0  # with a scar drawn into healthy wall (``synthetic_scar``)
     synthetic_scar_patches: str = "any"  # which patches may get one (SYNTHETIC_SCAR_PATCHES)
+    heart_crops: float = 0.0  # cut to a square around the heart, as a volume a user cropped (``heart_crop``)
 
     def __post_init__(self):
         if np.ndim(self.synthetic_scar):  # a list from the command line or a run's config.json
@@ -51,6 +56,8 @@ class PatchOptions:
             raise ValueError("give one synthetic-scar share for all data sets or one per data set, not none")
         if not 0.0 <= self.tissue_contrast <= 1.0:
             raise ValueError(f"the share of patches with tissue contrast must be 0 to 1, got {self.tissue_contrast}")
+        if not 0.0 <= self.heart_crops <= 1.0:
+            raise ValueError(f"the share of patches cut around the heart must be 0 to 1, got {self.heart_crops}")
         if not all(0.0 <= share <= 1.0 for share in np.atleast_1d(self.synthetic_scar)):
             raise ValueError(f"the share of patches with a synthetic scar must be 0 to 1, got {self.synthetic_scar}")
         if self.synthetic_scar_patches not in SYNTHETIC_SCAR_PATCHES:
@@ -71,7 +78,7 @@ class PatchOptions:
         share = self.synthetic_scar
         return {"tissue_contrast": self.tissue_contrast,
                 "synthetic_scar": float(share) if np.ndim(share) == 0 else list(share),
-                "synthetic_scar_patches": self.synthetic_scar_patches}
+                "synthetic_scar_patches": self.synthetic_scar_patches, "heart_crops": self.heart_crops}
 
 
 @contextlib.contextmanager
@@ -286,6 +293,26 @@ class DiffusionSamples:
                 torch.as_tensor(scar[None]))
 
 
+def heart_crop(image: torch.Tensor, labels: np.ndarray, pixel_mm, rng: np.random.Generator) -> torch.Tensor:
+    """``image`` (c, h, w) as a volume cropped to a square around the heart shows it: zero outside a square of
+    ``HEART_CROP_SIDE_MM`` (at least the heart of ``labels`` (h, w)), its centre up to ``HEART_CROP_SHIFT_MM`` from
+    the heart's, every channel alike (a crop cuts the neighbour slices too). Users crop LGE volumes to the heart
+    before segmenting; the network trained on whole frames saw the heart only with the chest around it. ``pixel_mm``:
+    the (row, column) pixel size. Without a heart in ``labels`` the image is returned as it is."""
+    heart = np.argwhere(np.asarray(labels) > 0)
+    if len(heart) == 0:
+        return image
+    pixel_mm = np.broadcast_to(np.asarray(pixel_mm, dtype=float), (2,))
+    side_mm = rng.uniform(*HEART_CROP_SIDE_MM)
+    centre = heart.mean(axis=0) + rng.uniform(-HEART_CROP_SHIFT_MM, HEART_CROP_SHIFT_MM, size=2) / pixel_mm
+    half = side_mm / 2 / pixel_mm
+    low = np.maximum(np.minimum(np.floor(centre - half), heart.min(axis=0)), 0).astype(int)
+    high = np.maximum(np.ceil(centre + half), heart.max(axis=0) + 1).astype(int)
+    cropped = torch.zeros_like(image)
+    cropped[:, low[0]:high[0], low[1]:high[1]] = image[:, low[0]:high[0], low[1]:high[1]]
+    return cropped
+
+
 def tissue_contrast(image: torch.Tensor, labels: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
     """``image`` (c, h, w) with its first channel's blood pool, myocardium and scar (``labels`` (h, w)) each made
     brighter or darker on its own (``TISSUE_GAINS``), the gains blended over about a pixel at the borders. Sites
@@ -345,8 +372,9 @@ class SegmentationSamples:
     stretched along one axis by up to 1.7), orientation and intensity curves: each axis is scaled on its own,
     rotations span the full circle, and the intensities get contrast curves, bias field, noise and blur. A 2.5D
     model's neighbour slices come in either order (stacks run base to apex or apex to base). ``options`` (one
-    synthetic-scar share) add tissue contrast and drawn scars to their shares of the patches: drawn scars in any
-    patch, or with ``synthetic_scar_patches`` "scarred" only in those whose labels already hold scar."""
+    synthetic-scar share) add tissue contrast, drawn scars and crops around the heart to their shares of the
+    patches: drawn scars in any patch, or with ``synthetic_scar_patches`` "scarred" only in those whose labels
+    already hold scar."""
 
     def __init__(self, cases: list[Case], config: SegmentationConfig, rng: np.random.Generator,
                  options: PatchOptions = PatchOptions()):
@@ -395,6 +423,8 @@ class SegmentationSamples:
         image = torch.cat([resample_slice(i, case.spacing, self.config.spacing_mm / scale)[0] for i in images])
         label = torch.nn.functional.interpolate(torch.as_tensor(case.labels[index], dtype=torch.float32)[None, None],
                                                 size=image.shape[-2:], mode="nearest")[0]
+        if self._chosen(self.options.heart_crops):
+            image = heart_crop(image, label[0].numpy(), self.config.spacing_mm / scale, self.rng)
         sample = self.spatial({"image": image, "label": label})[0]
         patch = torch.as_tensor(np.asarray(sample["image"]))
         if self.config.normalisation == "window":  # as the network sees each window at inference

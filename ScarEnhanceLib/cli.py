@@ -616,7 +616,7 @@ def cmd_train_segmentation(args) -> int:
                                 dropout=args.dropout, mvo_class=args.mvo_class)
     train_segmentation([(train, spec.labelled_classes) for spec, train, _ in datasets], config,
                        _settings(args, patches=PatchOptions(args.tissue_contrast, args.synthetic_scar,
-                                                            args.synthetic_scar_patches)),
+                                                            args.synthetic_scar_patches, args.heart_crops)),
                        validation, shares=args.dataset_share)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
@@ -812,6 +812,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--synthetic-scar-patches", choices=SYNTHETIC_SCAR_PATCHES, default="any",
                      help="which patches may get a drawn scar: any, or only those whose labels already hold scar, so "
                           "that a heart without scar is never given one (default: any)")
+    seg.add_argument("--heart-crops", type=float, default=0.0, metavar="SHARE",
+                     help="share of patches (0-1) cut to a square of 110-200 mm around the heart, zero outside, as a "
+                          "volume cropped to the heart gives them (default 0: none)")
     seg.add_argument("--dataset-share", type=float, nargs="+", default=None, metavar="SHARE",
                      help="share of the batches drawn from each --dataset, in their order (default: equal shares)")
     seg.set_defaults(func=cmd_train_segmentation)

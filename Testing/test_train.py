@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
-from ScarEnhanceLib.augment import (SYNTHETIC_SCAR, TISSUE_GAINS, DiffusionSamples, PatchOptions, SegmentationSamples,
-                                   synthetic_scar, tissue_contrast)
+from ScarEnhanceLib.augment import (HEART_CROP_SIDE_MM, SYNTHETIC_SCAR, TISSUE_GAINS, DiffusionSamples, PatchOptions,
+                                   SegmentationSamples, heart_crop, synthetic_scar, tissue_contrast)
 from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser, add_masked_noise, training_scheduler
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
@@ -642,6 +642,45 @@ def _patch_without_and_with(option: str, case=None, **more) -> dict:
         samples.intensity = lambda item: item
         drawn[share] = samples(1)
     return drawn
+
+
+def test_a_heart_crop_keeps_a_square_around_the_whole_heart_in_every_channel_and_blanks_the_rest():
+    labels = np.zeros((200, 160), dtype=np.int64)
+    labels[80:130, 60:100] = L.MYOCARDIUM  # a heart of 50 x 40 pixels of 1 mm
+    image = torch.rand(3, 200, 160) + 1.0  # the slice and two neighbours, nowhere zero
+    sides = []
+    for seed in range(20):
+        cropped = heart_crop(image, labels, (1.0, 1.0), np.random.default_rng(seed))
+        kept = (cropped != 0).numpy()
+        assert (kept == kept[0]).all()  # every channel cut alike
+        assert kept[0][labels > 0].all() and torch.equal(cropped[:, kept[0]], image[:, kept[0]])
+        rows, cols = np.nonzero(kept[0])
+        assert kept[0][rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # one rectangle
+        sides.append(rows.max() + 1 - rows.min())
+        assert 0 < (~kept[0]).sum()  # the chest around it is gone
+    assert min(sides) < 140 and max(sides) > 170  # sides drawn over HEART_CROP_SIDE_MM (clipped to the frame)
+    assert max(sides) <= HEART_CROP_SIDE_MM[1] + 1
+    half_mm = heart_crop(image, labels, (2.0, 2.0), np.random.default_rng(0))  # 2 mm pixels: half the pixels
+    assert (half_mm[0] != 0).sum() < (heart_crop(image, labels, (1.0, 1.0), np.random.default_rng(0))[0] != 0).sum()
+    assert torch.equal(heart_crop(image, np.zeros_like(labels), (1.0, 1.0), np.random.default_rng(0)), image)
+
+
+def test_heart_crops_reach_the_patches_the_share_asked_for_and_are_recorded(tmp_path):
+    drawn = _patch_without_and_with("heart_crops")
+    assert torch.equal(drawn[0.0][1], drawn[1.0][1])  # the same patches and labels ...
+    blanked = (drawn[1.0][0] == 0) & (drawn[0.0][0] != 0)
+    assert blanked.any() and not blanked[drawn[1.0][1].expand_as(blanked) > 0].any()  # ... cut outside the heart
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
+    run = tmp_path / "seg"
+    assert main(["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
+                 "--patch-size", "64", "--channels", "8", "16", "--heart-crops", "0.5", "--device", "cpu",
+                 "--run-dir", str(run)]) == 0
+    assert _run_config(run)["heart_crops"] == 0.5
+    resumed = TrainSettings(run_dir=run, iterations=2, batch_size=2, checkpoint_every=1, device="cpu")
+    with pytest.raises(ValueError, match="heart_crops 0.5"):
+        train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
+    with pytest.raises(ValueError, match="cut around the heart must be 0 to 1"):
+        PatchOptions(heart_crops=2.0)
 
 
 def test_tissue_contrast_reaches_the_patches_the_share_asked_for_and_is_recorded(tmp_path):
