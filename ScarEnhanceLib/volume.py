@@ -37,11 +37,13 @@ def to_array(image: sitk.Image) -> np.ndarray:
 
 
 def slice_axis(image: sitk.Image) -> int:
-    """Numpy axis (of the z,y,x array) along which the 2D slices are stacked: the thickest one."""
+    """Numpy axis (of the z,y,x array) along which the 2D slices are stacked: the thickest one, or for a single
+    slice the axis it is one voxel thick along (writers give a lone slice 1 mm or its pixel size as depth, which
+    says nothing of how thick it is)."""
     spacing_zyx = np.array(image.GetSpacing()[::-1])
     size_zyx = np.array(image.GetSize()[::-1])
-    # Largest spacing; among equals, the axis with the fewest voxels.
-    return int(sorted(range(3), key=lambda a: (-round(spacing_zyx[a], 4), size_zyx[a]))[0])
+    # One voxel thick first; then the largest spacing; among equals, the axis with the fewest voxels.
+    return int(sorted(range(3), key=lambda a: (size_zyx[a] != 1, -round(spacing_zyx[a], 4), size_zyx[a]))[0])
 
 
 def as_slices(array: np.ndarray, axis: int) -> np.ndarray:

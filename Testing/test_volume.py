@@ -15,7 +15,9 @@ def _image(size_xyz, spacing_xyz):
 @pytest.mark.parametrize("size, spacing, axis", [((128, 128, 10), (1.4, 1.4, 8.0), 0),
                                                  ((10, 128, 128), (8.0, 1.4, 1.4), 2),
                                                  ((128, 12, 100), (1.2, 10.0, 1.2), 1),
-                                                 ((64, 64, 5), (1.0, 1.0, 1.0), 0)])
+                                                 ((64, 64, 5), (1.0, 1.0, 1.0), 0),
+                                                 ((96, 96, 1), (1.5, 1.5, 1.0), 0),  # one slice, 1 mm "deep"
+                                                 ((1, 96, 96), (1.0, 1.5, 1.5), 2)])
 def test_slice_axis_is_the_thick_one(size, spacing, axis):
     assert slice_axis(_image(size, spacing)) == axis
 
