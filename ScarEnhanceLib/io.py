@@ -11,6 +11,7 @@ import gzip
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import zlib
@@ -43,7 +44,8 @@ def read_image(path: Path, series_uid: str | None = None) -> sitk.Image:
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise InputError(f"cannot read {path} as an image (NIfTI, NRRD, MHA or DICOM are supported)") from error
+        raise InputError(f"cannot read {path} as an image (NIfTI, NRRD, MHA or DICOM are supported): "
+                         f"{_itk_reason(error)}") from error
 
 
 def _nifti_bytes(path: Path) -> bytes:
@@ -135,16 +137,36 @@ def read_dicom_tags(path) -> dict[str, str]:
 
 def _read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Image:
     files = dicom_series_files(folder, series_uid)
+    if len(files) == 1:
+        return _read_dicom_file(files[0])
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
-        image = reader.Execute()
+        return reader.Execute()
     except RuntimeError as error:
         raise InputError(f"cannot read the DICOM series in {folder}: its slices do not form one volume "
                          "(different matrix sizes or pixel types?)") from error
-    if len(files) == 1:  # one slice: GDCM gives it 1 mm depth, which would make an in-plane axis the slice axis
-        image.SetSpacing((*image.GetSpacing()[:2], _dicom_slice_mm(read_dicom_tags(files[0]), image)))
+
+
+def _read_dicom_file(path: str) -> sitk.Image:
+    """A series of one file: one slice, or a multi-frame object holding the whole stack (read by the series reader
+    as a 4D image). A lone slice gets its thickness from its tags: GDCM gives it 1 mm depth."""
+    try:
+        image = sitk.ReadImage(path)
+    except RuntimeError as error:
+        raise InputError(f"cannot read the DICOM file {path}: {_itk_reason(error)}") from error
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() == 3 and image.GetSize()[2] == 1:
+        image.SetSpacing((*image.GetSpacing()[:2], _dicom_slice_mm(read_dicom_tags(path), image)))
     return image
+
+
+def _itk_reason(error: Exception) -> str:
+    """What an ITK error says went wrong: its last line, without the source file and object that threw it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = re.sub(r"^(ITK ERROR:\s*)?(\w+\(0x[0-9a-f]+\):\s*)?", "", lines[-1]) if lines else ""
+    return reason or type(error).__name__
 
 
 def _dicom_slice_mm(tags: dict[str, str], image: sitk.Image) -> float:

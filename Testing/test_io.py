@@ -69,3 +69,29 @@ def test_a_series_whose_slices_differ_in_size_is_one_line(phantom, tmp_path):
     (tmp_path / "odd" / "slice000.dcm").rename(tmp_path / "mixed" / "slice004.dcm")
     with pytest.raises(InputError, match="do not form one volume"):
         read_image(tmp_path / "mixed")
+
+
+def test_a_multi_frame_dicom_file_reads_as_its_stack_and_a_lone_slice_gets_its_thickness(phantom, tmp_path):
+    image, _ = phantom
+    stack = sitk.Cast(sitk.RescaleIntensity(image, 0, 1000), sitk.sitkUInt16)
+    (tmp_path / "multi").mkdir()
+    sitk.WriteImage(stack, str(tmp_path / "multi" / "stack.dcm"))  # one file, every slice a frame of it
+    volume = read_image(tmp_path / "multi")
+    assert volume.GetDimension() == 3 and volume.GetSize() == image.GetSize()
+    np.testing.assert_allclose(volume.GetSpacing(), image.GetSpacing(), atol=1e-3)  # its own depth kept
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(volume), sitk.GetArrayFromImage(stack))
+    _write_dicom_series(image[:, :, 2:3], tmp_path / "lone", "1.2.826.0.1.3680043.2.1125.1.4")
+    lone = read_image(tmp_path / "lone")
+    assert lone.GetSize() == (*image.GetSize()[:2], 1)
+    assert lone.GetSpacing()[2] == pytest.approx(image.GetSpacing()[2], abs=1e-3)  # Slice Thickness, not 1 mm
+
+
+def test_an_image_itk_cannot_read_is_refused_with_its_reason(tmp_path):
+    path = tmp_path / "sheared.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((3, 16, 16), dtype=np.float32)), str(path))
+    header = bytearray(path.read_bytes())
+    header[252:256] = np.array([0, 1], "<i2").tobytes()  # no qform; an sform ...
+    header[280:328] = np.array([1.5, 0.7, 0, 0, 0, 1.5, 0, 0, 0, 0, 8, 0], "<f4").tobytes()  # ... with a shear
+    path.write_bytes(bytes(header))
+    with pytest.raises(InputError, match="cannot read .* supported\\): ITK only supports orthonormal direction"):
+        read_image(path)
