@@ -39,6 +39,14 @@ def _is_volume(path: Path) -> bool:
     return path.is_file() and path.name.endswith(VOLUME_SUFFIXES)
 
 
+def _labels_of_an_image(path: Path) -> bool:
+    """Whether ``path`` is NAME_labels.* beside an image NAME.*: that study's labels, not a study (a shell's
+    ``more/*.nii.gz`` lists both)."""
+    stem = _stem(path)
+    return path.is_file() and stem.endswith(LABEL_SUFFIX) and any(
+        path.with_name(stem[:-len(LABEL_SUFFIX)] + suffix).is_file() for suffix in VOLUME_SUFFIXES)
+
+
 def _is_dicom_folder(path: Path) -> bool:
     return path.is_dir() and any(p.is_file() and (p.suffix.lower() == ".dcm" or p.suffix == "") for p in path.iterdir())
 
@@ -101,12 +109,13 @@ def find_studies(inputs: list[str]) -> list[Study]:
         elif path.is_dir():
             studies += _from_folder(path)
         elif path.is_file():
-            studies.append(_study_of(path))
+            studies += [] if _labels_of_an_image(path) else [_study_of(path)]
         else:
             matches = sorted(Path(p) for p in glob.glob(text))
             if not matches:
                 raise InputError(f"no study found at {text}")
-            studies += [s for p in matches for s in ([_study_of(p)] if p.is_file() else _from_folder(p))]
+            studies += [s for p in matches if not (p.is_file() and _stem(p).endswith(LABEL_SUFFIX))  # as in folders
+                        for s in ([_study_of(p)] if p.is_file() else _from_folder(p))]
     if not studies:
         raise InputError("no study found in " + ", ".join(inputs))
     studies.sort(key=lambda s: s.id)

@@ -38,6 +38,18 @@ def test_globs_and_a_csv_with_relative_paths_and_ids(tmp_path):
     assert study == Study("patient_7", tmp_path / "y" / "three.nii.gz", tmp_path / "y" / "three_seg.nii.gz")
 
 
+def test_label_maps_beside_their_images_are_no_studies_in_globs_and_file_lists(tmp_path):
+    for name in ("p1.nii.gz", "p1_labels.nii.gz", "p2.nrrd", "orphan_labels.nii.gz"):
+        _touch(tmp_path / name)
+    listed = [str(tmp_path / name) for name in ("p1.nii.gz", "p1_labels.nii.gz", "p2.nrrd")]  # as a shell expands
+    for inputs in ([str(tmp_path / "*")], listed):  # a glob leaves out every label map, as a folder does
+        studies = find_studies(inputs)
+        assert [s.id for s in studies] == ["p1", "p2"]
+        assert studies[0].labels == tmp_path / "p1_labels.nii.gz"
+    # named on its own, a map without its image beside it is taken as the user gave it
+    assert [s.id for s in find_studies([str(tmp_path / "orphan_labels.nii.gz")])] == ["orphan_labels"]
+
+
 def test_clear_errors_for_no_study_duplicate_ids_and_bad_csv(tmp_path):
     with pytest.raises(InputError, match="no study found"):
         find_studies([str(tmp_path / "missing*.nii.gz")])
