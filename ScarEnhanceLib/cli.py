@@ -132,6 +132,11 @@ def cmd_segment(args) -> int:
 CNR_METRICS = (("cnr_scar_myo", "CNR scar/myocardium"), ("cnr_scar_blood", "CNR scar/blood pool"))
 
 
+def _csv_value(value):
+    """A CSV field: empty where a readout is not available (None or NaN), as cnr.json's null."""
+    return "" if value is None or (isinstance(value, float) and value != value) else value
+
+
 def _write_cnr(readouts: dict, output_dir: Path) -> None:
     """cnr.json (strict JSON: null where a readout is not available) and cnr.csv, each number with its region."""
     from .io import atomic_path, strict_json, write_text
@@ -140,16 +145,14 @@ def _write_cnr(readouts: dict, output_dir: Path) -> None:
         writer = csv.writer(stream)
         writer.writerow(["region", "slices", "metric", "original", "enhanced"])
         for region in readouts["regions"].values():
-            burden = region["burden_percent"]
-            writer.writerow([region["name"], "volume", "scar % of myocardium", burden["original"], burden["enhanced"]])
-            for metric, _ in CNR_METRICS:
-                volume = region["volume"]
-                writer.writerow([region["name"], "volume", metric, volume[f"{metric}_original"],
-                                 volume[f"{metric}_enhanced"]])
-            for row in region["slices"]:
-                for metric, _ in CNR_METRICS:
-                    writer.writerow([region["name"], f"slice {row['slice']}", metric, row[f"{metric}_original"],
-                                     row[f"{metric}_enhanced"]])
+            burden, volume = region["burden_percent"], region["volume"]
+            rows = [("volume", "scar % of myocardium", burden["original"], burden["enhanced"])]
+            rows += [("volume", metric, volume[f"{metric}_original"], volume[f"{metric}_enhanced"])
+                     for metric, _ in CNR_METRICS]
+            rows += [(f"slice {row['slice']}", metric, row[f"{metric}_original"], row[f"{metric}_enhanced"])
+                     for row in region["slices"] for metric, _ in CNR_METRICS]
+            writer.writerows([region["name"], *where, _csv_value(original), _csv_value(enhanced)]
+                             for *where, original, enhanced in rows)
 
 
 IMAGE_OUTPUTS = ("enhanced", "uncertainty", "roi", "labels")
@@ -305,7 +308,18 @@ def _write_summary(rows: list[dict], path: Path) -> None:
     with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, columns, restval="")
         writer.writeheader()
-        writer.writerows([{k: ("" if v is None else v) for k, v in row.items()} for row in rows])
+        writer.writerows([{k: _csv_value(v) for k, v in row.items()} for row in rows])
+
+
+def _check_inputs_outside(studies, output: Path) -> None:
+    """Refuse an output folder that holds a study's input: its outputs would mix with the data (and a DICOM
+    subfolder could pass for a finished study)."""
+    from .parameters import InputError
+    root = Path(output).resolve()
+    for study in studies:
+        for path in (study.image, study.labels, study.roi):
+            if path is not None and (Path(path).resolve() == root or root in Path(path).resolve().parents):
+                raise InputError(f"the output folder {output} holds the input {path}: choose another output folder")
 
 
 def cmd_batch(args) -> int:
@@ -314,6 +328,7 @@ def cmd_batch(args) -> int:
     from .io import prepare_output_folder
     studies = part_of(find_studies(args.inputs), args.num_parts, args.part_id)
     _check_settings(args)  # bad settings and output folders fail before any study
+    _check_inputs_outside(studies, args.output)
     prepare_output_folder(args.output)
     summary = args.output / summary_name(args.num_parts, args.part_id)
     rows, started_all = [], time.monotonic()
@@ -321,10 +336,13 @@ def cmd_batch(args) -> int:
         done = done_folder(args.output, study)
         elapsed = time.monotonic() - started_all
         print(f"[{number}/{len(studies)}] {study.id} ({elapsed:.0f} s so far)", flush=True)
-        if done.exists():
-            earlier = done / "cnr.json"
-            readouts = json.loads(earlier.read_text(encoding="utf-8")) if earlier.exists() else None
+        if (done / "cnr.json").exists():  # a finished study: its folder is renamed from .partial when complete
+            readouts = json.loads((done / "cnr.json").read_text(encoding="utf-8"))
             rows.append(_summary_row(study, "skipped", 0.0, "outputs complete from an earlier run", readouts))
+        elif done.exists():
+            print(f"scarenhance: {study.id} failed: {done} is in the way: it is not a finished study (no cnr.json); "
+                  "move it, or choose another output folder", file=sys.stderr, flush=True)
+            rows.append(_summary_row(study, "failed", 0.0, f"{done} is in the way (no cnr.json)", None))
         else:
             started = time.monotonic()
             partial = partial_folder(args.output, study)

@@ -108,6 +108,45 @@ def test_batch_enhances_logs_a_failing_study_and_resumes(tiny_models, tmp_path, 
     assert "1 done, 2 skipped" in capsys.readouterr().out and not (out / "p3.partial").exists()
 
 
+def test_batch_refuses_an_output_folder_holding_its_inputs_and_a_folder_in_the_way(tiny_models, tmp_path, capsys):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    _write_study(studies, "p1", seed=1)
+    _write_study(studies, "p2", seed=2)
+    before = {path.name: path.read_bytes() for path in studies.iterdir()}
+    for out in (studies, tmp_path):
+        assert main(["batch", str(studies), "-o", str(out), "--models", str(tiny_models), *FAST]) == 2
+        assert f"the output folder {out} holds the input" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in studies.iterdir()} == before  # nothing written among them
+    out = tmp_path / "out"
+    (out / "p1" / "series").mkdir(parents=True)  # something else of that name, not a finished study
+    assert main(["batch", str(studies), "-o", str(out), "--models", str(tiny_models), *FAST]) == 2
+    summary = _summary(out / "summary.csv")
+    assert summary["p1"]["status"] == "failed" and "in the way" in summary["p1"]["message"]
+    assert summary["p2"]["status"] == "done" and (out / "p1" / "series").is_dir()  # left as it was
+
+
+def test_readouts_that_are_not_available_are_empty_fields_in_every_csv(tiny_models, tmp_path):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    _write_study(studies, "p1", seed=1)
+    labels = sitk.ReadImage(str(studies / "p1_labels.nii.gz"))
+    array = sitk.GetArrayFromImage(labels)
+    array[array == 3] = 2  # no scar: no CNR in the Scar segment
+    no_scar = sitk.GetImageFromArray(array)
+    no_scar.CopyInformation(labels)
+    sitk.WriteImage(no_scar, str(studies / "p1_labels.nii.gz"))
+    arguments = ["batch", str(studies), "-o", str(tmp_path / "out"), "--models", str(tiny_models), *FAST]
+    for _ in range(2):  # run, then skipped: read back from cnr.json
+        assert main(arguments) == 0
+        row = _summary(tmp_path / "out" / "summary.csv")["p1"]
+        assert row["scar_segment_cnr_scar_myo_original"] == "" and row["scar_segment_burden_percent_original"] == "0.0"
+    with open(tmp_path / "out" / "p1" / "cnr.csv", newline="") as stream:
+        rows = list(csv.reader(stream))
+    assert ["Scar segment", "volume", "cnr_scar_myo", "", ""] in rows
+    assert not any("nan" in field.lower() for row in rows for field in row)
+
+
 def test_a_batch_study_equals_a_single_enhance_call_and_parts_write_their_own_summary(tiny_models, tmp_path):
     studies = tmp_path / "studies"
     studies.mkdir()
