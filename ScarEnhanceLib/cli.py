@@ -363,12 +363,10 @@ def cmd_batch(args) -> int:
 
 def _evaluation_cases(args, dataset: Path):
     from .datasets import DatasetSpec, load_cases
-    from .splits import SPLITS_FILE, load_splits
+    from .splits import SPLITS_FILE, load_splits, names_in
     spec = DatasetSpec.load(dataset)
-    splits_path = args.splits or SPLITS_FILE
-    split = load_splits(splits_path).get(Path(dataset).resolve().name) if splits_path.exists() else None
-    names = split[args.split] if split and args.split != "all" else None
-    cases = load_cases(spec, names)
+    splits = load_splits(args.splits or SPLITS_FILE) if args.split != "all" else {}
+    cases = load_cases(spec, names_in(splits, dataset, args.split))
     if args.max_cases:
         relevant = [c for c in cases if c.has_scar] if args.task == "enhancement" else cases
         cases = relevant[:args.max_cases]
@@ -403,6 +401,11 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, evaluate_segmentation, markdown_table, predicted_labels, segmentation_table
     from .io import prepare_output_folder, strict_json, write_text
     from .weights import SEGMENTATION
+    from .datasets import DatasetSpec
+    if args.task == "enhancement":  # before any data set is evaluated
+        for dataset in args.dataset:
+            if not DatasetSpec.load(dataset).labels_scar:
+                raise ValueError(f"{dataset} has no scar labels: the enhancement evaluation needs them")
     prepare_output_folder(args.output)
     results = {}
     for dataset in args.dataset:
@@ -411,8 +414,6 @@ def cmd_evaluate(args) -> int:
             results[spec.root.name] = evaluate_segmentation(cases, _load(SEGMENTATION, args),
                                                             merge_scar=not spec.labels_scar)
             continue
-        if not spec.labels_scar:
-            raise ValueError(f"{dataset} has no scar labels: the enhancement evaluation needs them")
         roi_labels = predicted_labels(_load(SEGMENTATION, args)) if args.roi_from == "segmentation" else None
         for name, enhancer in _enhancement_variants(args).items():
             _seed(args)

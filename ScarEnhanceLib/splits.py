@@ -104,6 +104,8 @@ def build_splits(data_root: Path, previous: dict | None = None, seed: int = 0) -
 
 
 def load_splits(path: Path = SPLITS_FILE) -> dict:
+    if not Path(path).is_file():
+        raise ValueError(f"no splits file at {path}")
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 

@@ -130,6 +130,23 @@ def test_evaluate_writes_the_papers_table(tiny_models, tmp_path):
     assert "| data2 | 1 |" in (out / "evaluation_segmentation.md").read_text(encoding="utf-8")
 
 
+def test_evaluate_refuses_splits_that_do_not_cover_the_data_and_data_without_scar_before_any_work(
+        phantom_folder, tiny_models, tmp_path, capsys):
+    for extra in ([], ["--splits", str(tmp_path / "typo.json")]):  # the default split: test
+        code, err = _error_of(capsys, ["evaluate", str(phantom_folder), "-o", str(tmp_path / "e"), "--models",
+                                       str(tiny_models), "--task", "segmentation", *extra])
+        assert code == 2 and ("do not cover the data set" in err if not extra else "no splits file at" in err)
+    no_scar = tmp_path / "no_scar"
+    no_scar.mkdir()
+    for path in phantom_folder.glob("normal1*"):
+        (no_scar / path.name).write_bytes(path.read_bytes())
+    (no_scar / "dataset.json").write_text(json.dumps({"label_map": "mscmrseg"}), encoding="utf-8")  # no scar label
+    code, err = _error_of(capsys, ["evaluate", str(phantom_folder), str(no_scar), "--split", "all", "-o",
+                                   str(tmp_path / "e2"), "--models", str(tiny_models), *FAST])
+    assert code == 2 and "has no scar labels" in err
+    assert "evaluating" not in capsys.readouterr().out and not (tmp_path / "e2").exists()  # nothing evaluated
+
+
 def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "ScarEnhanceLib", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "enhance" in result.stdout
