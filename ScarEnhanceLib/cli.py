@@ -116,16 +116,18 @@ def _load_once(name: str, folder: Path, device: str):
 
 
 def cmd_segment(args) -> int:
-    from .io import check_output_file, check_outputs_apart, output_lock, read_image, write_image
+    """One labelmap file, written atomically: no folder lock, so that cases beside each other can be segmented at
+    once into their own folder."""
+    from .io import WRITTEN_VOLUME_SUFFIXES, check_output_file, check_outputs_apart, read_image, write_image
     from .pipeline import segment
     from .weights import SEGMENTATION
     check_outputs_apart([args.image], [args.output])
-    with output_lock(check_output_file(args.output).parent):
-        image = read_image(args.image, args.series_uid)
-        model = _load(SEGMENTATION, args)
-        with _progress_bar("segment", args.progress) as progress:
-            labels = segment(image, model, progress)
-        print(f"labels: {write_image(labels, args.output)}")
+    check_output_file(args.output, WRITTEN_VOLUME_SUFFIXES)
+    image = read_image(args.image, args.series_uid)
+    model = _load(SEGMENTATION, args)
+    with _progress_bar("segment", args.progress) as progress:
+        labels = segment(image, model, progress)
+    print(f"labels: {write_image(labels, args.output)}")
     return 0
 
 

@@ -29,6 +29,9 @@ NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u
 LOCK_FILE = ".scarenhance.lock"
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+# what a volume is written as: one file each (.nhdr and .mhd keep their voxels in a second file, which an atomic
+# write by a temporary name would leave pointing at that name)
+WRITTEN_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 IMAGE_SUFFIXES = VOLUME_SUFFIXES + (".dcm",)
 
 
@@ -303,11 +306,14 @@ def prepare_output_folder(folder: Path) -> Path:
     return folder
 
 
-def check_output_file(path: Path) -> Path:
-    """An output file name whose folder can be written, checked before any computation."""
+def check_output_file(path: Path, suffixes: tuple[str, ...] | None = None) -> Path:
+    """An output file name (ending in one of ``suffixes`` if given) whose folder can be written, checked before
+    any computation."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"the output {path} is a folder: give a file name such as labels.nii.gz")
+    if suffixes and not path.name.lower().endswith(suffixes):
+        raise InputError(f"the output {path} must end in {', '.join(suffixes)}")
     prepare_output_folder(path.parent)
     return path
 

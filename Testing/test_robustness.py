@@ -124,6 +124,18 @@ def test_a_second_run_into_a_locked_folder_stops_at_once(study, tiny_models, tmp
     assert code == 2 and "another scarenhance run is writing into" in err
 
 
+def test_segment_writes_beside_other_runs_and_leaves_no_lock_file(study, tiny_models, tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    with output_lock(tmp_path / "data"):  # a run writing into the folder, e.g. another case being segmented
+        code, _ = _run(capsys, ["segment", str(study / "img.nii.gz"), "-o", str(tmp_path / "data" / "a_labels.nii.gz"),
+                                "--models", str(tiny_models)])
+    assert code == 0 and sorted(p.name for p in (tmp_path / "data").iterdir()) == [".scarenhance.lock",
+                                                                                  "a_labels.nii.gz"]
+    code, _ = _run(capsys, ["segment", str(study / "img.nii.gz"), "-o", str(tmp_path / "b_labels.nii.gz"),
+                            "--models", str(tiny_models)])
+    assert code == 0 and not (tmp_path / ".scarenhance.lock").exists()
+
+
 def test_a_one_slice_dicom_series_keeps_its_thickness_as_slice_axis(study, tmp_path):
     image = sitk.Cast(sitk.ReadImage(str(study / "img.nii.gz"))[:, :, 1:2], sitk.sitkInt16)
     write_dicom_series(image, tmp_path / "one", {"0008|0060": "MR"}, "one slice")
@@ -156,6 +168,10 @@ def test_output_location_errors_come_before_any_computation(study, tiny_models, 
         assert code == 2 and message in err and _error_lines(err) == 1, output
     code, err = _run(capsys, ["segment", str(study / "img.nii.gz"), "-o", str(tmp_path), "--models", str(tiny_models)])
     assert code == 2 and "is a folder" in err
+    for name in ("labels.png", "labels.txt", "labels.mhd", "labels.nhdr"):  # not a volume, or a two-file one
+        code, err = _run(capsys, ["segment", str(study / "img.nii.gz"), "-o", str(tmp_path / name), "--models",
+                                  str(tiny_models)])
+        assert code == 2 and "must end in .nii.gz, .nii, .nrrd, .mha" in err and not (tmp_path / name).exists()
     code, err = _run(capsys, ["phantom", "-o", str(tmp_path / "a_file")])
     assert code == 2 and "is an existing file" in err
 
