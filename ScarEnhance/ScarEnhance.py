@@ -266,6 +266,8 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editRoiButton.enabled = hasRoi and not busy
         self.ui.applyButton.enabled = enhancing or (hasRoi and not busy)
         self.ui.applyButton.text = _("Cancel") if enhancing else _("Enhance")
+        for selector in (self.ui.inputVolumeSelector, self.ui.segmentationSelector, self.ui.roiSegmentSelector):
+            selector.enabled = not busy  # a job's results belong to the inputs it started with
 
     # ------------------------------------------------------------------ actions
     def _readyToRun(self) -> bool:
@@ -296,10 +298,19 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay(_("Heart segmentation failed."), waitCursor=True):
             node = self._parameterNode
-            job = self.logic.startSegmentHeart(node.inputVolume, device=node.device)
-            self._runJob(job, "segment", _("Segmenting the heart"), self._showSegmentation)
+            volume = node.inputVolume
+            job = self.logic.startSegmentHeart(volume, device=node.device)
+            self._runJob(job, "segment", _("Segmenting the heart"),
+                         lambda segmentation: self._showSegmentation(volume, segmentation))
 
-    def _showSegmentation(self, segmentation) -> None:
+    def _showSegmentation(self, volume, segmentation) -> None:
+        """Select the new segmentation, unless the panel has moved on to another volume meanwhile (a script or
+        another module can change the parameter node while the job runs)."""
+        if self._parameterNode.inputVolume is not volume:
+            self.ui.statusLabel.text = _("Heart of '{volume}' segmented as '{segmentation}' (not selected: the panel "
+                                         "shows another volume now).").format(volume=volume.GetName(),
+                                                                              segmentation=segmentation.GetName())
+            return
         self._parameterNode.segmentation = segmentation
         self._parameterNode.roiSegmentId = ROI_SEGMENT_ID
         self._updateSegmentSelector()
@@ -328,9 +339,10 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters is None or not self._confirmSlowRun(parameters) or not self._readyToRun():
             return
         with slicer.util.tryWithErrorDisplay(_("Enhancement failed to start."), waitCursor=True):
-            job = self.logic.startEnhance(node.inputVolume, node.segmentation, node.roiSegmentId, parameters,
-                                          node.outputVolume)
-            self._runJob(job, "enhance", _("Enhancing"), self._showOutputs)
+            original, segmentation = node.inputVolume, node.segmentation
+            job = self.logic.startEnhance(original, segmentation, node.roiSegmentId, parameters, node.outputVolume)
+            self._runJob(job, "enhance", _("Enhancing"),
+                         lambda outputs: self._showOutputs(original, segmentation, outputs))
 
     def _confirmSlowRun(self, parameters: EnhanceParameters) -> bool:
         dimensions = self._parameterNode.inputVolume.GetImageData().GetDimensions()
@@ -342,8 +354,8 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             _("This will take about {minutes} minutes on the {device}. Fewer samples (k) or steps make it faster. "
               "Continue?").format(minutes=max(1, round(seconds / 60)), device="GPU" if onGpu else "CPU"))
 
-    def _showOutputs(self, outputs) -> None:
-        original = self._parameterNode.inputVolume
+    def _showOutputs(self, original, segmentation, outputs) -> None:
+        """The results beside the volume and with the segmentation they were computed from."""
         enhanced = outputs.enhancedVolume
         for node in (enhanced, outputs.uncertaintyVolume):
             node.CreateDefaultDisplayNodes()
@@ -352,7 +364,6 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             enhanced.GetDisplayNode().SetAutoWindowLevel(False)
             enhanced.GetDisplayNode().SetWindowLevel(source.GetWindow(), source.GetLevel())
         shown = showSideBySide(original, enhanced)
-        segmentation = self._parameterNode.segmentation
         if segmentation is not None and segmentation.GetDisplayNode() is not None:
             segmentation.GetDisplayNode().SetVisibility2DFill(False)  # outlines only: the fill would cover the scar
         rows = cnrSummary(outputs.readouts)
