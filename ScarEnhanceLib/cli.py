@@ -49,6 +49,13 @@ def _seed(args) -> None:
     torch.manual_seed(args.seed)
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=Path, default=None, help="folder with manifest.json (default: bundled)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
@@ -118,16 +125,22 @@ def _load_once(name: str, folder: Path, device: str):
 def cmd_segment(args) -> int:
     """One labelmap file, written atomically: no folder lock, so that cases beside each other can be segmented at
     once into their own folder."""
+    import SimpleITK as sitk
     from .io import WRITTEN_VOLUME_SUFFIXES, check_output_file, check_outputs_apart, read_image, write_image
     from .pipeline import segment
+    from .volume import to_array
     from .weights import SEGMENTATION
     check_outputs_apart([args.image], [args.output])
     check_output_file(args.output, WRITTEN_VOLUME_SUFFIXES)
     image = read_image(args.image, args.series_uid)
+    to_array(image)  # 2D, 4D, NaN: a clear error before the model loads
     model = _load(SEGMENTATION, args)
     with _progress_bar("segment", args.progress) as progress:
         labels = segment(image, model, progress)
     print(f"labels: {write_image(labels, args.output)}")
+    if not sitk.GetArrayViewFromImage(labels).any():
+        print(f"warning: no heart found in {args.image}: the labelmap is empty (a short-axis LGE stack is expected)",
+              file=sys.stderr)
     return 0
 
 
@@ -264,6 +277,7 @@ def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Pa
         read_image
     from .parameters import InputError
     from .pipeline import segment
+    from .volume import to_array
     from .weights import SEGMENTATION
     check_outputs_apart([image_path, labels_path, roi_path], list(_output_paths(output_dir, args).values()))
     _check_settings(args)
@@ -274,6 +288,7 @@ def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Pa
                              "DICOM series folder")
         dicom_tags = read_dicom_tags(dicom_series_files(image_path, args.series_uid)[0])
     image = read_image(image_path, args.series_uid)
+    to_array(image)  # 2D, 4D, NaN: a clear error before the model loads or the output folder is made
     roi = read_image(roi_path) if roi_path is not None else None
     labels = read_image(labels_path) if labels_path is not None else None
     with output_lock(prepare_output_folder(output_dir)):
@@ -748,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", default="enhancement", choices=("enhancement", "segmentation"),
                     help="enhancement: SSIM/PSNR/CNR table; segmentation: Dice per class over the cases that have "
                          "it, whole frame against a heart crop, false-positive scar and scar burden agreement")
-    ev.add_argument("--max-cases", type=int, default=0, help="only the first N cases (with scar, for enhancement)")
+    ev.add_argument("--max-cases", type=_non_negative, default=0, help="only the first N cases (with scar, for enhancement)")
     ev.add_argument("--ablation", action="store_true",
                     help="also a single sample (k=1) and ddpm-<lambda>, twice with different seeds (their gap is "
                          "the smallest any sampler can show)")

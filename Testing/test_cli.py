@@ -145,6 +145,9 @@ def test_evaluate_refuses_splits_that_do_not_cover_the_data_and_data_without_sca
                                    str(tmp_path / "e2"), "--models", str(tiny_models), *FAST])
     assert code == 2 and "has no scar labels" in err
     assert "evaluating" not in capsys.readouterr().out and not (tmp_path / "e2").exists()  # nothing evaluated
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(phantom_folder), "--split", "all", "--max-cases", "-1", "-o", str(tmp_path / "e3")])
+    assert "must be 0 or more" in capsys.readouterr().err
 
 
 def test_module_entry_point_runs():

@@ -124,6 +124,32 @@ def test_a_second_run_into_a_locked_folder_stops_at_once(study, tiny_models, tmp
     assert code == 2 and "another scarenhance run is writing into" in err
 
 
+def test_a_2d_or_4d_image_is_refused_before_the_model_loads_or_an_output_folder_is_made(
+        study, tiny_models, tmp_path, capsys, monkeypatch):
+    import ScarEnhanceLib.cli as cli
+
+    def no_model(*_):
+        raise AssertionError("the model was loaded before the input was checked")
+    monkeypatch.setattr(cli, "_load", no_model)
+    volume = sitk.ReadImage(str(study / "img.nii.gz"))
+    sitk.WriteImage(volume[:, :, 1], str(tmp_path / "flat.nrrd"))
+    sitk.WriteImage(sitk.JoinSeries([volume, volume]), str(tmp_path / "4d.nrrd"))
+    for name, dimensions in (("flat.nrrd", 2), ("4d.nrrd", 4)):
+        image = str(tmp_path / name)
+        for arguments in (["segment", image, "-o", str(tmp_path / "seg" / "labels.nii.gz")],
+                          ["enhance", image, "-o", str(tmp_path / "enh"), *FAST]):
+            code, err = _run(capsys, [*arguments, "--models", str(tiny_models)])
+            assert code == 2 and f"expected a 3D volume, got a {dimensions}D image" in err
+        assert not (tmp_path / "enh").exists()
+
+
+def test_segment_warns_when_it_finds_no_heart(study, tiny_models, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(pipeline, "segment", lambda image, *_: sitk.Image(image.GetSize(), sitk.sitkUInt8))
+    code, err = _run(capsys, ["segment", str(study / "img.nii.gz"), "-o", str(tmp_path / "labels.nii.gz"),
+                              "--models", str(tiny_models)])
+    assert code == 0 and "no heart found" in err and (tmp_path / "labels.nii.gz").exists()
+
+
 def test_segment_writes_beside_other_runs_and_leaves_no_lock_file(study, tiny_models, tmp_path, capsys):
     (tmp_path / "data").mkdir()
     with output_lock(tmp_path / "data"):  # a run writing into the folder, e.g. another case being segmented
