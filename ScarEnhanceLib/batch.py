@@ -39,12 +39,10 @@ def _is_volume(path: Path) -> bool:
     return path.is_file() and path.name.endswith(VOLUME_SUFFIXES)
 
 
-def _labels_of_an_image(path: Path) -> bool:
-    """Whether ``path`` is NAME_labels.* beside an image NAME.*: that study's labels, not a study (a shell's
-    ``more/*.nii.gz`` lists both)."""
-    stem = _stem(path)
-    return path.is_file() and stem.endswith(LABEL_SUFFIX) and any(
-        path.with_name(stem[:-len(LABEL_SUFFIX)] + suffix).is_file() for suffix in VOLUME_SUFFIXES)
+def _is_label_map(path: Path) -> bool:
+    """NAME_labels.*: the labels of study NAME, never a study of its own, in folders, globs and file lists alike
+    (a shell's ``more/*.nii.gz`` lists both)."""
+    return path.is_file() and _stem(path).endswith(LABEL_SUFFIX)
 
 
 def _is_dicom_folder(path: Path) -> bool:
@@ -67,7 +65,7 @@ def _from_folder(folder: Path) -> list[Study]:
     if _is_dicom_folder(folder) and not any(_is_volume(p) for p in folder.iterdir()):
         return [_study_of(folder)]
     entries = sorted(folder.iterdir())
-    images = [p for p in entries if _is_volume(p) and not _stem(p).endswith(LABEL_SUFFIX)]
+    images = [p for p in entries if _is_volume(p) and not _is_label_map(p)]
     series = [p for p in entries if _is_dicom_folder(p)]
     return [_study_of(p) for p in images + series]
 
@@ -109,12 +107,12 @@ def find_studies(inputs: list[str]) -> list[Study]:
         elif path.is_dir():
             studies += _from_folder(path)
         elif path.is_file():
-            studies += [] if _labels_of_an_image(path) else [_study_of(path)]
+            studies += [] if _is_label_map(path) else [_study_of(path)]
         else:
             matches = sorted(Path(p) for p in glob.glob(text))
             if not matches:
                 raise InputError(f"no study found at {text}")
-            studies += [s for p in matches if not (p.is_file() and _stem(p).endswith(LABEL_SUFFIX))  # as in folders
+            studies += [s for p in matches if not _is_label_map(p)
                         for s in ([_study_of(p)] if p.is_file() else _from_folder(p))]
     if not studies:
         raise InputError("no study found in " + ", ".join(inputs))

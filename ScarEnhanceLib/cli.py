@@ -378,12 +378,24 @@ def cmd_batch(args) -> int:
     return EXIT_BAD_INPUT if counts["failed"] else 0
 
 
-def _evaluation_cases(args, dataset: Path):
-    from .datasets import DatasetSpec, load_cases
+def _evaluation_plan(args) -> list:
+    """(spec, case names or None for all) per data set, each checked before any is evaluated: a split must be
+    found for every data set, and the enhancement needs scar labels."""
+    from .datasets import DatasetSpec
     from .splits import SPLITS_FILE, load_splits, names_in
-    spec = DatasetSpec.load(dataset)
     splits = load_splits(args.splits or SPLITS_FILE) if args.split != "all" else {}
-    cases = load_cases(spec, names_in(splits, dataset, args.split))
+    plan = []
+    for dataset in args.dataset:
+        spec = DatasetSpec.load(dataset)
+        if args.task == "enhancement" and not spec.labels_scar:
+            raise ValueError(f"{dataset} has no scar labels: the enhancement evaluation needs them")
+        plan.append((spec, names_in(splits, dataset, args.split)))
+    return plan
+
+
+def _evaluation_cases(args, spec, names):
+    from .datasets import load_cases
+    cases = load_cases(spec, names)
     if args.max_cases:
         relevant = [c for c in cases if c.has_scar] if args.task == "enhancement" else cases
         cases = relevant[:args.max_cases]
@@ -418,15 +430,11 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, evaluate_segmentation, markdown_table, predicted_labels, segmentation_table
     from .io import prepare_output_folder, strict_json, write_text
     from .weights import SEGMENTATION
-    from .datasets import DatasetSpec
-    if args.task == "enhancement":  # before any data set is evaluated
-        for dataset in args.dataset:
-            if not DatasetSpec.load(dataset).labels_scar:
-                raise ValueError(f"{dataset} has no scar labels: the enhancement evaluation needs them")
+    plan = _evaluation_plan(args)
     prepare_output_folder(args.output)
     results = {}
-    for dataset in args.dataset:
-        spec, cases = _evaluation_cases(args, dataset)
+    for spec, names in plan:
+        cases = _evaluation_cases(args, spec, names)
         if args.task == "segmentation":
             results[spec.root.name] = evaluate_segmentation(cases, _load(SEGMENTATION, args),
                                                             merge_scar=not spec.labels_scar)
@@ -556,15 +564,15 @@ def _check_averageable(runs: list[Path], configs: list[dict]) -> None:
         if (config["kind"], config["model"]) != (configs[0]["kind"], configs[0]["model"]):
             raise ValueError(f"{run} trained another network than {runs[0]}: only runs of one configuration "
                              "can be bundled as the mean of their weights")
+    recorded = [(run, _start_of(config)) for run, config in zip(runs, configs) if "start" in config]
+    for run, start in recorded[1:]:
+        if start != recorded[0][1]:
+            raise ValueError(f"{run} started from {start}, {recorded[0][0]} from {recorded[0][1]}: only runs from "
+                             "the same start weights can be bundled as the mean of their weights")
     unrecorded = [run.as_posix() for run, config in zip(runs, configs) if "start" not in config]
     if unrecorded:
         print(f"warning: {', '.join(unrecorded)} do not record their start weights (trained before runs did): "
               "make sure all runs started from the same weights", file=sys.stderr)
-        return
-    for run, config in zip(runs[1:], configs[1:]):
-        if _start_of(config) != _start_of(configs[0]):
-            raise ValueError(f"{run} started from {_start_of(config)}, {runs[0]} from {_start_of(configs[0])}: "
-                             "only runs from the same start weights can be bundled as the mean of their weights")
 
 
 def _start_of(config: dict) -> str:
@@ -609,16 +617,18 @@ def _add_training_arguments(parser: argparse.ArgumentParser, iterations: int, ba
 
 
 def _split_cases(args, train_only: bool = False, keep_mvo: bool = False):
-    """(train, validation) cases per dataset, using the splits file where it names the dataset; training cases with
-    no-reflow (MVO) kept apart from myocardium if ``keep_mvo``."""
+    """(train, validation) cases per dataset, using the splits file where it names the dataset (a data set it does
+    not name trains on all its cases, and says so); training cases with no-reflow (MVO) kept apart from myocardium
+    if ``keep_mvo``. A ``--splits`` file that does not exist is an error, not no splits."""
     from .datasets import DatasetSpec, load_cases
     from .splits import SPLITS_FILE, load_splits
-    splits_path = args.splits or SPLITS_FILE
-    splits = load_splits(splits_path) if splits_path.exists() else {}
+    splits = load_splits(args.splits) if args.splits else load_splits(SPLITS_FILE) if SPLITS_FILE.exists() else {}
     result = []
     for folder in args.dataset:
         spec = DatasetSpec.load(folder)
         split = splits.get(folder.resolve().name)
+        if split is None:
+            print(f"note: the splits do not name {folder}: all its cases train, none validates", file=sys.stderr)
         train = load_cases(spec, split["train"] if split else None, keep_mvo=keep_mvo)
         validation = load_cases(spec, split["val"]) if split and not train_only else []
         result.append((spec, train, validation))
@@ -651,8 +661,9 @@ def cmd_train_segmentation(args) -> int:
                                 normalisation=args.normalisation, context_slices=args.context_slices,
                                 dropout=args.dropout, mvo_class=args.mvo_class)
     train_segmentation([(train, spec.labelled_classes) for spec, train, _ in datasets], config,
-                       _settings(args, patches=PatchOptions(args.tissue_contrast, args.synthetic_scar,
-                                                            args.synthetic_scar_patches, args.heart_crops)),
+                       _settings(args, patches=PatchOptions(
+                           tissue_contrast=args.tissue_contrast, synthetic_scar=args.synthetic_scar,
+                           synthetic_scar_patches=args.synthetic_scar_patches, heart_crops=args.heart_crops)),
                        validation, shares=args.dataset_share)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
@@ -758,8 +769,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("evaluate", help="SSIM, PSNR and CNR table (or segmentation Dice) over labelled datasets")
     ev.add_argument("dataset", type=Path, nargs="+", help="dataset folders, each evaluated on its own")
-    ev.add_argument("--split", default="test", choices=SPLIT_CHOICES)
-    ev.add_argument("--splits", type=Path, default=None)
+    ev.add_argument("--split", default="test", choices=SPLIT_CHOICES,
+                    help="the cases of this split of each data set (test by default); all: every case, for data "
+                         "sets the splits file does not name")
+    ev.add_argument("--splits", type=Path, default=None,
+                    help="case-level splits JSON keyed by dataset folder name (default: Resources/splits.json)")
     ev.add_argument("--task", default="enhancement", choices=("enhancement", "segmentation"),
                     help="enhancement: SSIM/PSNR/CNR table; segmentation: Dice per class over the cases that have "
                          "it, whole frame against a heart crop, false-positive scar and scar burden agreement")

@@ -42,6 +42,8 @@ def read_image(path: Path, series_uid: str | None = None) -> sitk.Image:
         raise InputError(f"no such file or folder: {path}")
     if path.is_dir():
         return _read_dicom_series(path, series_uid)
+    if path.name.lower().endswith(".dcm"):
+        return _read_dicom_file(str(path))
     if path.name.endswith((".nii", ".nii.gz")):
         check_nifti(path)
     try:

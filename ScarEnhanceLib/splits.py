@@ -115,8 +115,8 @@ def names_in(splits: dict, dataset: Path, split: str) -> list[str] | None:
         return None
     name = Path(dataset).resolve().name
     if name not in splits:
-        raise ValueError(f"the splits do not cover the data set {name!r}: name a split only for the data sets in "
-                         f"{SPLITS_FILE.name}, or use --split all")
+        raise ValueError(f"the splits do not cover the data set {name!r}: name a split only for the data sets the "
+                         "splits file holds, or use --split all")
     return splits[name][split]
 
 

@@ -53,7 +53,7 @@ class TrainSettings:
     init_weights: Optional[Path] = None  # start a new run from these weights (see _warm_start)
     augmentation: str = "standard"  # diffusion: standard | strong (adds noise, blur, intensity curves, elastic)
     scar_map_errors: str = "within-wall"  # diffusion, tissue-scar: how degraded scar maps err (SCAR_MAP_ERRORS)
-    # segmentation: tissue contrast and drawn scars in shares of the patches (validated there)
+    # segmentation: tissue contrast, drawn scars and heart crops in shares of the patches (validated there)
     patches: PatchOptions = field(default_factory=PatchOptions)
     min_snr_gamma: float = 0.0  # diffusion: > 0 weighs each timestep by min(SNR, gamma) / SNR (Min-SNR); 0: plain
     # diffusion: this fraction of the samples in the upper half of the timesteps starts from the noised original,
@@ -350,24 +350,21 @@ def change_balance(original: torch.Tensor, target: torch.Tensor, scar: torch.Ten
 
 
 def _warm_start(settings: TrainSettings, run_config: dict, load: Callable[[dict], None]) -> None:
-    """A new run from ``settings.init_weights`` (named in the run's config); a resumed run continues from its
-    checkpoint instead. The config records the run's ``start`` (those weights' checksum, or the seed of random
-    ones) and a resumed run keeps the start it recorded: a mean of runs' weights is one model only for runs
-    from one start."""
-    resumed = (Path(settings.run_dir) / CHECKPOINT).exists()
-    if resumed:
+    """A new run from ``settings.init_weights`` (named in the run's config), or from random weights of its seed; the
+    config records its ``start`` (those weights' checksum, or the seed): a mean of runs' weights is one model only
+    for runs from one start. A resumed run continues from its checkpoint and keeps the start and init weights it
+    recorded, whatever the resume is given."""
+    if (Path(settings.run_dir) / CHECKPOINT).exists():
         stored = _stored_config(settings.run_dir)
-        if "start" in stored:  # runs saved before starts were recorded have none
-            run_config["start"] = stored["start"]
-    elif settings.init_weights:
-        run_config["start"] = {"weights": Path(settings.init_weights).name, "sha256": sha256(settings.init_weights)}
-    else:
-        run_config["start"] = {"seed": settings.seed}
+        for key in ("start", "init_weights"):  # runs saved before starts were recorded have no start
+            if key in stored:
+                run_config[key] = stored[key]
+        return
     if not settings.init_weights:
+        run_config["start"] = {"seed": settings.seed}
         return
+    run_config["start"] = {"weights": Path(settings.init_weights).name, "sha256": sha256(settings.init_weights)}
     run_config["init_weights"] = Path(settings.init_weights).name
-    if resumed:
-        return
     try:
         load(load_file(str(settings.init_weights)))
     except RuntimeError as error:
@@ -392,6 +389,9 @@ def train_segmentation(datasets: list[tuple[list[Case], int]], config: Segmentat
     600 slices; ``shares`` (one per data set) weighs them otherwise."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
+    if settings.patches.heart_crops and config.normalisation != "window":
+        raise ValueError("heart crops need the window normalisation: a slice normalised over its whole frame before "
+                         "the crop is not what a cropped volume shows the network")
     samples = _MixedSegmentationSamples(datasets, config, rng, shares, settings.patches)
     losses = {}
 

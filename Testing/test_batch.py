@@ -42,12 +42,12 @@ def test_label_maps_beside_their_images_are_no_studies_in_globs_and_file_lists(t
     for name in ("p1.nii.gz", "p1_labels.nii.gz", "p2.nrrd", "orphan_labels.nii.gz"):
         _touch(tmp_path / name)
     listed = [str(tmp_path / name) for name in ("p1.nii.gz", "p1_labels.nii.gz", "p2.nrrd")]  # as a shell expands
-    for inputs in ([str(tmp_path / "*")], listed):  # a glob leaves out every label map, as a folder does
+    for inputs in ([str(tmp_path / "*")], listed, [str(tmp_path)]):  # globs, file lists and folders alike
         studies = find_studies(inputs)
         assert [s.id for s in studies] == ["p1", "p2"]
         assert studies[0].labels == tmp_path / "p1_labels.nii.gz"
-    # named on its own, a map without its image beside it is taken as the user gave it
-    assert [s.id for s in find_studies([str(tmp_path / "orphan_labels.nii.gz")])] == ["orphan_labels"]
+    with pytest.raises(InputError, match="no study found"):  # a label map is never a study
+        find_studies([str(tmp_path / "orphan_labels.nii.gz")])
 
 
 def test_clear_errors_for_no_study_duplicate_ids_and_bad_csv(tmp_path):

@@ -145,6 +145,11 @@ def test_evaluate_refuses_splits_that_do_not_cover_the_data_and_data_without_sca
                                    str(tmp_path / "e2"), "--models", str(tiny_models), *FAST])
     assert code == 2 and "has no scar labels" in err
     assert "evaluating" not in capsys.readouterr().out and not (tmp_path / "e2").exists()  # nothing evaluated
+    splits = tmp_path / "splits.json"  # covers the first data set only: the second fails before the first runs
+    splits.write_text(json.dumps({phantom_folder.name: {"train": [], "val": [], "test": ["scar1"]}}), encoding="utf-8")
+    code, err = _error_of(capsys, ["evaluate", str(phantom_folder), str(no_scar), "--splits", str(splits), "-o",
+                                   str(tmp_path / "e4"), "--models", str(tiny_models), "--task", "segmentation"])
+    assert code == 2 and f"do not cover the data set {no_scar.name!r}" in err and not (tmp_path / "e4").exists()
     with pytest.raises(SystemExit):
         main(["evaluate", str(phantom_folder), "--split", "all", "--max-cases", "-1", "-o", str(tmp_path / "e3")])
     assert "must be 0 or more" in capsys.readouterr().err

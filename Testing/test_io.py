@@ -80,10 +80,11 @@ def test_a_multi_frame_dicom_file_reads_as_its_stack_and_a_lone_slice_gets_its_t
     assert volume.GetDimension() == 3 and volume.GetSize() == image.GetSize()
     np.testing.assert_allclose(volume.GetSpacing(), image.GetSpacing(), atol=1e-3)  # its own depth kept
     np.testing.assert_array_equal(sitk.GetArrayFromImage(volume), sitk.GetArrayFromImage(stack))
+    assert same_geometry(read_image(tmp_path / "multi" / "stack.dcm"), volume)  # the file itself reads alike
     _write_dicom_series(image[:, :, 2:3], tmp_path / "lone", "1.2.826.0.1.3680043.2.1125.1.4")
-    lone = read_image(tmp_path / "lone")
-    assert lone.GetSize() == (*image.GetSize()[:2], 1)
-    assert lone.GetSpacing()[2] == pytest.approx(image.GetSpacing()[2], abs=1e-3)  # Slice Thickness, not 1 mm
+    for lone in (read_image(tmp_path / "lone"), read_image(tmp_path / "lone" / "slice000.dcm")):
+        assert lone.GetSize() == (*image.GetSize()[:2], 1)
+        assert lone.GetSpacing()[2] == pytest.approx(image.GetSpacing()[2], abs=1e-3)  # Slice Thickness, not 1 mm
 
 
 def test_an_image_itk_cannot_read_is_refused_with_its_reason(tmp_path):

@@ -432,6 +432,13 @@ def test_bundle_averages_runs_saved_before_starts_were_recorded_with_a_warning(t
     assert main(["bundle", str(tmp_path / "old"), str(tmp_path / "older"), "--name", SEGMENTATION, "--data",
                  "phantoms", "--license", "test", "--models", str(tmp_path / "models")]) == 0
     assert "do not record their start weights" in capsys.readouterr().err
+    for seed in (0, 1):  # beside an old run, runs that record other starts are still refused
+        train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / f"new{seed}", iterations=1,
+                                                                   batch_size=2, checkpoint_every=1, device="cpu",
+                                                                   seed=seed))
+    assert main(["bundle", str(tmp_path / "old"), str(tmp_path / "new0"), str(tmp_path / "new1"), "--name",
+                 SEGMENTATION, "--data", "phantoms", "--license", "test", "--models", str(tmp_path / "models")]) == 2
+    assert "only runs from the same start weights" in capsys.readouterr().err
 
 
 def test_average_weights_refuses_files_of_other_networks_and_weights_that_are_not_floating_point(tmp_path):
@@ -594,6 +601,16 @@ def test_train_segmentation_command_warm_starts_a_25d_model_from_2d_weights(tmp_
     assert "does not fit this network" in capsys.readouterr().err
 
 
+def test_training_refuses_a_splits_file_that_is_not_there_and_names_data_it_does_not_split(tmp_path, capsys):
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
+    common = ["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
+              "--patch-size", "64", "--channels", "8", "16", "--device", "cpu"]
+    assert main([*common, "--splits", str(tmp_path / "typo.json"), "--run-dir", str(tmp_path / "a")]) == 2
+    assert "no splits file at" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*common, "--run-dir", str(tmp_path / "b")]) == 0
+    assert "the splits do not name" in capsys.readouterr().err
+
+
 def test_segmentation_dropout_acts_while_training_only_and_is_recorded(tmp_path):
     with pytest.raises(ValueError, match="dropout"):
         SegmentationConfig(dropout=1.0)
@@ -645,23 +662,23 @@ def _patch_without_and_with(option: str, case=None, **more) -> dict:
 
 
 def test_a_heart_crop_keeps_a_square_around_the_whole_heart_in_every_channel_and_blanks_the_rest():
-    labels = np.zeros((200, 160), dtype=np.int64)
-    labels[80:130, 60:100] = L.MYOCARDIUM  # a heart of 50 x 40 pixels of 1 mm
-    image = torch.rand(3, 200, 160) + 1.0  # the slice and two neighbours, nowhere zero
+    labels = np.zeros((400, 400), dtype=np.int64)
+    labels[180:230, 180:220] = L.MYOCARDIUM  # a heart of 50 x 40 pixels, far from the frame's edges
+    image = torch.rand(3, 400, 400) + 1.0  # the slice and two neighbours, nowhere zero
     sides = []
     for seed in range(20):
-        cropped = heart_crop(image, labels, (1.0, 1.0), np.random.default_rng(seed))
-        kept = (cropped != 0).numpy()
-        assert (kept == kept[0]).all()  # every channel cut alike
-        assert kept[0][labels > 0].all() and torch.equal(cropped[:, kept[0]], image[:, kept[0]])
-        rows, cols = np.nonzero(kept[0])
-        assert kept[0][rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # one rectangle
-        sides.append(rows.max() + 1 - rows.min())
-        assert 0 < (~kept[0]).sum()  # the chest around it is gone
-    assert min(sides) < 140 and max(sides) > 170  # sides drawn over HEART_CROP_SIDE_MM (clipped to the frame)
-    assert max(sides) <= HEART_CROP_SIDE_MM[1] + 1
-    half_mm = heart_crop(image, labels, (2.0, 2.0), np.random.default_rng(0))  # 2 mm pixels: half the pixels
-    assert (half_mm[0] != 0).sum() < (heart_crop(image, labels, (1.0, 1.0), np.random.default_rng(0))[0] != 0).sum()
+        for pixel_mm in ((1.0, 1.0), (2.0, 1.0)):  # square pixels, and rows twice as long as columns
+            cropped = heart_crop(image, labels, pixel_mm, np.random.default_rng(seed))
+            kept = (cropped != 0).numpy()
+            assert (kept == kept[0]).all()  # every channel cut alike
+            assert kept[0][labels > 0].all() and torch.equal(cropped[:, kept[0]], image[:, kept[0]])
+            rows, cols = np.nonzero(kept[0])
+            assert kept[0][rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # one rectangle ...
+            side_mm = np.array([rows.max() + 1 - rows.min(), cols.max() + 1 - cols.min()]) * pixel_mm
+            assert abs(side_mm[0] - side_mm[1]) <= 2 * pixel_mm[0]  # ... a square in millimetres
+            assert HEART_CROP_SIDE_MM[0] - 2 <= side_mm.min() and side_mm.max() <= HEART_CROP_SIDE_MM[1] + 4
+            sides.append(side_mm[1])
+    assert min(sides) < 135 and max(sides) > 175  # sides drawn over the whole range
     assert torch.equal(heart_crop(image, np.zeros_like(labels), (1.0, 1.0), np.random.default_rng(0)), image)
 
 
@@ -681,6 +698,29 @@ def test_heart_crops_reach_the_patches_the_share_asked_for_and_are_recorded(tmp_
         train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
     with pytest.raises(ValueError, match="cut around the heart must be 0 to 1"):
         PatchOptions(heart_crops=2.0)
+    whole_slice = SegmentationConfig(**{**TINY_SEGMENTATION.to_dict(), "normalisation": "slice"})
+    with pytest.raises(ValueError, match="heart crops need the window normalisation"):
+        train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], whole_slice,
+                           TrainSettings(run_dir=tmp_path / "slice", patches=PatchOptions(heart_crops=0.5)))
+
+
+def test_a_run_saved_before_the_patch_options_and_starts_resumes_as_it_was(tmp_path):
+    run = tmp_path / "old"
+    cases = [([phantom_case(seed=0)], L.SCAR + 1)]
+    window = SegmentationConfig(**{**TINY_SEGMENTATION.to_dict(), "normalisation": "window"})  # heart crops need it
+    settings = TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1, device="cpu")
+    train_segmentation(cases, window, settings)
+    config = _run_config(run)
+    for key in ("tissue_contrast", "synthetic_scar", "synthetic_scar_patches", "heart_crops", "start"):
+        del config[key]  # as runs of earlier sessions saved it
+    (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    train_segmentation(cases, window, dataclasses.replace(settings, iterations=2))
+    resumed = _run_config(run)
+    assert resumed["iteration"] == 2 and "start" not in resumed  # its start is unknown, and not made up
+    assert resumed["heart_crops"] == 0.0 and resumed["synthetic_scar"] == 0.0
+    with pytest.raises(ValueError, match="heart_crops 0.0"):  # an option it was not trained with is refused
+        train_segmentation(cases, window, dataclasses.replace(settings, iterations=3,
+                                                                         patches=PatchOptions(heart_crops=0.5)))
 
 
 def test_tissue_contrast_reaches_the_patches_the_share_asked_for_and_is_recorded(tmp_path):
