@@ -393,13 +393,14 @@ def _evaluation_plan(args) -> list:
     return plan
 
 
-def _evaluation_cases(args, spec, names):
+def _evaluation_cases(args, spec, names) -> list:
+    """The cases of ``names`` (None: all), the first ``--max-cases`` (with scar, for enhancement) if given."""
     from .datasets import load_cases
     cases = load_cases(spec, names)
     if args.max_cases:
         relevant = [c for c in cases if c.has_scar] if args.task == "enhancement" else cases
         cases = relevant[:args.max_cases]
-    return spec, cases
+    return cases
 
 
 def _enhancement_variants(args) -> dict:
