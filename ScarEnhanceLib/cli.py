@@ -533,8 +533,14 @@ RUN_CONFIG_BOOKKEEPING = ("kind", "model", "iteration", "history")
 def cmd_bundle(args) -> int:
     from .weights import average_weights, install
     configs = [json.loads((run / "config.json").read_text(encoding="utf-8")) for run in args.run_dirs]
-    first, averaged = configs[0], len(configs) > 1
-    if averaged:
+    first = configs[0]
+    files = [run / "model.safetensors" for run in args.run_dirs]
+    if args.with_start is not None:
+        _check_start_weights(args.run_dirs, configs, args.with_start)
+        files.append(args.with_start)
+        training = {"data": args.data, "weights": f"the mean of the run's weights and the weights it started from "
+                    f"({args.with_start.name}; WiSE-FT)", **_run_settings(first)}
+    elif len(configs) > 1:
         _check_averageable(args.run_dirs, configs)
         training = {"data": args.data, "weights": "the mean of the runs' weights",
                     "averaged_runs": [{"run": run.as_posix(), **_run_settings(config)}
@@ -543,10 +549,10 @@ def cmd_bundle(args) -> int:
         training = {"data": args.data, **_run_settings(first)}
     info = {"training": training, "split": "Resources/splits.json", "license": args.license}
     with tempfile.TemporaryDirectory() as scratch:
-        weights = args.run_dirs[0] / "model.safetensors"
-        if averaged:
+        weights = files[0]
+        if len(files) > 1:
             weights = Path(scratch) / "mean.safetensors"
-            average_weights([run / "model.safetensors" for run in args.run_dirs], weights)
+            average_weights(files, weights)
         entry = install(weights, args.name, first["kind"], first["model"], _models_dir(args), **info)
     print(f"installed {args.name}: sha256 {entry['sha256']}")
     return 0
@@ -574,6 +580,19 @@ def _check_averageable(runs: list[Path], configs: list[dict]) -> None:
     if unrecorded:
         print(f"warning: {', '.join(unrecorded)} do not record their start weights (trained before runs did): "
               "make sure all runs started from the same weights", file=sys.stderr)
+
+
+def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -> None:
+    """Refuse a mean with start weights that are not one segmentation run's own recorded start."""
+    from .weights import sha256
+    if len(runs) != 1 or configs[0]["kind"] != "segmentation":
+        raise ValueError("--with-start takes one segmentation run")
+    start = configs[0].get("start", {})
+    if "sha256" not in start:
+        raise ValueError(f"{runs[0]} records no start weights (it started from random weights, or was trained "
+                         "before runs recorded their start)")
+    if not Path(weights).is_file() or sha256(weights) != start["sha256"]:
+        raise ValueError(f"{weights} are not the weights {runs[0]} started from ({_start_of(configs[0])})")
 
 
 def _start_of(config: dict) -> str:
@@ -830,6 +849,9 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir",
                         help="a training run; several segmentation runs of one configuration, fine-tuned from the "
                              "same weights, are bundled as the mean of their weights")
+    bundle.add_argument("--with-start", type=Path, default=None, metavar="WEIGHTS",
+                        help="bundle the mean of one segmentation run's weights and WEIGHTS, the weights it started "
+                             "from (checked against its recorded start): half of its drift from them undone (WiSE-FT)")
     bundle.add_argument("--name", required=True)
     bundle.add_argument("--data", required=True, help="training data, for the manifest")
     bundle.add_argument("--license", required=True)

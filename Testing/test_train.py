@@ -372,6 +372,32 @@ def test_bundle_of_several_runs_installs_the_mean_of_their_weights_and_each_runs
     assert {run["start"]["sha256"] for run in training["averaged_runs"]} == {sha256(start)}
 
 
+def test_bundle_with_start_installs_the_mean_of_a_run_and_the_weights_it_started_from(tmp_path, capsys):
+    cases = [([phantom_case(seed=0)], L.SCAR + 1)]
+    settings = dict(batch_size=2, checkpoint_every=2, device="cpu")
+    train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / "base", iterations=1, **settings))
+    start = tmp_path / "base" / "model.safetensors"
+    train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / "tuned", iterations=2,
+                                                               init_weights=start, **settings))
+    common = ["--name", SEGMENTATION, "--data", "phantoms", "--license", "test", "--models", str(tmp_path / "models")]
+    assert main(["bundle", str(tmp_path / "tuned"), "--with-start", str(start), *common]) == 0
+    bundled = load_file(str(tmp_path / "models" / "heart_segmentation.safetensors"))
+    tuned, first = load_file(str(tmp_path / "tuned" / "model.safetensors")), load_file(str(start))
+    assert any(not torch.equal(tuned[key], first[key]) for key in tuned)
+    for key in tuned:
+        torch.testing.assert_close(bundled[key], (tuned[key] + first[key]) / 2)
+    training = load(SEGMENTATION, tmp_path / "models").info["training"]
+    assert "started from (model.safetensors; WiSE-FT)" in training["weights"] and training["iterations"] == 2
+    refusals = {(str(tmp_path / "tuned"), str(tmp_path / "tuned" / "model.safetensors")): "are not the weights",
+                (str(tmp_path / "base"), str(start)): "records no start weights",  # random start
+                (str(tmp_path / "tuned"), str(tmp_path / "missing.safetensors")): "are not the weights"}
+    for (run, weights), message in refusals.items():
+        assert main(["bundle", run, "--with-start", weights, *common]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["bundle", str(tmp_path / "tuned"), str(tmp_path / "base"), "--with-start", str(start), *common]) == 2
+    assert "takes one segmentation run" in capsys.readouterr().err
+
+
 def test_a_run_records_its_start_and_keeps_it_when_resumed(tmp_path):
     cases = [([phantom_case(seed=0)], L.SCAR + 1)]
     settings = dict(batch_size=2, checkpoint_every=1, device="cpu")
