@@ -169,6 +169,8 @@ def test_gpu_training_script_trains_the_others_when_one_fails_and_says_so(tmp_pa
     pack = tmp_path / "gpu_pack"
     for name in ("emidec", "myops2020_train25"):  # no MS-CMRSeg: the segmentation fails, the enhancement trains
         write_packed([phantom_case(seed=0, slices=2)], [L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR], pack / "data" / name)
+    (pack / "splits.json").write_text(json.dumps({name: {"train": ["phantom0"], "val": [], "test": []}
+                                                  for name in ("emidec", "myops2020_train25")}), encoding="utf-8")
     out = tmp_path / "out"
     result = _train_on_cpu(pack, out, iterations=1)
     assert result.returncode != 0
