@@ -797,7 +797,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", default="enhancement", choices=("enhancement", "segmentation"),
                     help="enhancement: SSIM/PSNR/CNR table; segmentation: Dice per class over the cases that have "
                          "it, whole frame against a heart crop, false-positive scar and scar burden agreement")
-    ev.add_argument("--max-cases", type=_non_negative, default=0, help="only the first N cases (with scar, for enhancement)")
+    ev.add_argument("--max-cases", type=_non_negative, default=0,
+                    help="only the first N cases (with scar, for enhancement)")
     ev.add_argument("--ablation", action="store_true",
                     help="also a single sample (k=1) and ddpm-<lambda>, twice with different seeds (their gap is "
                          "the smallest any sampler can show)")
