@@ -383,13 +383,18 @@ def _evaluation_plan(args) -> list:
     found for every data set, and the enhancement needs scar labels."""
     from .datasets import DatasetSpec
     from .splits import SPLITS_FILE, load_splits, names_in
+    if args.split == "all" and args.splits is not None:
+        raise ValueError("--splits chooses the cases of a split: with --split all there is nothing to choose")
     splits = load_splits(args.splits or SPLITS_FILE) if args.split != "all" else {}
     plan = []
     for dataset in args.dataset:
         spec = DatasetSpec.load(dataset)
         if args.task == "enhancement" and not spec.labels_scar:
             raise ValueError(f"{dataset} has no scar labels: the enhancement evaluation needs them")
-        plan.append((spec, names_in(splits, dataset, args.split)))
+        names = names_in(splits, dataset, args.split)
+        if names is not None and not names:
+            raise ValueError(f"the {args.split} split of {Path(dataset).name} holds no cases")
+        plan.append((spec, names))
     return plan
 
 
@@ -539,7 +544,8 @@ def cmd_bundle(args) -> int:
         _check_start_weights(args.run_dirs, configs, args.with_start)
         files.append(args.with_start)
         training = {"data": args.data, "weights": f"the mean of the run's weights and the weights it started from "
-                    f"({args.with_start.name}; WiSE-FT)", **_run_settings(first)}
+                    f"({args.with_start.name}; WiSE-FT)",
+                    "run": {"run": args.run_dirs[0].as_posix(), **_run_settings(first)}}
     elif len(configs) > 1:
         _check_averageable(args.run_dirs, configs)
         training = {"data": args.data, "weights": "the mean of the runs' weights",
@@ -583,7 +589,9 @@ def _check_averageable(runs: list[Path], configs: list[dict]) -> None:
 
 
 def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -> None:
-    """Refuse a mean with start weights that are not one segmentation run's own recorded start."""
+    """Refuse a mean with start weights that are not one segmentation run's own recorded start, or not of its
+    network (a run may start from a 2D model, or one without the MVO class: there is no mean of the two)."""
+    from safetensors import safe_open
     from .weights import sha256
     if len(runs) != 1 or configs[0]["kind"] != "segmentation":
         raise ValueError("--with-start takes one segmentation run")
@@ -591,8 +599,17 @@ def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -
     if "sha256" not in start:
         raise ValueError(f"{runs[0]} records no start weights (it started from random weights, or was trained "
                          "before runs recorded their start)")
-    if not Path(weights).is_file() or sha256(weights) != start["sha256"]:
+    if not Path(weights).is_file():
+        raise ValueError(f"no such weights file: {weights}")
+    if sha256(weights) != start["sha256"]:
         raise ValueError(f"{weights} are not the weights {runs[0]} started from ({_start_of(configs[0])})")
+
+    def shapes(path: Path) -> dict:
+        with safe_open(str(path), framework="pt") as tensors:
+            return {key: tuple(tensors.get_slice(key).get_shape()) for key in tensors.keys()}
+    if shapes(weights) != shapes(runs[0] / "model.safetensors"):
+        raise ValueError(f"{runs[0]} started from another network than its own ({weights}: fewer inputs or classes): "
+                         "the mean of the two needs the same network")
 
 
 def _start_of(config: dict) -> str:

@@ -117,6 +117,8 @@ def names_in(splits: dict, dataset: Path, split: str) -> list[str] | None:
     if name not in splits:
         raise ValueError(f"the splits do not cover the data set {name!r}: name a split only for the data sets the "
                          "splits file holds, or use --split all")
+    if split not in splits[name]:
+        raise ValueError(f"the splits of {name!r} have no {split!r} part (they have {', '.join(splits[name])})")
     return splits[name][split]
 
 

@@ -150,6 +150,14 @@ def test_evaluate_refuses_splits_that_do_not_cover_the_data_and_data_without_sca
     code, err = _error_of(capsys, ["evaluate", str(phantom_folder), str(no_scar), "--splits", str(splits), "-o",
                                    str(tmp_path / "e4"), "--models", str(tiny_models), "--task", "segmentation"])
     assert code == 2 and f"do not cover the data set {no_scar.name!r}" in err and not (tmp_path / "e4").exists()
+    for split, message in (("val", "the val split of"), ("train", "have no 'train' part")):
+        splits.write_text(json.dumps({phantom_folder.name: {"val": [], "test": ["scar1"]}}), encoding="utf-8")
+        code, err = _error_of(capsys, ["evaluate", str(phantom_folder), "--splits", str(splits), "--split", split,
+                                       "-o", str(tmp_path / "e5"), "--task", "segmentation"])
+        assert code == 2 and message in err and not (tmp_path / "e5").exists()
+    code, err = _error_of(capsys, ["evaluate", str(phantom_folder), "--splits", str(splits), "--split", "all",
+                                   "-o", str(tmp_path / "e6"), "--task", "segmentation"])
+    assert code == 2 and "nothing to choose" in err
     with pytest.raises(SystemExit):
         main(["evaluate", str(phantom_folder), "--split", "all", "--max-cases", "-1", "-o", str(tmp_path / "e3")])
     assert "must be 0 or more" in capsys.readouterr().err

@@ -387,13 +387,20 @@ def test_bundle_with_start_installs_the_mean_of_a_run_and_the_weights_it_started
     for key in tuned:
         torch.testing.assert_close(bundled[key], (tuned[key] + first[key]) / 2)
     training = load(SEGMENTATION, tmp_path / "models").info["training"]
-    assert "started from (model.safetensors; WiSE-FT)" in training["weights"] and training["iterations"] == 2
+    assert "started from (model.safetensors; WiSE-FT)" in training["weights"]
+    assert training["run"]["iterations"] == 2 and training["run"]["run"] == (tmp_path / "tuned").as_posix()
+    deeper = SegmentationConfig(**{**TINY_SEGMENTATION.to_dict(), "normalisation": "window", "context_slices": 1})
+    train_segmentation(cases, deeper, TrainSettings(run_dir=tmp_path / "deeper", iterations=1, init_weights=start,
+                                                    **settings))  # a 2.5D run from 2D weights
+    before = {path.name: path.read_bytes() for path in (tmp_path / "models").iterdir()}
     refusals = {(str(tmp_path / "tuned"), str(tmp_path / "tuned" / "model.safetensors")): "are not the weights",
                 (str(tmp_path / "base"), str(start)): "records no start weights",  # random start
-                (str(tmp_path / "tuned"), str(tmp_path / "missing.safetensors")): "are not the weights"}
+                (str(tmp_path / "tuned"), str(tmp_path / "missing.safetensors")): "no such weights file",
+                (str(tmp_path / "deeper"), str(start)): "needs the same network"}
     for (run, weights), message in refusals.items():
         assert main(["bundle", run, "--with-start", weights, *common]) == 2
         assert message in capsys.readouterr().err
+        assert {path.name: path.read_bytes() for path in (tmp_path / "models").iterdir()} == before
     assert main(["bundle", str(tmp_path / "tuned"), str(tmp_path / "base"), "--with-start", str(start), *common]) == 2
     assert "takes one segmentation run" in capsys.readouterr().err
 
