@@ -423,14 +423,14 @@ class SegmentationSamples:
         image = torch.cat([resample_slice(i, case.spacing, self.config.spacing_mm / scale)[0] for i in images])
         label = torch.nn.functional.interpolate(torch.as_tensor(case.labels[index], dtype=torch.float32)[None, None],
                                                 size=image.shape[-2:], mode="nearest")[0]
-        if self._chosen(self.options.heart_crops):
+        options = self.options
+        if self._chosen(options.heart_crops):
             image = heart_crop(image, label[0].numpy(), self.config.spacing_mm / scale, self.rng)
         sample = self.spatial({"image": image, "label": label})[0]
         patch = torch.as_tensor(np.asarray(sample["image"]))
         if self.config.normalisation == "window":  # as the network sees each window at inference
             patch = normalise_windows(patch[None])[0]
         label = torch.as_tensor(np.asarray(sample["label"])).long()
-        options = self.options
         if self._chosen(options.synthetic_scar) and (options.synthetic_scar_patches == "any" or
                                                       (label == L.SCAR).any()):
             patch, drawn = synthetic_scar(patch, label[0].numpy(), self.rng)

@@ -396,7 +396,7 @@ def test_bundle_with_start_installs_the_mean_of_a_run_and_the_weights_it_started
     refusals = {(str(tmp_path / "tuned"), str(tmp_path / "tuned" / "model.safetensors")): "are not the weights",
                 (str(tmp_path / "base"), str(start)): "records no start weights",  # random start
                 (str(tmp_path / "tuned"), str(tmp_path / "missing.safetensors")): "no such weights file",
-                (str(tmp_path / "deeper"), str(start)): "needs the same network"}
+                (str(tmp_path / "deeper"), str(start)): "only weights of one network can be averaged"}
     for (run, weights), message in refusals.items():
         assert main(["bundle", run, "--with-start", weights, *common]) == 2
         assert message in capsys.readouterr().err
