@@ -3,8 +3,8 @@
 Each slice is resampled to the model's pixel spacing. Whole frames arrive from scanners (a 480x480 MyoPS
 frame at 0.73 mm takes 2 x 2 windows or more at 1.5 mm), and a heart cut by window borders gets straight seams. So inference has two
 passes: sliding windows over the whole frame find the heart (the largest 3D component), then the network
-sees one window per slice centred on the heart, as in training, and in its three mirror images (the
-probabilities are averaged). Post-processing keeps the largest 3D connected heart component and fills holes
+sees one window per slice centred on the heart, as in training, and in its three mirror images (with
+``test_time="dihedral"`` also in their transposes; the probabilities are averaged). Post-processing keeps the largest 3D connected heart component and fills holes
 slice by slice (filled pixels take the nearest label).
 
 A model may also see neighbour slices (2.5D, ``context_slices``): the slices above and below show where the
@@ -29,6 +29,7 @@ from .volume import as_slices, from_slices, inplane_spacing, like, slice_axis, t
 
 
 NORMALISATIONS = ("slice", "window")
+TEST_TIME_AUGMENTATIONS = ("flips", "dihedral")  # the 4 mirror images; those and their transposes (8)
 SEAM_BRIDGE_MM = 15.0  # heart parts of the first pass this close in-plane are one heart
 MAX_CONTEXT_GAP_MM = 11.0  # neighbour slices further apart (MyoPS keeps every 2nd-4th slice) are not shown
 MAX_CONTEXT_SLICES = 2
@@ -49,6 +50,8 @@ class SegmentationConfig:
     # EMIDEC's no-reflow (MVO) as a class of its own, folded into myocardium in every result: labelled as healthy
     # myocardium, a core inside scar asks the network for a contradiction (tried: no gain, see the model card)
     mvo_class: bool = False
+    # the orientations a window is segmented in, their probabilities averaged (see orientation_averaged_probabilities)
+    test_time: str = "flips"
 
     @staticmethod
     def from_dict(values: dict) -> "SegmentationConfig":
@@ -74,6 +77,8 @@ class SegmentationConfig:
             raise ValueError("neighbour slices need the window normalisation (all channels on the centre's scale)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be at least 0 and below 1, got {self.dropout}")
+        if self.test_time not in TEST_TIME_AUGMENTATIONS:
+            raise ValueError(f"test_time must be one of {TEST_TIME_AUGMENTATIONS}, got {self.test_time!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -208,15 +213,32 @@ def _sliding_probabilities(frames: torch.Tensor, predictor, config: Segmentation
 FLIPS = ((), (-1,), (-2,), (-2, -1))
 
 
-def flip_averaged_probabilities(predictor, batch: torch.Tensor) -> torch.Tensor:
-    """Class probabilities of a batch averaged over its mirror images (test-time augmentation): the network was
-    trained on flipped slices, and its errors in one orientation are partly undone by the others."""
+def orientations(test_time: str) -> list[tuple[bool, tuple]]:
+    """(transposed, flipped axes) of each orientation ``test_time`` segments a window in."""
+    transposes = (False, True) if test_time == "dihedral" else (False,)
+    return [(transposed, dims) for transposed in transposes for dims in FLIPS]
+
+
+def _orient(batch: torch.Tensor, transposed: bool, dims: tuple) -> torch.Tensor:
+    batch = batch.transpose(-2, -1) if transposed else batch
+    return batch.flip(dims) if dims else batch
+
+
+def _unorient(batch: torch.Tensor, transposed: bool, dims: tuple) -> torch.Tensor:
+    batch = batch.flip(dims) if dims else batch
+    return batch.transpose(-2, -1) if transposed else batch
+
+
+def orientation_averaged_probabilities(predictor, batch: torch.Tensor, test_time: str = "flips") -> torch.Tensor:
+    """Class probabilities of a batch of square windows averaged over its mirror images, and with "dihedral" over
+    their transposes too (test-time augmentation): the network was trained on flipped and rotated slices, and its
+    errors in one orientation are partly undone by the others."""
     total = torch.zeros(())
-    for dims in FLIPS:
-        flipped = batch.flip(dims) if dims else batch
-        probabilities = torch.softmax(predictor(flipped).float(), dim=1)
-        total = total + (probabilities.flip(dims) if dims else probabilities)
-    return total / len(FLIPS)
+    chosen = orientations(test_time)
+    for transposed, dims in chosen:
+        probabilities = torch.softmax(predictor(_orient(batch, transposed, dims)).float(), dim=1)
+        total = total + _unorient(probabilities, transposed, dims)
+    return total / len(chosen)
 
 
 def heart_centres(heart: np.ndarray, bridge_px: int = 0) -> np.ndarray:
@@ -275,7 +297,8 @@ def _frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tu
                          config: SegmentationConfig, device: torch.device,
                          slice_mm: Optional[float]) -> torch.Tensor:
     """(n, classes, h', w') probabilities at the model's spacing: the heart is found on the whole frames, then
-    segmented in one window per slice centred on it (no window border crosses the heart)."""
+    segmented in one window per slice centred on it (no window border crosses the heart), in each of the
+    orientations of ``config.test_time``."""
     model.eval()
     predictor = _network_input(config, model)
     scaled = [normalise_for_segmentation(s) if config.normalisation == "slice" else s for s in slices]
@@ -284,7 +307,7 @@ def _frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tu
     coarse = torch.cat([_sliding_probabilities(frame[None], predictor, config) for frame in frames])
     centres = heart_centres((coarse.argmax(dim=1) > 0).cpu().numpy(), int(np.ceil(SEAM_BRIDGE_MM / config.spacing_mm)))
     windows, corners = _centred_windows(frames, centres, config.patch_size)
-    fine = torch.cat([flip_averaged_probabilities(predictor, batch) for batch in windows.split(8)])
+    fine = torch.cat([orientation_averaged_probabilities(predictor, batch, config.test_time) for batch in windows.split(8)])
     return _paste(fold_mvo(fine), corners, tuple(frames.shape[-2:]))
 
 

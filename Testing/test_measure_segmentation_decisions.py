@@ -75,22 +75,26 @@ def test_z_quartiles_are_read_inside_and_outside_the_reference_scar():
 
 def test_the_table_names_each_decision():
     script = load_benchmark("measure_segmentation_decisions")
-    summary = {"wall": 0.8, "myocardium": 0.75, "scar": 0.5, "scar_cases": 7, "false_positive_scar_ml": 1.0,
+    summary = {"roi": 0.95, "blood_pool": 0.9, "wall": 0.8, "myocardium": 0.75, "scar": 0.5, "scar_cases": 7, "false_positive_scar_ml": 1.0,
                "scar_burden_mad": 4.0, "scar_burden_bias": -2.0}
     table = script.markdown("emidec (val split)", {"a": summary})
-    assert "| a | 0.800 | 0.750 | 0.500 (7) | 1.00 | 4.0, -2.0 |" in table
+    assert "| a | 0.950 | 0.900 | 0.800 | 0.750 | 0.500 (7) | 1.00 | 4.0, -2.0 |" in table
     without_normal_cases = {k: v for k, v in summary.items() if k != "false_positive_scar_ml"}
     table = script.markdown("myops", {"b": without_normal_cases})
-    assert "| b | 0.800 | 0.750 | 0.500 (7) | n/a | 4.0, -2.0 |" in table
+    assert "| b | 0.950 | 0.900 | 0.800 | 0.750 | 0.500 (7) | n/a | 4.0, -2.0 |" in table
 
 
-def test_a_model_runs_at_other_spacings_under_their_own_names():
+def test_a_model_runs_at_other_spacings_and_test_time_augmentations_under_their_own_names():
     script = load_benchmark("measure_segmentation_decisions")
     model = LoadedModel("heart_segmentation", torch.nn.Identity(), SegmentationConfig(spacing_mm=1.5), {})
-    variants = script.at_spacings(model, "bundled", [1.5, 1.25])
+    variants = script.at_settings(model, "bundled", [1.5, 1.25], ["flips"])
     assert list(variants) == ["bundled", "bundled at 1.25 mm"]
     assert variants["bundled"].config.spacing_mm == 1.5 and variants["bundled at 1.25 mm"].config.spacing_mm == 1.25
     assert variants["bundled at 1.25 mm"].network is model.network and model.config.spacing_mm == 1.5
+    variants = script.at_settings(model, "bundled", [1.5], ["flips", "dihedral"])
+    assert list(variants) == ["bundled", "bundled, dihedral at test time"]
+    assert variants["bundled, dihedral at test time"].config.test_time == "dihedral"
+    assert model.config.test_time == "flips"
 
 
 def test_the_script_prints_a_table_per_data_set_with_the_floored_rows_and_the_z_scores(phantom_folder, tiny_models,

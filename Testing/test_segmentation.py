@@ -8,8 +8,8 @@ from scipy import ndimage
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.segmentation import (SegmentationConfig, build_segmenter, context_indices, dilate_roi, fold_mvo,
                                          has_context, heart_centres, normalise_for_segmentation, normalise_windows,
-                                         postprocess, flip_averaged_probabilities, predict_slices, resample_slice,
-                                         segment_heart, slice_probabilities, warm_start_segmenter)
+                                         orientation_averaged_probabilities, orientations, postprocess, predict_slices,
+                                         resample_slice, segment_heart, slice_probabilities, warm_start_segmenter)
 from ScarEnhanceLib.volume import same_geometry
 
 from conftest import TINY_SEGMENTATION
@@ -268,8 +268,35 @@ def test_probabilities_are_averaged_over_mirror_images_and_mapped_back():
     frame, _ = _frame_with_heart(64, centre=(20, 40), radius=8)
     batch = torch.from_numpy(frame)[None]
     plain = torch.softmax(_BrightIsBloodPool()(batch), dim=1)
-    assert torch.allclose(flip_averaged_probabilities(_BrightIsBloodPool(), batch), plain, atol=1e-6)
-    averaged = flip_averaged_probabilities(_LeansLeft(), batch)
+    assert torch.allclose(orientation_averaged_probabilities(_BrightIsBloodPool(), batch), plain, atol=1e-6)
+    averaged = orientation_averaged_probabilities(_LeansLeft(), batch)
     assert torch.allclose(averaged.sum(dim=1), torch.ones(1, 64, 64))
     assert torch.allclose(averaged, averaged.flip(-1), atol=1e-6), "left and right errors cancel"
     assert not torch.allclose(torch.softmax(_LeansLeft()(batch), dim=1), averaged, atol=1e-3)
+
+
+class _RowsNearTheEdge(torch.nn.Module):
+    """Calls blood pool more the nearer a pixel's row is to the top or bottom: errors mirror images leave as they are."""
+
+    def forward(self, x):
+        logits = torch.zeros((len(x), L.NUM_CLASSES, *x.shape[2:]))
+        logits[:, L.BLOOD_POOL] = 4.0 * torch.linspace(-1.0, 1.0, x.shape[-2]).abs()[:, None]
+        return logits
+
+
+def test_dihedral_averaging_maps_transposed_windows_back():
+    frame, _ = _frame_with_heart(64, centre=(20, 40), radius=8)
+    batch = torch.from_numpy(frame)[None]
+    plain = torch.softmax(_BrightIsBloodPool()(batch), dim=1)
+    assert len(orientations("dihedral")) == 8 and len(orientations("flips")) == 4
+    dihedral = orientation_averaged_probabilities(_BrightIsBloodPool(), batch, "dihedral")
+    assert torch.allclose(dihedral, plain, atol=1e-6), "an orientation-free network is left as it is"
+    averaged = orientation_averaged_probabilities(_RowsNearTheEdge(), batch, "dihedral")
+    assert torch.allclose(averaged, averaged.transpose(-2, -1), atol=1e-6), "row and column errors mix"
+    flips = orientation_averaged_probabilities(_RowsNearTheEdge(), batch, "flips")
+    assert not torch.allclose(flips, flips.transpose(-2, -1), atol=1e-3)
+
+
+def test_segmentation_config_refuses_an_unknown_test_time_augmentation():
+    with pytest.raises(ValueError, match="test_time"):
+        SegmentationConfig(test_time="rotations")

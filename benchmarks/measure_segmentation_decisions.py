@@ -2,7 +2,8 @@
 false-positive scar and scar-burden agreement when several segmentation models' probabilities are averaged
 (an ensemble), and when one model's scar probability is scaled before the most probable class is taken (a scar
 threshold other than the argmax's). With ``--spacing-mm`` each model runs at the pixel spacings given instead of
-its own alone (averaging them is a multi-scale ensemble). With ``--scar-floor-sd`` the first model's scar is also
+its own alone (averaging them is a multi-scale ensemble); with ``--test-time`` in each of the test-time
+augmentations given (segmentation.TEST_TIME_AUGMENTATIONS) instead of its own alone. With ``--scar-floor-sd`` the first model's scar is also
 kept only where the image is brighter than the remote myocardium's mean + n SD (the rest becomes healthy
 myocardium): whether its false scar is less enhanced than its true scar, which the z-scores printed per data set
 tell directly.
@@ -15,6 +16,8 @@ model card.
         --models Resources/models --models runs/other_candidate --split val
     python benchmarks/measure_segmentation_decisions.py ../shared/data/emidec ../shared/data/myops2020_train25 \\
         --models Resources/models --spacing-mm 1.5 1.25 1.75 --split val
+    python benchmarks/measure_segmentation_decisions.py ../shared/data/emidec ../shared/data/myops2020_train25 \\
+        --models Resources/models --test-time flips dihedral --split val
     python benchmarks/measure_segmentation_decisions.py ../shared/data/emidec ../shared/data/myops2020_train25 \\
         --models Resources/models --scar-floor-sd 1 2 3 --split val
 """
@@ -35,7 +38,7 @@ from ScarEnhanceLib import weights  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import segmentation_row, summarise_segmentation  # noqa: E402
 from ScarEnhanceLib.metrics import remote_reference  # noqa: E402
-from ScarEnhanceLib.segmentation import postprocess, slice_probabilities  # noqa: E402
+from ScarEnhanceLib.segmentation import TEST_TIME_AUGMENTATIONS, postprocess, slice_probabilities  # noqa: E402
 from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
 
 SCAR_SCALES = (0.6, 0.8, 1.25, 1.5, 2.0)
@@ -79,11 +82,19 @@ def variants(names: list[str], floors: tuple[float, ...] = ()) -> dict[str, tupl
     return rows
 
 
-def at_spacings(model: weights.LoadedModel, name: str, spacings: list[float]) -> dict[str, weights.LoadedModel]:
-    """Row name -> the model working at each of ``spacings`` (mm; its own spacing's row keeps its name)."""
-    own = model.config.spacing_mm
-    return {name if s == own else f"{name} at {s:g} mm":
-            dataclasses.replace(model, config=dataclasses.replace(model.config, spacing_mm=s)) for s in spacings}
+def at_settings(model: weights.LoadedModel, name: str, spacings: list[float],
+                test_times: list[str]) -> dict[str, weights.LoadedModel]:
+    """Row name -> the model working at each of ``spacings`` (mm) with each test-time augmentation of ``test_times``
+    (the row with its own settings keeps its name)."""
+    own = model.config
+    named = {}
+    for spacing in spacings:
+        for test_time in test_times:
+            suffix = "".join([f" at {spacing:g} mm" if spacing != own.spacing_mm else "",
+                              f", {test_time} at test time" if test_time != own.test_time else ""])
+            config = dataclasses.replace(own, spacing_mm=spacing, test_time=test_time)
+            named[name + suffix] = dataclasses.replace(model, config=config)
+    return named
 
 
 def row_summary(cases, probabilities: dict[str, list[np.ndarray]], models: list[int], scale: float,
@@ -111,12 +122,12 @@ def z_quartiles(cases, probabilities: dict[str, list[np.ndarray]]) -> str:
 
 
 def markdown(data: str, summaries: dict[str, dict]) -> str:
-    lines = [f"{data}:", "", "| decision | wall | healthy myocardium | scar (cases) | false-positive scar (mL) | "
-             "scar burden MAD, bias |", "|---|---|---|---|---|---|"]
+    lines = [f"{data}:", "", "| decision | heart ROI | blood pool | wall | healthy myocardium | scar (cases) | "
+             "false-positive scar (mL) | scar burden MAD, bias |", "|---|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         false_positive = s.get("false_positive_scar_ml", float("nan"))  # only data with normal cases have it
         false_positive = f"{false_positive:.2f}" if np.isfinite(false_positive) else "n/a"
-        lines.append(f"| {name} | {s['wall']:.3f} | {s['myocardium']:.3f} | {s['scar']:.3f} ({s['scar_cases']}) | "
+        lines.append(f"| {name} | {s['roi']:.3f} | {s['blood_pool']:.3f} | {s['wall']:.3f} | {s['myocardium']:.3f} | {s['scar']:.3f} ({s['scar_cases']}) | "
                      f"{false_positive} | {s['scar_burden_mad']:.1f}, {s['scar_burden_bias']:+.1f} |")
     return "\n".join(lines)
 
@@ -128,6 +139,8 @@ def main(argv=None) -> int:
                         help="folder with a heart_segmentation model (repeatable; the first is rescaled)")
     parser.add_argument("--spacing-mm", type=float, nargs="+", default=None,
                         help="run each model at these in-plane pixel spacings (default: its own)")
+    parser.add_argument("--test-time", nargs="+", default=None, choices=TEST_TIME_AUGMENTATIONS,
+                        help="run each model with these test-time augmentations (default: its own)")
     parser.add_argument("--scar-floor-sd", type=float, nargs="+", default=(),
                         help="also the first model's scar kept only above the remote mean + these SD")
     parser.add_argument("--split", default="val", choices=SPLIT_CHOICES)
@@ -136,7 +149,8 @@ def main(argv=None) -> int:
     named = {}
     for folder in args.models:
         model = weights.load(weights.SEGMENTATION, folder)
-        named.update(at_spacings(model, str(folder), args.spacing_mm or [model.config.spacing_mm]))
+        named.update(at_settings(model, str(folder), args.spacing_mm or [model.config.spacing_mm],
+                                 args.test_time or [model.config.test_time]))
     names, models = list(named), list(named.values())
     for folder in args.datasets:
         cases = load_cases(DatasetSpec.load(folder), names_in(splits, folder, args.split))
