@@ -1,5 +1,7 @@
 """The decision study (benchmarks/measure_segmentation_decisions.py) averages models' probabilities and moves the
 scar threshold before the labels are post-processed."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,16 @@ def test_the_script_prints_a_table_per_data_set_with_the_floored_rows_and_the_z_
     assert f"{phantom_folder.name} (all split):" in printed
     assert f"| {tiny_models}, scar only above remote + 1 SD |" in printed and f"| {tiny_models} |" in printed
     assert "SD above the remote myocardium (quartiles 25/50/75): in reference scar" in printed
+
+
+def test_the_script_writes_its_tables_and_every_summary_at_full_precision(phantom_folder, tiny_models, tmp_path):
+    script = load_benchmark("measure_segmentation_decisions")
+    output = tmp_path / "decisions"
+    assert script.main([str(phantom_folder), "--models", str(tiny_models), "--split", "all", "--test-time", "flips",
+                        "dihedral", "-o", str(output)]) == 0
+    results = json.loads((output / "segmentation_decisions.json").read_text())
+    summaries = results[phantom_folder.name]
+    assert set(summaries) >= {str(tiny_models), f"{tiny_models}, dihedral at test time"}
+    assert 0.0 <= summaries[str(tiny_models)]["roi"] <= 1.0
+    table = (output / "segmentation_decisions.md").read_text()
+    assert f"| {tiny_models}, dihedral at test time |" in table

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ScarEnhanceLib import labels as L  # noqa: E402
 from ScarEnhanceLib import weights  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
+from ScarEnhanceLib.io import prepare_output_folder, strict_json, write_text  # noqa: E402
 from ScarEnhanceLib.evaluate import segmentation_row, summarise_segmentation  # noqa: E402
 from ScarEnhanceLib.metrics import remote_reference  # noqa: E402
 from ScarEnhanceLib.segmentation import TEST_TIME_AUGMENTATIONS, postprocess, slice_probabilities  # noqa: E402
@@ -144,8 +145,13 @@ def main(argv=None) -> int:
     parser.add_argument("--scar-floor-sd", type=float, nargs="+", default=(),
                         help="also the first model's scar kept only above the remote mean + these SD")
     parser.add_argument("--split", default="val", choices=SPLIT_CHOICES)
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="folder for the tables and their JSON (every summary at full precision)")
     args = parser.parse_args(argv)
+    if args.output is not None:
+        prepare_output_folder(args.output)
     splits = load_splits(SPLITS_FILE)
+    tables, results = [], {}
     named = {}
     for folder in args.models:
         model = weights.load(weights.SEGMENTATION, folder)
@@ -159,9 +165,15 @@ def main(argv=None) -> int:
                                      for m in models] for case in cases}
         summaries = {name: row_summary(cases, probabilities, indices, scale, floor)
                      for name, (indices, scale, floor) in variants(names, tuple(args.scar_floor_sd)).items()}
-        print(markdown(f"{folder.resolve().name} ({args.split} split)", summaries) + "\n")
+        printed = [markdown(f"{folder.resolve().name} ({args.split} split)", summaries) + "\n"]
         if args.scar_floor_sd:
-            print(z_quartiles(cases, probabilities) + "\n")
+            printed.append(z_quartiles(cases, probabilities) + "\n")
+        print("\n".join(printed))
+        tables += printed
+        results[folder.resolve().name] = summaries
+    if args.output is not None:
+        write_text("\n".join(tables), args.output / "segmentation_decisions.md")
+        write_text(strict_json(results), args.output / "segmentation_decisions.json")
     return 0
 
 
