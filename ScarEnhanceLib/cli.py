@@ -56,10 +56,12 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_model_arguments(parser: argparse.ArgumentParser, sampling: bool = True) -> None:
+    """``sampling``: the command draws diffusion noise, so it takes a --seed (segmentation alone draws none)."""
     parser.add_argument("--models", type=Path, default=None, help="folder with manifest.json (default: bundled)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
-    parser.add_argument("--seed", type=int, default=0, help="same seed, same device: same result")
+    if sampling:
+        parser.add_argument("--seed", type=int, default=0, help="same seed, same device: same result")
     parser.add_argument("--progress", default="bar", choices=("bar", "lines"),
                         help="bar: a progress bar; lines: 'PROGRESS <fraction> <message>' lines for programs")
 
@@ -762,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", type=Path, required=True, help="labelmap file to write")
     seg.add_argument("--series-uid", default=None,
                      help="the Series Instance UID to read from a DICOM folder that holds several series")
-    _add_model_arguments(seg)
+    _add_model_arguments(seg, sampling=False)
     seg.set_defaults(func=cmd_segment)
 
     enh = commands.add_parser("enhance", help="enhance scar inside the heart ROI")

@@ -64,6 +64,14 @@ def test_segment_then_enhance_without_labels(phantom_files, tiny_models, tmp_pat
     assert same_geometry(sitk.ReadImage(str(tmp_path / "labels.nii.gz")), sitk.ReadImage(str(image_path)))
 
 
+def test_segment_takes_no_seed_it_would_ignore(phantom_files, tmp_path, capsys):
+    """Segmentation draws no noise: a --seed would promise a choice the user does not have."""
+    image_path, _ = phantom_files
+    with pytest.raises(SystemExit):
+        main(["segment", str(image_path), "-o", str(tmp_path / "labels.nii.gz"), "--seed", "3"])
+    assert "unrecognized arguments: --seed" in capsys.readouterr().err
+
+
 def _error_of(capsys, argv):
     code = main(argv)
     return code, capsys.readouterr().err
