@@ -3,8 +3,9 @@
 Each slice is resampled to the model's pixel spacing. Whole frames arrive from scanners (a 480x480 MyoPS
 frame at 0.73 mm takes 2 x 2 windows or more at 1.5 mm), and a heart cut by window borders gets straight seams. So inference has two
 passes: sliding windows over the whole frame find the heart (the largest 3D component), then the network
-sees one window per slice centred on the heart, as in training, and in its three mirror images (with
-``test_time="dihedral"`` also in their transposes; the probabilities are averaged). Post-processing keeps the largest 3D connected heart component and fills holes
+sees one window per slice centred on the heart, as in training, in its three mirror images and in the
+transposes of all four (the eight orientations of the square; ``test_time="flips"``: the four mirror images alone),
+and the probabilities are averaged. Post-processing keeps the largest 3D connected heart component and fills holes
 slice by slice (filled pixels take the nearest label).
 
 A model may also see neighbour slices (2.5D, ``context_slices``): the slices above and below show where the
@@ -50,8 +51,9 @@ class SegmentationConfig:
     # EMIDEC's no-reflow (MVO) as a class of its own, folded into myocardium in every result: labelled as healthy
     # myocardium, a core inside scar asks the network for a contradiction (tried: no gain, see the model card)
     mvo_class: bool = False
-    # the orientations a window is segmented in, their probabilities averaged (see orientation_averaged_probabilities)
-    test_time: str = "flips"
+    # the orientations a window is segmented in, their probabilities averaged (see orientation_averaged_probabilities):
+    # "dihedral" since 2026-11-29 (measured against "flips", the models' setting before: see the model card)
+    test_time: str = "dihedral"
 
     @staticmethod
     def from_dict(values: dict) -> "SegmentationConfig":
@@ -229,7 +231,7 @@ def _unorient(batch: torch.Tensor, transposed: bool, dims: tuple) -> torch.Tenso
     return batch.transpose(-2, -1) if transposed else batch
 
 
-def orientation_averaged_probabilities(predictor, batch: torch.Tensor, test_time: str = "flips") -> torch.Tensor:
+def orientation_averaged_probabilities(predictor, batch: torch.Tensor, test_time: str) -> torch.Tensor:
     """Class probabilities of a batch of square windows averaged over its mirror images, and with "dihedral" over
     their transposes too (test-time augmentation): the network was trained on flipped and rotated slices, and its
     errors in one orientation are partly undone by the others."""
@@ -307,7 +309,8 @@ def _frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tu
     coarse = torch.cat([_sliding_probabilities(frame[None], predictor, config) for frame in frames])
     centres = heart_centres((coarse.argmax(dim=1) > 0).cpu().numpy(), int(np.ceil(SEAM_BRIDGE_MM / config.spacing_mm)))
     windows, corners = _centred_windows(frames, centres, config.patch_size)
-    fine = torch.cat([orientation_averaged_probabilities(predictor, batch, config.test_time) for batch in windows.split(8)])
+    fine = torch.cat([orientation_averaged_probabilities(predictor, batch, config.test_time)
+                      for batch in windows.split(8)])
     return _paste(fold_mvo(fine), corners, tuple(frames.shape[-2:]))
 
 

@@ -268,8 +268,8 @@ def test_probabilities_are_averaged_over_mirror_images_and_mapped_back():
     frame, _ = _frame_with_heart(64, centre=(20, 40), radius=8)
     batch = torch.from_numpy(frame)[None]
     plain = torch.softmax(_BrightIsBloodPool()(batch), dim=1)
-    assert torch.allclose(orientation_averaged_probabilities(_BrightIsBloodPool(), batch), plain, atol=1e-6)
-    averaged = orientation_averaged_probabilities(_LeansLeft(), batch)
+    assert torch.allclose(orientation_averaged_probabilities(_BrightIsBloodPool(), batch, "flips"), plain, atol=1e-6)
+    averaged = orientation_averaged_probabilities(_LeansLeft(), batch, "flips")
     assert torch.allclose(averaged.sum(dim=1), torch.ones(1, 64, 64))
     assert torch.allclose(averaged, averaged.flip(-1), atol=1e-6), "left and right errors cancel"
     assert not torch.allclose(torch.softmax(_LeansLeft()(batch), dim=1), averaged, atol=1e-3)
