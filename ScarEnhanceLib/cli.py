@@ -539,7 +539,7 @@ RUN_CONFIG_BOOKKEEPING = ("kind", "model", "iteration", "history")
 
 def cmd_bundle(args) -> int:
     from .weights import average_weights, install
-    configs = [json.loads((run / "config.json").read_text(encoding="utf-8")) for run in args.run_dirs]
+    configs = [_run_config(run) for run in args.run_dirs]
     first = configs[0]
     files = [run / "model.safetensors" for run in args.run_dirs]
     if args.with_start is not None:
@@ -564,6 +564,15 @@ def cmd_bundle(args) -> int:
         entry = install(weights, args.name, first["kind"], first["model"], _models_dir(args), **info)
     print(f"installed {args.name}: sha256 {entry['sha256']}")
     return 0
+
+
+def _run_config(run: Path) -> dict:
+    """The settings a training run folder saved beside its weights; a clear error for any other folder."""
+    missing = [name for name in ("config.json", "model.safetensors") if not (run / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run} is not a training run's folder: it has no {' and no '.join(missing)} "
+                                "(train-segmentation and train-diffusion write both at each checkpoint)")
+    return json.loads((run / "config.json").read_text(encoding="utf-8"))
 
 
 def _check_averageable(runs: list[Path], configs: list[dict]) -> None:

@@ -445,7 +445,9 @@ def test_bundle_refuses_a_mean_that_is_not_one_model_before_writing_anything(tmp
                 (tmp_path / "run", tmp_path / "seed1"): "only runs from the same start weights",
                 (tmp_path / "run", tmp_path / "run"): "given twice",
                 (tmp_path / "diffusion", tmp_path / "diffusion" / "."): "given twice",
-                (tmp_path / "diffusion", tmp_path / "run"): "only segmentation runs"}
+                (tmp_path / "diffusion", tmp_path / "run"): "only segmentation runs",
+                (tmp_path / "run", tmp_path): "is not a training run's folder: it has no config.json and no "
+                                              "model.safetensors"}
     for runs, message in refusals.items():
         assert main(["bundle", *map(str, runs), "--name", SEGMENTATION, "--data", "phantoms", "--license", "test",
                      "--models", str(models)]) == 2
