@@ -585,7 +585,7 @@ def _check_averageable(runs: list[Path], configs: list[dict]) -> None:
     if configs[0]["kind"] != "segmentation":
         raise ValueError("only segmentation runs can be bundled as the mean of their weights")
     for run, config in zip(runs[1:], configs[1:]):
-        if (config["kind"], config["model"]) != (configs[0]["kind"], configs[0]["model"]):
+        if config["kind"] != configs[0]["kind"] or _network_of(config) != _network_of(configs[0]):
             raise ValueError(f"{run} trained another network than {runs[0]}: only runs of one configuration "
                              "can be bundled as the mean of their weights")
     recorded = [(run, _start_of(config)) for run, config in zip(runs, configs) if "start" in config]
@@ -597,6 +597,15 @@ def _check_averageable(runs: list[Path], configs: list[dict]) -> None:
     if unrecorded:
         print(f"warning: {', '.join(unrecorded)} do not record their start weights (trained before runs did): "
               "make sure all runs started from the same weights", file=sys.stderr)
+
+
+def _network_of(run_config: dict) -> dict:
+    """A segmentation run's network settings, without the test-time orientations (an inference setting that runs
+    saved before it existed do not record)."""
+    from .segmentation import SegmentationConfig
+    network = SegmentationConfig.from_dict(run_config["model"]).to_dict()
+    del network["test_time"]
+    return network
 
 
 def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -> None:

@@ -84,6 +84,8 @@ def test_the_table_names_each_decision():
     without_normal_cases = {k: v for k, v in summary.items() if k != "false_positive_scar_ml"}
     table = script.markdown("myops", {"b": without_normal_cases})
     assert "| b | 0.950 | 0.900 | 0.800 | 0.750 | 0.500 (7) | n/a | 4.0, -2.0 |" in table
+    merged = {"roi": 0.95, "blood_pool": 0.9, "wall": 0.8, "myocardium": 0.8}  # data without scar labels
+    assert "| c | 0.950 | 0.900 | 0.800 | 0.800 | n/a | n/a | n/a |" in script.markdown("mscmrseg", {"c": merged})
 
 
 def test_a_model_runs_at_other_spacings_and_test_time_augmentations_under_their_own_names():
@@ -118,6 +120,7 @@ def test_the_script_writes_its_tables_and_every_summary_at_full_precision(phanto
     results = json.loads((output / "segmentation_decisions.json").read_text())
     summaries = results[phantom_folder.name]
     assert set(summaries) >= {str(tiny_models), f"{tiny_models}, flips at test time"}
-    assert 0.0 <= summaries[str(tiny_models)]["roi"] <= 1.0
+    flips = summaries[f"{tiny_models}, flips at test time"]
+    assert 0.0 <= flips["roi"] <= 1.0
     table = (output / "segmentation_decisions.md").read_text()
-    assert f"| {tiny_models}, flips at test time |" in table
+    assert f"| {tiny_models}, flips at test time | {flips['roi']:.3f} | {flips['blood_pool']:.3f} |" in table

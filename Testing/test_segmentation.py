@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -295,6 +297,17 @@ def test_dihedral_averaging_maps_transposed_windows_back():
     assert torch.allclose(averaged, averaged.transpose(-2, -1), atol=1e-6), "row and column errors mix"
     flips = orientation_averaged_probabilities(_RowsNearTheEdge(), batch, "flips")
     assert not torch.allclose(flips, flips.transpose(-2, -1), atol=1e-3)
+
+
+def test_the_models_test_time_setting_decides_the_orientations_it_is_segmented_in():
+    frame, _ = _frame_with_heart(96, centre=(48, 48), radius=12)
+    spacing, device = (1.5, 1.5), torch.device("cpu")
+    setting = {test_time: slice_probabilities(_RowsNearTheEdge(), frame, spacing,
+                                              replace(TINY_SEGMENTATION, test_time=test_time), device)
+               for test_time in ("flips", "dihedral")}
+    assert not np.allclose(setting["flips"], setting["dihedral"], atol=1e-3)
+    assert SegmentationConfig.from_dict({"spacing_mm": 1.5}).test_time == "dihedral", \
+        "a manifest written before the setting existed segments in the eight orientations"
 
 
 def test_segmentation_config_refuses_an_unknown_test_time_augmentation():

@@ -3,10 +3,10 @@ false-positive scar and scar-burden agreement when several segmentation models' 
 (an ensemble), and when one model's scar probability is scaled before the most probable class is taken (a scar
 threshold other than the argmax's). With ``--spacing-mm`` each model runs at the pixel spacings given instead of
 its own alone (averaging them is a multi-scale ensemble); with ``--test-time`` in each of the test-time
-augmentations given (segmentation.TEST_TIME_AUGMENTATIONS) instead of its own alone. With ``--scar-floor-sd`` the first model's scar is also
-kept only where the image is brighter than the remote myocardium's mean + n SD (the rest becomes healthy
-myocardium): whether its false scar is less enhanced than its true scar, which the z-scores printed per data set
-tell directly.
+augmentations given (segmentation.TEST_TIME_AUGMENTATIONS) instead of its own alone. With ``--scar-floor-sd`` the
+first model's scar is also kept only where the image is brighter than the remote myocardium's mean + n SD (the rest
+becomes healthy myocardium): whether its false scar is less enhanced than its true scar, which the z-scores printed
+per data set tell directly. Data without scar labels count scar as myocardium, as ``scarenhance evaluate`` does.
 
 Each model's probabilities are computed once per case (whole frames, as ``scarenhance segment`` does) and the
 labels are post-processed as the user gets them. Prints a markdown table per data set; a recorded one is in the
@@ -99,11 +99,14 @@ def at_settings(model: weights.LoadedModel, name: str, spacings: list[float],
 
 
 def row_summary(cases, probabilities: dict[str, list[np.ndarray]], models: list[int], scale: float,
-                floor: float | None = None) -> dict:
+                floor: float | None = None, merge_scar: bool = False) -> dict:
+    """Summary over ``cases`` as `scarenhance evaluate` makes it; ``merge_scar`` for data without scar labels (scar
+    counted as myocardium)."""
     rows = []
     for case in cases:
         labels = labels_from([probabilities[case.name][m] for m in models], scale)
-        rows.append(segmentation_row(case, labels if floor is None else floored(labels, case.images, floor), False))
+        labels = labels if floor is None else floored(labels, case.images, floor)
+        rows.append(segmentation_row(case, labels, merge_scar))
     return summarise_segmentation(rows)
 
 
@@ -118,24 +121,32 @@ def z_quartiles(cases, probabilities: dict[str, list[np.ndarray]]) -> str:
         outside.append(z[scar & ~reference])
     quartiles = [np.percentile(np.concatenate(part), (25, 50, 75)) if sum(map(len, part)) else [np.nan] * 3
                  for part in (inside, outside)]
+    inside, outside = (" / ".join(f"{q:.2f}" for q in part) for part in quartiles)
     return ("scar of the first model, SD above the remote myocardium (quartiles 25/50/75): in reference scar "
-            + " / ".join(f"{q:.2f}" for q in quartiles[0]) + "; outside it " + " / ".join(f"{q:.2f}" for q in quartiles[1]))
+            f"{inside}; outside it {outside}")
+
+
+def _cell(summary: dict, key: str, form: str) -> str:
+    value = summary.get(key)  # absent: data without scar labels, or without normal cases
+    return format(value, form) if value is not None and np.isfinite(value) else "n/a"
 
 
 def markdown(data: str, summaries: dict[str, dict]) -> str:
     lines = [f"{data}:", "", "| decision | heart ROI | blood pool | wall | healthy myocardium | scar (cases) | "
              "false-positive scar (mL) | scar burden MAD, bias |", "|---|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
-        false_positive = s.get("false_positive_scar_ml", float("nan"))  # only data with normal cases have it
-        false_positive = f"{false_positive:.2f}" if np.isfinite(false_positive) else "n/a"
-        lines.append(f"| {name} | {s['roi']:.3f} | {s['blood_pool']:.3f} | {s['wall']:.3f} | {s['myocardium']:.3f} | {s['scar']:.3f} ({s['scar_cases']}) | "
-                     f"{false_positive} | {s['scar_burden_mad']:.1f}, {s['scar_burden_bias']:+.1f} |")
+        scar = f"{_cell(s, 'scar', '.3f')} ({s['scar_cases']})" if "scar" in s else "n/a"
+        burden = f"{_cell(s, 'scar_burden_mad', '.1f')}, {_cell(s, 'scar_burden_bias', '+.1f')}" \
+            if "scar_burden_mad" in s else "n/a"
+        dice = " | ".join(_cell(s, key, ".3f") for key in ("roi", "blood_pool", "wall", "myocardium"))
+        lines.append(f"| {name} | {dice} | {scar} | {_cell(s, 'false_positive_scar_ml', '.2f')} | {burden} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("datasets", type=Path, nargs="+", help="data sets with scar labels")
+    parser.add_argument("datasets", type=Path, nargs="+",
+                        help="data sets (without scar labels: scar counted as myocardium, as evaluate does)")
     parser.add_argument("--models", type=Path, action="append", required=True,
                         help="folder with a heart_segmentation model (repeatable; the first is rescaled)")
     parser.add_argument("--spacing-mm", type=float, nargs="+", default=None,
@@ -159,11 +170,12 @@ def main(argv=None) -> int:
                                  args.test_time or [model.config.test_time]))
     names, models = list(named), list(named.values())
     for folder in args.datasets:
-        cases = load_cases(DatasetSpec.load(folder), names_in(splits, folder, args.split))
+        spec = DatasetSpec.load(folder)
+        cases = load_cases(spec, names_in(splits, folder, args.split))
         probabilities = {case.name: [slice_probabilities(m.network, case.images, case.spacing, m.config,
                                                          torch.device("cpu"), slice_mm=case.slice_mm)
                                      for m in models] for case in cases}
-        summaries = {name: row_summary(cases, probabilities, indices, scale, floor)
+        summaries = {name: row_summary(cases, probabilities, indices, scale, floor, not spec.labels_scar)
                      for name, (indices, scale, floor) in variants(names, tuple(args.scar_floor_sd)).items()}
         printed = [markdown(f"{folder.resolve().name} ({args.split} split)", summaries) + "\n"]
         if args.scar_floor_sd:
