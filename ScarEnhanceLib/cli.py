@@ -544,10 +544,10 @@ def cmd_bundle(args) -> int:
     files = [run / "model.safetensors" for run in args.run_dirs]
     if args.with_start is not None:
         _check_start_weights(args.run_dirs, configs, args.with_start)
+        if len(configs) > 1:
+            _check_averageable(args.run_dirs, configs)
         files.append(args.with_start)
-        training = {"data": args.data, "weights": f"the mean of the run's weights and the weights it started from "
-                    f"({args.with_start.name}; WiSE-FT)",
-                    "run": {"run": args.run_dirs[0].as_posix(), **_run_settings(first)}}
+        training = {"data": args.data, **_with_start_provenance(args.run_dirs, configs, args.with_start)}
     elif len(configs) > 1:
         _check_averageable(args.run_dirs, configs)
         training = {"data": args.data, "weights": "the mean of the runs' weights",
@@ -608,21 +608,33 @@ def _network_of(run_config: dict) -> dict:
     return network
 
 
+def _with_start_provenance(runs: list[Path], configs: list[dict], weights: Path) -> dict:
+    """The manifest's account of a mean of runs and their start weights: each run's settings."""
+    settings = [{"run": run.as_posix(), **_run_settings(config)} for run, config in zip(runs, configs)]
+    if len(runs) == 1:
+        return {"weights": f"the mean of the run's weights and the weights it started from ({weights.name}; WiSE-FT)",
+                "run": settings[0]}
+    return {"weights": f"the mean of {len(runs)} runs' weights and the weights they started from ({weights.name}), "
+                       "in equal parts", "averaged_runs": settings}
+
+
 def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -> None:
-    """Refuse a mean with start weights that are not one segmentation run's own recorded start. Start weights of
+    """Refuse a mean with start weights that are not every segmentation run's own recorded start. Start weights of
     another network (a 2D model, or one without the MVO class) are refused by ``average_weights``, before anything
     is written."""
     from .weights import sha256
-    if len(runs) != 1 or configs[0]["kind"] != "segmentation":
-        raise ValueError("--with-start takes one segmentation run")
-    start = configs[0].get("start", {})
-    if "sha256" not in start:
-        raise ValueError(f"{runs[0]} records no start weights (it started from random weights, or was trained "
-                         "before runs recorded their start)")
+    if any(config["kind"] != "segmentation" for config in configs):
+        raise ValueError("--with-start takes segmentation runs")
     if not Path(weights).is_file():
         raise ValueError(f"no such weights file: {weights}")
-    if sha256(weights) != start["sha256"]:
-        raise ValueError(f"{weights} are not the weights {runs[0]} started from ({_start_of(configs[0])})")
+    checksum = sha256(weights)
+    for run, config in zip(runs, configs):
+        start = config.get("start", {})
+        if "sha256" not in start:
+            raise ValueError(f"{run} records no start weights (it started from random weights, or was trained "
+                             "before runs recorded their start)")
+        if checksum != start["sha256"]:
+            raise ValueError(f"{weights} are not the weights {run} started from ({_start_of(config)})")
 
 
 def _start_of(config: dict) -> str:
@@ -881,8 +893,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a training run; several segmentation runs of one configuration, fine-tuned from the "
                              "same weights, are bundled as the mean of their weights")
     bundle.add_argument("--with-start", type=Path, default=None, metavar="WEIGHTS",
-                        help="bundle the mean of one segmentation run's weights and WEIGHTS, the weights it started "
-                             "from (checked against its recorded start): half of its drift from them undone (WiSE-FT)")
+                        help="bundle the mean of the segmentation runs' weights and WEIGHTS, the weights they "
+                             "started from (checked against each run's recorded start), in equal parts: with one run, "
+                             "half of its drift from them undone (WiSE-FT)")
     bundle.add_argument("--name", required=True)
     bundle.add_argument("--data", required=True, help="training data, for the manifest")
     bundle.add_argument("--license", required=True)

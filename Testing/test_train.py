@@ -402,7 +402,28 @@ def test_bundle_with_start_installs_the_mean_of_a_run_and_the_weights_it_started
         assert message in capsys.readouterr().err
         assert {path.name: path.read_bytes() for path in (tmp_path / "models").iterdir()} == before
     assert main(["bundle", str(tmp_path / "tuned"), str(tmp_path / "base"), "--with-start", str(start), *common]) == 2
-    assert "takes one segmentation run" in capsys.readouterr().err
+    assert "base records no start weights" in capsys.readouterr().err
+
+
+def test_bundle_with_start_of_several_runs_installs_the_mean_of_them_and_their_start_in_equal_parts(tmp_path):
+    cases = [([phantom_case(seed=0)], L.SCAR + 1)]
+    settings = dict(batch_size=2, checkpoint_every=2, device="cpu")
+    train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / "base", iterations=1, **settings))
+    start = tmp_path / "base" / "model.safetensors"
+    for seed in (0, 1):
+        train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / f"tuned{seed}", iterations=2,
+                                                                   init_weights=start, seed=seed, **settings))
+    runs = [tmp_path / "tuned0", tmp_path / "tuned1"]
+    assert main(["bundle", *map(str, runs), "--with-start", str(start), "--name", SEGMENTATION, "--data", "phantoms",
+                 "--license", "test", "--models", str(tmp_path / "models")]) == 0
+    bundled = load_file(str(tmp_path / "models" / "heart_segmentation.safetensors"))
+    parts = [load_file(str(run / "model.safetensors")) for run in runs] + [load_file(str(start))]
+    assert any(not torch.equal(parts[0][key], parts[1][key]) for key in bundled)
+    for key in bundled:
+        torch.testing.assert_close(bundled[key], sum(part[key] for part in parts) / 3)
+    training = load(SEGMENTATION, tmp_path / "models").info["training"]
+    assert "the mean of 2 runs' weights and the weights they started from (model.safetensors)" in training["weights"]
+    assert [run["run"] for run in training["averaged_runs"]] == [run.as_posix() for run in runs]
 
 
 def test_a_run_records_its_start_and_keeps_it_when_resumed(tmp_path):
