@@ -629,11 +629,13 @@ def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -
         raise ValueError(f"no such weights file: {weights}")
     checksum = sha256(weights)
     for run, config in zip(runs, configs):
-        start = config.get("start", {})
-        if "sha256" not in start:
-            raise ValueError(f"{run} records no start weights (it started from random weights, or was trained "
-                             "before runs recorded their start)")
-        if checksum != start["sha256"]:
+        start = config.get("start")
+        if start is None:  # trained before runs recorded their start: the user's word for it, as for a mean of runs
+            print(f"warning: {run} does not record its start weights (trained before runs did): make sure it "
+                  f"started from {weights}", file=sys.stderr)
+        elif "sha256" not in start:
+            raise ValueError(f"{run} records no start weights: it started from random weights")
+        elif checksum != start["sha256"]:
             raise ValueError(f"{weights} are not the weights {run} started from ({_start_of(config)})")
 
 

@@ -394,7 +394,7 @@ def test_bundle_with_start_installs_the_mean_of_a_run_and_the_weights_it_started
                                                     **settings))  # a 2.5D run from 2D weights
     before = {path.name: path.read_bytes() for path in (tmp_path / "models").iterdir()}
     refusals = {(str(tmp_path / "tuned"), str(tmp_path / "tuned" / "model.safetensors")): "are not the weights",
-                (str(tmp_path / "base"), str(start)): "records no start weights",  # random start
+                (str(tmp_path / "base"), str(start)): "started from random weights",
                 (str(tmp_path / "tuned"), str(tmp_path / "missing.safetensors")): "no such weights file",
                 (str(tmp_path / "deeper"), str(start)): "only weights of one network can be averaged"}
     for (run, weights), message in refusals.items():
@@ -402,7 +402,12 @@ def test_bundle_with_start_installs_the_mean_of_a_run_and_the_weights_it_started
         assert message in capsys.readouterr().err
         assert {path.name: path.read_bytes() for path in (tmp_path / "models").iterdir()} == before
     assert main(["bundle", str(tmp_path / "tuned"), str(tmp_path / "base"), "--with-start", str(start), *common]) == 2
-    assert "base records no start weights" in capsys.readouterr().err
+    assert "base records no start weights: it started from random weights" in capsys.readouterr().err
+    config = _run_config(tmp_path / "tuned")
+    del config["start"]  # as runs saved before starts were recorded
+    (tmp_path / "tuned" / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert main(["bundle", str(tmp_path / "tuned"), "--with-start", str(start), *common]) == 0
+    assert "does not record its start weights" in capsys.readouterr().err
 
 
 def test_bundle_with_start_of_several_runs_installs_the_mean_of_them_and_their_start_in_equal_parts(tmp_path):
