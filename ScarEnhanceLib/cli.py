@@ -545,7 +545,7 @@ def cmd_bundle(args) -> int:
     if args.with_start is not None:
         _check_start_weights(args.run_dirs, configs, args.with_start)
         if len(configs) > 1:
-            _check_averageable(args.run_dirs, configs)
+            _check_averageable(args.run_dirs, configs, starts_checked=True)
         files.append(args.with_start)
         training = {"data": args.data, **_with_start_provenance(args.run_dirs, configs, args.with_start)}
     elif len(configs) > 1:
@@ -575,7 +575,7 @@ def _run_config(run: Path) -> dict:
     return json.loads((run / "config.json").read_text(encoding="utf-8"))
 
 
-def _check_averageable(runs: list[Path], configs: list[dict]) -> None:
+def _check_averageable(runs: list[Path], configs: list[dict], starts_checked: bool = False) -> None:
     """Refuse a mean of weights that would not be one model: a run given twice, another network, runs from other
     start weights (trained apart, their weights need not lie in one basin: the mean can be a broken network), or
     diffusion runs (their manifest entry must keep the noise level they were trained to, which a mean of runs does
@@ -588,6 +588,8 @@ def _check_averageable(runs: list[Path], configs: list[dict]) -> None:
         if config["kind"] != configs[0]["kind"] or _network_of(config) != _network_of(configs[0]):
             raise ValueError(f"{run} trained another network than {runs[0]}: only runs of one configuration "
                              "can be bundled as the mean of their weights")
+    if starts_checked:  # against the start weights given (--with-start)
+        return
     recorded = [(run, _start_of(config)) for run, config in zip(runs, configs) if "start" in config]
     for run, start in recorded[1:]:
         if start != recorded[0][1]:
