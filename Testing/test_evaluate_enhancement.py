@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
-from ScarEnhanceLib.evaluate import change_readouts, diffusion_enhancer
+from ScarEnhanceLib.evaluate import change_readouts, diffusion_enhancer, pooled_outside_scar_percent
 from ScarEnhanceLib.parameters import EnhanceParameters
 from ScarEnhanceLib.segmentation import dilate_roi
 from ScarEnhanceLib.weights import ENHANCEMENT, load
@@ -33,6 +33,15 @@ def test_change_readouts_know_where_the_image_was_brightened():
     assert readouts["brightened_outside_scar_percent"] == pytest.approx(100 * 4 / 16)
     assert readouts["myo_mean_abs_change"] == pytest.approx((4 * 30 + 6 * 3) / 24)
     assert math.isnan(change_readouts(original, original, target, truth)["brightened_outside_scar_percent"])
+    assert readouts["brightened_pixels"] == 16 and readouts["brightened_outside_scar_pixels"] == 4
+
+
+def test_the_pooled_share_outside_scar_counts_each_brightened_pixel_once():
+    rows = [{"brightened_pixels": 1, "brightened_outside_scar_pixels": 1, "brightened_outside_scar_percent": 100.0},
+            {"brightened_pixels": 99, "brightened_outside_scar_pixels": 0, "brightened_outside_scar_percent": 0.0}]
+    assert pooled_outside_scar_percent(rows) == pytest.approx(1.0)  # the cases' mean would read 50 %
+    assert math.isnan(pooled_outside_scar_percent([{"brightened_pixels": 0, "brightened_outside_scar_pixels": 0}]))
+    assert math.isnan(pooled_outside_scar_percent([{"brightened_outside_scar_percent": 10.0}]))  # an older file
 
 
 def test_gamma_baseline_with_reference_labels_is_the_target_and_normal_cases_are_summarised(phantom_folder,
@@ -44,11 +53,13 @@ def test_gamma_baseline_with_reference_labels_is_the_target_and_normal_cases_are
     assert target["ssim"] == pytest.approx(1.0, abs=1e-4) and target["cases"] == 2
     assert target["scar_brightening"] == pytest.approx(target["target_scar_brightening"], rel=1e-3)
     assert target["scar_brightening"] > 1 and target["brightened_outside_scar_percent"] == 0
+    assert target["brightened_outside_scar_pooled_percent"] == 0
     normal = results["fast, k=1"]["summary"]["normal"]
     assert normal["cases"] == 1 and normal["fwhm_burden_original"] == 0.0
     assert {"fwhm_burden_enhanced", "brightened_pixels_percent", "myo_mean_abs_change"} <= set(normal)
     table = (tmp_path / "evaluation_enhancement.md").read_text(encoding="utf-8")
-    assert "brightened outside scar" in table and "| gamma correction with the reference labels | 2 |" in table
+    assert "brightened outside scar (%): cases' mean / pooled" in table
+    assert "| gamma correction with the reference labels | 2 |" in table
 
 
 def test_the_users_path_takes_the_roi_from_the_segmentation(phantom_folder, tiny_models, tmp_path, monkeypatch):
