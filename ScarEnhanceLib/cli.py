@@ -543,9 +543,9 @@ def cmd_bundle(args) -> int:
     first = configs[0]
     files = [run / "model.safetensors" for run in args.run_dirs]
     if args.with_start is not None:
-        _check_start_weights(args.run_dirs, configs, args.with_start)
         if len(configs) > 1:
             _check_averageable(args.run_dirs, configs, starts_checked=True)
+        _check_start_weights(args.run_dirs, configs, args.with_start)
         files.append(args.with_start)
         training = {"data": args.data, **_with_start_provenance(args.run_dirs, configs, args.with_start)}
     elif len(configs) > 1:
@@ -612,12 +612,14 @@ def _network_of(run_config: dict) -> dict:
 
 def _with_start_provenance(runs: list[Path], configs: list[dict], weights: Path) -> dict:
     """The manifest's account of a mean of runs and their start weights: each run's settings."""
+    from .weights import sha256
     settings = [{"run": run.as_posix(), **_run_settings(config)} for run, config in zip(runs, configs)]
+    start = {"start": {"weights": weights.name, "sha256": sha256(weights)}}
     if len(runs) == 1:
         return {"weights": f"the mean of the run's weights and the weights it started from ({weights.name}; WiSE-FT)",
-                "run": settings[0]}
+                **start, "run": settings[0]}
     return {"weights": f"the mean of {len(runs)} runs' weights and the weights they started from ({weights.name}), "
-                       "in equal parts", "averaged_runs": settings}
+                       "in equal parts", **start, "averaged_runs": settings}
 
 
 def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -> None:
@@ -628,7 +630,8 @@ def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -
     if any(config["kind"] != "segmentation" for config in configs):
         raise ValueError("--with-start takes segmentation runs")
     if not Path(weights).is_file():
-        raise ValueError(f"no such weights file: {weights}")
+        raise ValueError(f"no such weights file: {weights}" if not Path(weights).exists()
+                         else f"{weights} is not a weights file")
     checksum = sha256(weights)
     for run, config in zip(runs, configs):
         start = config.get("start")
@@ -639,6 +642,8 @@ def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -
             raise ValueError(f"{run} records no start weights: it started from random weights")
         elif checksum != start["sha256"]:
             raise ValueError(f"{weights} are not the weights {run} started from ({_start_of(config)})")
+        if sha256(run / "model.safetensors") == checksum:  # a run that records no start could be given as its own
+            raise ValueError(f"{weights} are {run}'s own weights: each counts once in the mean")
 
 
 def _start_of(config: dict) -> str:

@@ -61,7 +61,8 @@ def compare_metric(base_rows: dict, candidate_rows: dict, key: str) -> Optional[
             "higher": int((difference > 0).sum()), "lower": int((difference < 0).sum())}
 
 
-BOOKKEEPING = ("case", "slices", "has_scar")
+# what a row records that is no readout to compare: names, and the counts behind the pooled share
+BOOKKEEPING = ("case", "slices", "has_scar", "brightened_pixels", "brightened_outside_scar_pixels")
 
 
 def _parts(label: str, rows: dict[str, dict]) -> dict[str, tuple[dict, Optional[tuple]]]:

@@ -388,6 +388,7 @@ def test_bundle_with_start_installs_the_mean_of_a_run_and_the_weights_it_started
         torch.testing.assert_close(bundled[key], (tuned[key] + first[key]) / 2)
     training = load(SEGMENTATION, tmp_path / "models").info["training"]
     assert "started from (model.safetensors; WiSE-FT)" in training["weights"]
+    assert training["start"] == {"weights": "model.safetensors", "sha256": sha256(start)}
     assert training["run"]["iterations"] == 2 and training["run"]["run"] == (tmp_path / "tuned").as_posix()
     deeper = SegmentationConfig(**{**TINY_SEGMENTATION.to_dict(), "normalisation": "window", "context_slices": 1})
     train_segmentation(cases, deeper, TrainSettings(run_dir=tmp_path / "deeper", iterations=1, init_weights=start,
@@ -396,6 +397,7 @@ def test_bundle_with_start_installs_the_mean_of_a_run_and_the_weights_it_started
     refusals = {(str(tmp_path / "tuned"), str(tmp_path / "tuned" / "model.safetensors")): "are not the weights",
                 (str(tmp_path / "base"), str(start)): "started from random weights",
                 (str(tmp_path / "tuned"), str(tmp_path / "missing.safetensors")): "no such weights file",
+                (str(tmp_path / "tuned"), str(tmp_path / "base")): "is not a weights file",
                 (str(tmp_path / "deeper"), str(start)): "only weights of one network can be averaged"}
     for (run, weights), message in refusals.items():
         assert main(["bundle", run, "--with-start", weights, *common]) == 2
@@ -408,9 +410,12 @@ def test_bundle_with_start_installs_the_mean_of_a_run_and_the_weights_it_started
     (tmp_path / "tuned" / "config.json").write_text(json.dumps(config), encoding="utf-8")
     assert main(["bundle", str(tmp_path / "tuned"), "--with-start", str(start), *common]) == 0
     assert "does not record its start weights" in capsys.readouterr().err
+    assert main(["bundle", str(tmp_path / "tuned"), "--with-start", str(tmp_path / "tuned" / "model.safetensors"),
+                 *common]) == 2
+    assert "'s own weights: each counts once in the mean" in capsys.readouterr().err
 
 
-def test_bundle_with_start_of_several_runs_installs_the_mean_of_them_and_their_start_in_equal_parts(tmp_path):
+def test_bundle_with_start_of_several_runs_installs_the_mean_of_them_and_their_start_in_equal_parts(tmp_path, capsys):
     cases = [([phantom_case(seed=0)], L.SCAR + 1)]
     settings = dict(batch_size=2, checkpoint_every=2, device="cpu")
     train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / "base", iterations=1, **settings))
@@ -429,6 +434,13 @@ def test_bundle_with_start_of_several_runs_installs_the_mean_of_them_and_their_s
     training = load(SEGMENTATION, tmp_path / "models").info["training"]
     assert "the mean of 2 runs' weights and the weights they started from (model.safetensors)" in training["weights"]
     assert [run["run"] for run in training["averaged_runs"]] == [run.as_posix() for run in runs]
+    before = {path.name: path.read_bytes() for path in (tmp_path / "models").iterdir()}
+    refusals = {(runs[0], runs[0]): "given twice", (runs[0], tmp_path / "base"): "records no start weights"}
+    for pair, message in refusals.items():
+        assert main(["bundle", *map(str, pair), "--with-start", str(start), "--name", SEGMENTATION, "--data",
+                     "phantoms", "--license", "test", "--models", str(tmp_path / "models")]) == 2
+        assert message in capsys.readouterr().err
+        assert {path.name: path.read_bytes() for path in (tmp_path / "models").iterdir()} == before
 
 
 def test_a_run_records_its_start_and_keeps_it_when_resumed(tmp_path):
