@@ -30,7 +30,8 @@ from .volume import as_slices, from_slices, inplane_spacing, like, slice_axis, t
 
 
 NORMALISATIONS = ("slice", "window")
-TEST_TIME_AUGMENTATIONS = ("flips", "dihedral")  # the 4 mirror images; those and their transposes (8)
+# the 4 mirror images; those and their transposes (8); those 8 with the neighbour slices also the other way round
+TEST_TIME_AUGMENTATIONS = ("flips", "dihedral", "dihedral-neighbours")
 SEAM_BRIDGE_MM = 15.0  # heart parts of the first pass this close in-plane are one heart
 MAX_CONTEXT_GAP_MM = 11.0  # neighbour slices further apart (MyoPS keeps every 2nd-4th slice) are not shown
 MAX_CONTEXT_SLICES = 2
@@ -217,8 +218,20 @@ FLIPS = ((), (-1,), (-2,), (-2, -1))
 
 def orientations(test_time: str) -> list[tuple[bool, tuple]]:
     """(transposed, flipped axes) of each orientation ``test_time`` segments a window in."""
-    transposes = (False, True) if test_time == "dihedral" else (False,)
+    transposes = (False, True) if test_time.startswith("dihedral") else (False,)
     return [(transposed, dims) for transposed in transposes for dims in FLIPS]
+
+
+def neighbour_orders(test_time: str, channels: int) -> list[bool]:
+    """Whether the neighbour slices are also shown the other way round ((before, after) -> (after, before), as in
+    training): with "dihedral-neighbours" and neighbour channels, both orders; else the stack's own."""
+    return [False, True] if test_time == "dihedral-neighbours" and channels > 1 else [False]
+
+
+def _reverse_neighbours(batch: torch.Tensor) -> torch.Tensor:
+    """Channels (slice, before, after, before 2, after 2, ...) -> (slice, after, before, after 2, before 2, ...)."""
+    order = [0] + [index for pair in range(1, batch.shape[1], 2) for index in (pair + 1, pair)]
+    return batch[:, order]
 
 
 def _orient(batch: torch.Tensor, transposed: bool, dims: tuple) -> torch.Tensor:
@@ -232,15 +245,18 @@ def _unorient(batch: torch.Tensor, transposed: bool, dims: tuple) -> torch.Tenso
 
 
 def orientation_averaged_probabilities(predictor, batch: torch.Tensor, test_time: str) -> torch.Tensor:
-    """Class probabilities of a batch of square windows averaged over its mirror images, and with "dihedral" over
-    their transposes too (test-time augmentation): the network was trained on flipped and rotated slices, and its
-    errors in one orientation are partly undone by the others."""
+    """Class probabilities of a batch of square windows averaged over its mirror images, with "dihedral" over
+    their transposes too, and with "dihedral-neighbours" over both orders of the neighbour slices as well
+    (test-time augmentation): the network was trained on flipped and rotated slices with the neighbours either way
+    round, and its errors in one view are partly undone by the others."""
     total = torch.zeros(())
-    chosen = orientations(test_time)
-    for transposed, dims in chosen:
-        probabilities = torch.softmax(predictor(_orient(batch, transposed, dims)).float(), dim=1)
+    views = [(reverse, transposed, dims) for reverse in neighbour_orders(test_time, batch.shape[1])
+             for transposed, dims in orientations(test_time)]
+    for reverse, transposed, dims in views:
+        shown = _reverse_neighbours(batch) if reverse else batch
+        probabilities = torch.softmax(predictor(_orient(shown, transposed, dims)).float(), dim=1)
         total = total + _unorient(probabilities, transposed, dims)
-    return total / len(chosen)
+    return total / len(views)
 
 
 def heart_centres(heart: np.ndarray, bridge_px: int = 0) -> np.ndarray:

@@ -10,7 +10,8 @@ from scipy import ndimage
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.segmentation import (SegmentationConfig, build_segmenter, context_indices, dilate_roi, fold_mvo,
                                          has_context, heart_centres, normalise_for_segmentation, normalise_windows,
-                                         orientation_averaged_probabilities, orientations, postprocess, predict_slices,
+                                         neighbour_orders, orientation_averaged_probabilities, orientations,
+                                         postprocess, predict_slices, _reverse_neighbours,
                                          resample_slice, segment_heart, slice_probabilities, warm_start_segmenter)
 from ScarEnhanceLib.volume import same_geometry
 
@@ -308,6 +309,26 @@ def test_the_models_test_time_setting_decides_the_orientations_it_is_segmented_i
     assert not np.allclose(setting["flips"], setting["dihedral"], atol=1e-3)
     assert SegmentationConfig.from_dict({"spacing_mm": 1.5}).test_time == "dihedral", \
         "a manifest written before the setting existed segments in the eight orientations"
+
+
+class _BloodWhereTheSliceBeforeIsBright(torch.nn.Module):
+    def forward(self, x):
+        logits = torch.zeros((len(x), L.NUM_CLASSES, *x.shape[2:]))
+        logits[:, L.BLOOD_POOL] = 8.0 * (x[:, 1] - 0.5)
+        return logits
+
+
+def test_the_neighbour_slices_are_also_shown_the_other_way_round():
+    window = torch.zeros((1, 5, 8, 8))
+    window[:, 1], window[:, 3] = 1.0, 2.0  # the slice before is bright, the one after dark
+    assert torch.equal(_reverse_neighbours(window)[:, [0, 2, 1, 4, 3]], window)
+    assert neighbour_orders("dihedral-neighbours", 1) == [False], "a 2D model has no neighbours to turn round"
+    model = _BloodWhereTheSliceBeforeIsBright()
+    one_order = orientation_averaged_probabilities(model, window[:, :3], "dihedral")
+    both = orientation_averaged_probabilities(model, window[:, :3], "dihedral-neighbours")
+    assert torch.allclose(one_order[:, L.BLOOD_POOL], torch.softmax(model(window[:, :3]), 1)[:, L.BLOOD_POOL])
+    half_way = (torch.softmax(model(window[:, [0, 2, 1]]), 1) + torch.softmax(model(window[:, :3]), 1)) / 2
+    assert torch.allclose(both, half_way, atol=1e-6)
 
 
 def test_segmentation_config_refuses_an_unknown_test_time_augmentation():
