@@ -542,14 +542,14 @@ def cmd_bundle(args) -> int:
     configs = [_run_config(run) for run in args.run_dirs]
     first = configs[0]
     files = [run / "model.safetensors" for run in args.run_dirs]
+    if len(configs) > 1:
+        _check_one_network(args.run_dirs, configs)
     if args.with_start is not None:
-        if len(configs) > 1:
-            _check_averageable(args.run_dirs, configs, starts_checked=True)
-        _check_start_weights(args.run_dirs, configs, args.with_start)
+        checksum = _check_start_weights(args.run_dirs, configs, args.with_start)
         files.append(args.with_start)
-        training = {"data": args.data, **_with_start_provenance(args.run_dirs, configs, args.with_start)}
+        training = {"data": args.data, **_with_start_provenance(args.run_dirs, configs, args.with_start, checksum)}
     elif len(configs) > 1:
-        _check_averageable(args.run_dirs, configs)
+        _check_one_start(args.run_dirs, configs)
         training = {"data": args.data, "weights": "the mean of the runs' weights",
                     "averaged_runs": [{"run": run.as_posix(), **_run_settings(config)}
                                       for run, config in zip(args.run_dirs, configs)]}
@@ -575,11 +575,10 @@ def _run_config(run: Path) -> dict:
     return json.loads((run / "config.json").read_text(encoding="utf-8"))
 
 
-def _check_averageable(runs: list[Path], configs: list[dict], starts_checked: bool = False) -> None:
-    """Refuse a mean of weights that would not be one model: a run given twice, another network, runs from other
-    start weights (trained apart, their weights need not lie in one basin: the mean can be a broken network), or
+def _check_one_network(runs: list[Path], configs: list[dict]) -> None:
+    """Refuse a mean of runs' weights that would not be one network: a run given twice, another network, or
     diffusion runs (their manifest entry must keep the noise level they were trained to, which a mean of runs does
-    not record). Runs saved before runs recorded their start are averaged with a warning."""
+    not record)."""
     if len({run.resolve() for run in runs}) < len(runs):
         raise ValueError("a run is given twice: each run counts once in the mean of their weights")
     if configs[0]["kind"] != "segmentation":
@@ -588,8 +587,11 @@ def _check_averageable(runs: list[Path], configs: list[dict], starts_checked: bo
         if config["kind"] != configs[0]["kind"] or _network_of(config) != _network_of(configs[0]):
             raise ValueError(f"{run} trained another network than {runs[0]}: only runs of one configuration "
                              "can be bundled as the mean of their weights")
-    if starts_checked:  # against the start weights given (--with-start)
-        return
+
+
+def _check_one_start(runs: list[Path], configs: list[dict]) -> None:
+    """Refuse a mean of runs from other start weights (trained apart, their weights need not lie in one basin: the
+    mean can be a broken network). Runs saved before runs recorded their start are averaged with a warning."""
     recorded = [(run, _start_of(config)) for run, config in zip(runs, configs) if "start" in config]
     for run, start in recorded[1:]:
         if start != recorded[0][1]:
@@ -610,11 +612,10 @@ def _network_of(run_config: dict) -> dict:
     return network
 
 
-def _with_start_provenance(runs: list[Path], configs: list[dict], weights: Path) -> dict:
-    """The manifest's account of a mean of runs and their start weights: each run's settings."""
-    from .weights import sha256
+def _with_start_provenance(runs: list[Path], configs: list[dict], weights: Path, checksum: str) -> dict:
+    """The manifest's account of a mean of runs and their start weights (``checksum``): each run's settings."""
     settings = [{"run": run.as_posix(), **_run_settings(config)} for run, config in zip(runs, configs)]
-    start = {"start": {"weights": weights.name, "sha256": sha256(weights)}}
+    start = {"start": {"weights": weights.name, "sha256": checksum}}
     if len(runs) == 1:
         return {"weights": f"the mean of the run's weights and the weights it started from ({weights.name}; WiSE-FT)",
                 **start, "run": settings[0]}
@@ -622,10 +623,10 @@ def _with_start_provenance(runs: list[Path], configs: list[dict], weights: Path)
                        "in equal parts", **start, "averaged_runs": settings}
 
 
-def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -> None:
-    """Refuse a mean with start weights that are not every segmentation run's own recorded start. Start weights of
-    another network (a 2D model, or one without the MVO class) are refused by ``average_weights``, before anything
-    is written."""
+def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -> str:
+    """The checksum of ``weights``; refuse a mean with start weights that are not every segmentation run's own
+    recorded start. Start weights of another network (a 2D model, or one without the MVO class) are refused by
+    ``average_weights``, before anything is written."""
     from .weights import sha256
     if any(config["kind"] != "segmentation" for config in configs):
         raise ValueError("--with-start takes segmentation runs")
@@ -644,6 +645,7 @@ def _check_start_weights(runs: list[Path], configs: list[dict], weights: Path) -
             raise ValueError(f"{weights} are not the weights {run} started from ({_start_of(config)})")
         if sha256(run / "model.safetensors") == checksum:  # a run that records no start could be given as its own
             raise ValueError(f"{weights} are {run}'s own weights: each counts once in the mean")
+    return checksum
 
 
 def _start_of(config: dict) -> str:

@@ -72,14 +72,13 @@ def change_readouts(original255: np.ndarray, enhanced255: np.ndarray, target255:
     change = enhanced255.astype(np.float64) - original255
     scar, myocardium = truth == L.SCAR, truth == L.MYOCARDIUM
     brightened = change > BRIGHTENED
+    count, outside = int(brightened.sum()), int((brightened & ~scar).sum())
     nan = float("nan")
     return {"scar_brightening": float(change[scar].mean()) if scar.any() else nan,
             "target_scar_brightening": float((target255 - original255)[scar].mean()) if scar.any() else nan,
-            "brightened_outside_scar_percent": 100.0 * float((brightened & ~scar).sum()) / brightened.sum()
-            if brightened.any() else nan,
-            "brightened_pixels": int(brightened.sum()),
-            "brightened_outside_scar_pixels": int((brightened & ~scar).sum()),
-            "brightened_pixels_percent": 100.0 * float(brightened.sum()) / max(int((truth > 0).sum()), 1),
+            "brightened_outside_scar_percent": 100.0 * outside / count if count else nan,
+            "brightened_pixels": count, "brightened_outside_scar_pixels": outside,
+            "brightened_pixels_percent": 100.0 * count / max(int((truth > 0).sum()), 1),
             "myo_mean_abs_change": float(np.abs(change[myocardium]).mean()) if myocardium.any() else nan}
 
 
@@ -263,29 +262,31 @@ def _interval(bounds) -> str:
     return f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
 
 
+def summary_cell(summary: dict, key: str, form: str = ".3f") -> str:
+    """A summary's value formatted for a table cell; "n/a" where it is missing or not a number."""
+    value = summary.get(key)
+    return format(value, form) if value is not None and np.isfinite(value) else "n/a"
+
+
 def segmentation_table(results: dict[str, dict]) -> str:
     lines = ["| data | cases | Dice ROI | ROI in a heart crop: whole-frame / crop input | blood pool | "
              "myocardium: wall / healthy | scar [95 % CI] (cases) | false-positive scar, normal cases (mL) | "
              "scar burden MAD (points) | bias [95 % LoA] |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
-    def cell(s, key, digits=3):
-        value = s.get(key, float("nan"))
-        return f"{value:.{digits}f}" if np.isfinite(value) else "n/a"
-
     for name, result in results.items():
         s = result["summary"]
-        scar_parts = (cell(s, "scar"), _interval(s.get("scar_ci95")), f"({s.get('scar_cases', 0)})")
+        scar_parts = (summary_cell(s, "scar"), _interval(s.get("scar_ci95")), f"({s.get('scar_cases', 0)})")
         scar = " ".join(part for part in scar_parts if part) if "scar" in s else "n/a"
-        false_positive = f"{cell(s, 'false_positive_scar_ml', 2)} ({s['false_positive_scar_ml_cases']})" \
+        false_positive = f"{summary_cell(s, 'false_positive_scar_ml', '.2f')} ({s['false_positive_scar_ml_cases']})" \
             if s.get("false_positive_scar_ml_cases") else "n/a"
-        agreement = f"{cell(s, 'scar_burden_bias', 1)} [±{cell(s, 'scar_burden_loa', 1)}]" \
+        agreement = f"{summary_cell(s, 'scar_burden_bias', '.1f')} [±{summary_cell(s, 'scar_burden_loa', '.1f')}]" \
             if "scar_burden_bias" in s else "n/a"
-        lines.append(f"| {name} | {s['cases']} | {cell(s, 'roi')} | "
-                     f"{cell(s, 'roi_whole_frame_in_crop')} / {cell(s, 'roi_heart_crop')} | "
-                     f"{cell(s, 'blood_pool')} | {cell(s, 'wall')} / {cell(s, 'myocardium')} | {scar} | "
-                     f"{false_positive} | "
-                     f"{cell(s, 'scar_burden_mad', 1)} | {agreement} |")
+        lines.append(f"| {name} | {s['cases']} | {summary_cell(s, 'roi')} | "
+                     f"{summary_cell(s, 'roi_whole_frame_in_crop')} / {summary_cell(s, 'roi_heart_crop')} | "
+                     f"{summary_cell(s, 'blood_pool')} | {summary_cell(s, 'wall')} / {summary_cell(s, 'myocardium')} | "
+                     f"{scar} | {false_positive} | "
+                     f"{summary_cell(s, 'scar_burden_mad', '.1f')} | {agreement} |")
     return "\n".join(lines) + "\n"
 
 

@@ -37,7 +37,7 @@ from ScarEnhanceLib import labels as L  # noqa: E402
 from ScarEnhanceLib import weights  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.io import prepare_output_folder, strict_json, write_text  # noqa: E402
-from ScarEnhanceLib.evaluate import segmentation_row, summarise_segmentation  # noqa: E402
+from ScarEnhanceLib.evaluate import segmentation_row, summarise_segmentation, summary_cell  # noqa: E402
 from ScarEnhanceLib.metrics import remote_reference  # noqa: E402
 from ScarEnhanceLib.segmentation import TEST_TIME_AUGMENTATIONS, postprocess, slice_probabilities  # noqa: E402
 from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
@@ -126,20 +126,15 @@ def z_quartiles(cases, probabilities: dict[str, list[np.ndarray]]) -> str:
             f"{inside}; outside it {outside}")
 
 
-def _cell(summary: dict, key: str, form: str) -> str:
-    value = summary.get(key)  # absent: data without scar labels, or without normal cases
-    return format(value, form) if value is not None and np.isfinite(value) else "n/a"
-
-
 def markdown(data: str, summaries: dict[str, dict]) -> str:
     lines = [f"{data}:", "", "| decision | heart ROI | blood pool | wall | healthy myocardium | scar (cases) | "
              "false-positive scar (mL) | scar burden MAD, bias |", "|---|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
-        scar = f"{_cell(s, 'scar', '.3f')} ({s['scar_cases']})" if "scar" in s else "n/a"
-        burden = f"{_cell(s, 'scar_burden_mad', '.1f')}, {_cell(s, 'scar_burden_bias', '+.1f')}" \
+        scar = f"{summary_cell(s, 'scar', '.3f')} ({s['scar_cases']})" if "scar" in s else "n/a"
+        burden = f"{summary_cell(s, 'scar_burden_mad', '.1f')}, {summary_cell(s, 'scar_burden_bias', '+.1f')}" \
             if "scar_burden_mad" in s else "n/a"
-        dice = " | ".join(_cell(s, key, ".3f") for key in ("roi", "blood_pool", "wall", "myocardium"))
-        lines.append(f"| {name} | {dice} | {scar} | {_cell(s, 'false_positive_scar_ml', '.2f')} | {burden} |")
+        dice = " | ".join(summary_cell(s, key, ".3f") for key in ("roi", "blood_pool", "wall", "myocardium"))
+        lines.append(f"| {name} | {dice} | {scar} | {summary_cell(s, 'false_positive_scar_ml', '.2f')} | {burden} |")
     return "\n".join(lines)
 
 
