@@ -30,8 +30,11 @@ from .volume import as_slices, from_slices, inplane_spacing, like, slice_axis, t
 
 
 NORMALISATIONS = ("slice", "window")
-# the 4 mirror images; those and their transposes (8); those 8 with the neighbour slices also the other way round
-TEST_TIME_AUGMENTATIONS = ("flips", "dihedral", "dihedral-neighbours")
+# the 4 mirror images; those and their transposes (8); those 8 with the neighbour slices also the other way round;
+# the 8 at three contrasts
+TEST_TIME_AUGMENTATIONS = ("flips", "dihedral", "dihedral-neighbours", "dihedral-contrast")
+# the window's own contrast and two gamma curves inside the range training shows (RandAdjustContrast, gamma 0.6-1.6)
+CONTRAST_GAMMAS = (1.0, 0.8, 1.25)
 SEAM_BRIDGE_MM = 15.0  # heart parts of the first pass this close in-plane are one heart
 MAX_CONTEXT_GAP_MM = 11.0  # neighbour slices further apart (MyoPS keeps every 2nd-4th slice) are not shown
 MAX_CONTEXT_SLICES = 2
@@ -202,9 +205,9 @@ def resample_slice(slice2d: np.ndarray, spacing: tuple[float, float], target_mm)
                          antialias=size[0] < slice2d.shape[0] or size[1] < slice2d.shape[1])
 
 
-def _network_input(config: SegmentationConfig, model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What the network is called with: each window scaled on its own, or as it comes (scaled per slice)."""
-    return (lambda batch: model(normalise_windows(batch))) if config.normalisation == "window" else model
+def _window_scaling(config: SegmentationConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How a window is scaled for the network: on its own, or not at all (the slice was scaled as a whole)."""
+    return normalise_windows if config.normalisation == "window" else (lambda batch: batch)
 
 
 def _sliding_probabilities(frames: torch.Tensor, predictor, config: SegmentationConfig) -> torch.Tensor:
@@ -228,6 +231,21 @@ def neighbour_orders(test_time: str, channels: int) -> list[bool]:
     return [False, True] if test_time == "dihedral-neighbours" and channels > 1 else [False]
 
 
+def contrast_gammas(test_time: str) -> tuple:
+    """The gamma curves each orientation is shown at: with "dihedral-contrast" three, else the window as it is."""
+    return CONTRAST_GAMMAS if test_time == "dihedral-contrast" else (1.0,)
+
+
+def _adjust_contrast(batch: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Each (c, h, w) item through a gamma curve between its own minimum and maximum, as training's
+    RandAdjustContrast does to a scaled patch."""
+    if gamma == 1.0:
+        return batch
+    low = batch.flatten(1).amin(dim=1).view(-1, 1, 1, 1)
+    span = batch.flatten(1).amax(dim=1).view(-1, 1, 1, 1) - low
+    return ((batch - low) / span.clamp(min=1e-6)) ** gamma * span + low
+
+
 def _reverse_neighbours(batch: torch.Tensor) -> torch.Tensor:
     """Channels (slice, before, after, before 2, after 2, ...) -> (slice, after, before, after 2, before 2, ...)."""
     order = [0] + [index for pair in range(1, batch.shape[1], 2) for index in (pair + 1, pair)]
@@ -246,14 +264,15 @@ def _unorient(batch: torch.Tensor, transposed: bool, dims: tuple) -> torch.Tenso
 
 def orientation_averaged_probabilities(predictor, batch: torch.Tensor, test_time: str) -> torch.Tensor:
     """Class probabilities of a batch of square windows averaged over its mirror images, with "dihedral" over
-    their transposes too, and with "dihedral-neighbours" over both orders of the neighbour slices as well
-    (test-time augmentation): the network was trained on flipped and rotated slices with the neighbours either way
-    round, and its errors in one view are partly undone by the others."""
+    their transposes too, with "dihedral-neighbours" over both orders of the neighbour slices as well, and with
+    "dihedral-contrast" over three contrast curves (test-time augmentation): the network was trained on flipped and
+    rotated slices with the neighbours either way round and their contrast changed, and its errors in one view are
+    partly undone by the others."""
     total = torch.zeros(())
-    views = [(reverse, transposed, dims) for reverse in neighbour_orders(test_time, batch.shape[1])
-             for transposed, dims in orientations(test_time)]
-    for reverse, transposed, dims in views:
-        shown = _reverse_neighbours(batch) if reverse else batch
+    views = [(reverse, gamma, transposed, dims) for reverse in neighbour_orders(test_time, batch.shape[1])
+             for gamma in contrast_gammas(test_time) for transposed, dims in orientations(test_time)]
+    for reverse, gamma, transposed, dims in views:
+        shown = _adjust_contrast(_reverse_neighbours(batch) if reverse else batch, gamma)
         probabilities = torch.softmax(predictor(_orient(shown, transposed, dims)).float(), dim=1)
         total = total + _unorient(probabilities, transposed, dims)
     return total / len(views)
@@ -318,14 +337,16 @@ def _frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tu
     segmented in one window per slice centred on it (no window border crosses the heart), in each of the
     orientations of ``config.test_time``."""
     model.eval()
-    predictor = _network_input(config, model)
+    scaled_window = _window_scaling(config)
     scaled = [normalise_for_segmentation(s) if config.normalisation == "slice" else s for s in slices]
     frames = torch.cat([resample_slice(s, spacing, config.spacing_mm) for s in scaled]).to(device)
     frames = frames[:, 0][torch.from_numpy(context_indices(len(frames), config.context_slices, slice_mm))]
-    coarse = torch.cat([_sliding_probabilities(frame[None], predictor, config) for frame in frames])
+    coarse = torch.cat([_sliding_probabilities(frame[None], lambda batch: model(scaled_window(batch)), config)
+                        for frame in frames])
     centres = heart_centres((coarse.argmax(dim=1) > 0).cpu().numpy(), int(np.ceil(SEAM_BRIDGE_MM / config.spacing_mm)))
     windows, corners = _centred_windows(frames, centres, config.patch_size)
-    fine = torch.cat([orientation_averaged_probabilities(predictor, batch, config.test_time)
+    # scaled before the views: the contrast curves of "dihedral-contrast" act on the scaled window, as in training
+    fine = torch.cat([orientation_averaged_probabilities(model, scaled_window(batch), config.test_time)
                       for batch in windows.split(8)])
     return _paste(fold_mvo(fine), corners, tuple(frames.shape[-2:]))
 

@@ -11,6 +11,7 @@ from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.segmentation import (SegmentationConfig, build_segmenter, context_indices, dilate_roi, fold_mvo,
                                          has_context, heart_centres, normalise_for_segmentation, normalise_windows,
                                          neighbour_orders, orientation_averaged_probabilities, orientations,
+                                         _adjust_contrast, contrast_gammas,
                                          postprocess, predict_slices, _reverse_neighbours,
                                          resample_slice, segment_heart, slice_probabilities, warm_start_segmenter)
 from ScarEnhanceLib.volume import same_geometry
@@ -329,6 +330,37 @@ def test_the_neighbour_slices_are_also_shown_the_other_way_round():
     assert torch.allclose(one_order[:, L.BLOOD_POOL], torch.softmax(model(window[:, :3]), 1)[:, L.BLOOD_POOL])
     half_way = (torch.softmax(model(window[:, [0, 2, 1]]), 1) + torch.softmax(model(window[:, :3]), 1)) / 2
     assert torch.allclose(both, half_way, atol=1e-6)
+
+
+class _BloodWhereBright(torch.nn.Module):
+    """Blood pool where the slice is above 0.5: a decision a contrast curve moves."""
+
+    def forward(self, x):
+        logits = torch.zeros((len(x), L.NUM_CLASSES, *x.shape[2:]))
+        logits[:, L.BLOOD_POOL] = 8.0 * (x[:, 0] - 0.5)
+        return logits
+
+
+def test_a_contrast_curve_keeps_each_windows_range_and_bends_it_as_training_does():
+    window = torch.linspace(0.0, 2.0, 3 * 16).view(1, 3, 4, 4)
+    for gamma in (0.8, 1.25):
+        bent = _adjust_contrast(window, gamma)
+        assert torch.isclose(bent.min(), window.min()) and torch.isclose(bent.max(), window.max())
+        half_way = _adjust_contrast(torch.tensor([[[[0.0, 1.0, 2.0]]]]), gamma)[0, 0, 0, 1]
+        assert torch.isclose(half_way, torch.tensor(2.0 * 0.5 ** gamma))
+    assert torch.equal(_adjust_contrast(window, 1.0), window)
+
+
+def test_dihedral_contrast_averages_the_eight_orientations_over_three_contrasts():
+    assert contrast_gammas("dihedral") == (1.0,) and len(contrast_gammas("dihedral-contrast")) == 3
+    window = torch.linspace(0.0, 1.0, 64).view(1, 1, 8, 8)
+    model = _BloodWhereBright()
+    averaged = orientation_averaged_probabilities(model, window, "dihedral-contrast")
+    expected = sum(orientation_averaged_probabilities(model, _adjust_contrast(window, gamma), "dihedral")
+                   for gamma in contrast_gammas("dihedral-contrast")) / 3
+    assert torch.allclose(averaged, expected, atol=1e-6)
+    plain = orientation_averaged_probabilities(model, window, "dihedral")
+    assert not torch.allclose(averaged, plain, atol=1e-3), "the contrast curves change what this network says"
 
 
 def test_segmentation_config_refuses_an_unknown_test_time_augmentation():
