@@ -538,7 +538,7 @@ RUN_CONFIG_BOOKKEEPING = ("kind", "model", "iteration", "history")
 
 
 def cmd_bundle(args) -> int:
-    from .weights import average_weights, install
+    from .weights import add_member, average_weights, install
     configs = [_run_config(run) for run in args.run_dirs]
     first = configs[0]
     files = [run / "model.safetensors" for run in args.run_dirs]
@@ -556,11 +556,17 @@ def cmd_bundle(args) -> int:
     else:
         training = {"data": args.data, **_run_settings(first)}
     info = {"training": training, "split": "Resources/splits.json", "license": args.license}
+    if args.ensemble and first["kind"] != "segmentation":
+        raise ValueError("--ensemble takes segmentation runs: only the segmentation can be an ensemble")
     with tempfile.TemporaryDirectory() as scratch:
         weights = files[0]
         if len(files) > 1:
             weights = Path(scratch) / "mean.safetensors"
             average_weights(files, weights)
+        if args.ensemble:
+            entry = add_member(weights, args.name, first["model"], _models_dir(args), **info)
+            print(f"added to {args.name} as an ensemble member: sha256 {entry['sha256']}")
+            return 0
         entry = install(weights, args.name, first["kind"], first["model"], _models_dir(args), **info)
     print(f"installed {args.name}: sha256 {entry['sha256']}")
     return 0
@@ -907,6 +913,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bundle the mean of the segmentation runs' weights and WEIGHTS, the weights they "
                              "started from (checked against each run's recorded start), in equal parts: with one run, "
                              "half of its drift from them undone (WiSE-FT)")
+    bundle.add_argument("--ensemble", action="store_true",
+                        help="add the weights to the segmentation model already installed under --name, as one more "
+                             "network of an ensemble (the networks' probabilities are averaged, each at its own "
+                             "spacing), instead of replacing it")
     bundle.add_argument("--name", required=True)
     bundle.add_argument("--data", required=True, help="training data, for the manifest")
     bundle.add_argument("--license", required=True)

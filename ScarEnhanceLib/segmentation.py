@@ -8,6 +8,9 @@ transposes of all four (the eight orientations of the square; ``test_time="flips
 and the probabilities are averaged. Post-processing keeps the largest 3D connected heart component and fills holes
 slice by slice (filled pixels take the nearest label).
 
+A bundled model may be an ensemble of networks (``SegmentationEnsemble``), each segmenting at its own spacing and
+settings as above; their probabilities are averaged at the slices' resolution.
+
 A model may also see neighbour slices (2.5D, ``context_slices``): the slices above and below show where the
 wall goes at the base and apex, where one slice alone is ambiguous. Only where slices are close (gaps up to
 MAX_CONTEXT_GAP_MM); otherwise, and beyond the first and last slice, the slice stands in for its neighbours.
@@ -103,6 +106,30 @@ def build_segmenter(config: SegmentationConfig) -> UNet:
     return UNet(spatial_dims=2, in_channels=input_channels(config), out_channels=output_classes(config),
                 channels=config.channels, strides=config.strides, num_res_units=config.num_res_units,
                 dropout=config.dropout)
+
+
+class SegmentationEnsemble(torch.nn.Module):
+    """Networks whose class probabilities are averaged at the slices' resolution, each working at its own
+    spacing and settings (a multi-scale ensemble when their spacings differ)."""
+
+    def __init__(self, members: list[tuple[torch.nn.Module, SegmentationConfig]]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two networks")
+        self.networks = torch.nn.ModuleList([network for network, _ in members])
+        self.configs = tuple(config for _, config in members)
+
+    def forward(self, x):
+        raise TypeError("an ensemble is segmented through slice_probabilities or predict_slices: its networks "
+                        "see the slices at their own spacings")
+
+
+def _members(model: torch.nn.Module, config: SegmentationConfig) -> list[tuple[torch.nn.Module, SegmentationConfig]]:
+    """The (network, settings) pairs whose probabilities are averaged: an ensemble's members (it carries their
+    settings), or the one network with ``config``."""
+    if isinstance(model, SegmentationEnsemble):
+        return list(zip(model.networks, model.configs))
+    return [(model, config)]
 
 
 def fold_mvo(probabilities: torch.Tensor) -> torch.Tensor:
@@ -351,11 +378,19 @@ def _frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tu
     return _paste(fold_mvo(fine), corners, tuple(frames.shape[-2:]))
 
 
-def _per_slice(probabilities: torch.Tensor, shape: tuple[int, int], on_slice: Optional[Callable[[], None]]):
-    """Each slice's (classes, h, w) probabilities back at the slices' ``shape``, one at a time."""
-    for index in range(len(probabilities)):
-        yield F.interpolate(probabilities[index:index + 1], size=shape, mode="bilinear",
-                            align_corners=False)[0].cpu().numpy()
+def _members_frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
+                                 config: SegmentationConfig, device: torch.device,
+                                 slice_mm: Optional[float]) -> list[torch.Tensor]:
+    return [_frame_probabilities(network, slices, spacing, member_config, device, slice_mm)
+            for network, member_config in _members(model, config)]
+
+
+def _per_slice(members: list[torch.Tensor], shape: tuple[int, int], on_slice: Optional[Callable[[], None]]):
+    """Each slice's (classes, h, w) probabilities back at the slices' ``shape``, averaged over the members'
+    frame probabilities (each at its own spacing), one slice at a time."""
+    for index in range(len(members[0])):
+        yield sum(F.interpolate(probabilities[index:index + 1], size=shape, mode="bilinear",
+                                align_corners=False)[0] for probabilities in members).cpu().numpy() / len(members)
         if on_slice is not None:
             on_slice()
 
@@ -365,10 +400,11 @@ def slice_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tup
                         config: SegmentationConfig, device: torch.device,
                         on_slice: Optional[Callable[[], None]] = None,
                         slice_mm: Optional[float] = None) -> np.ndarray:
-    """Class probabilities (n, classes, h, w) of (n, h, w) slices with in-plane ``spacing`` (mm).
-    ``slice_mm``: the distance between slices (unknown: no neighbour slices shown to a 2.5D model)."""
-    probabilities = _frame_probabilities(model, slices, spacing, config, device, slice_mm)
-    return np.stack(list(_per_slice(probabilities, slices.shape[1:], on_slice))).astype(np.float32)
+    """Class probabilities (n, classes, h, w) of (n, h, w) slices with in-plane ``spacing`` (mm), the mean of an
+    ensemble's members'. ``slice_mm``: the distance between slices (unknown: no neighbour slices shown to a 2.5D
+    model)."""
+    members = _members_frame_probabilities(model, slices, spacing, config, device, slice_mm)
+    return np.stack(list(_per_slice(members, slices.shape[1:], on_slice))).astype(np.float32)
 
 
 @torch.inference_mode()
@@ -377,8 +413,8 @@ def predict_slices(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[fl
                    on_slice: Optional[Callable[[], None]] = None, slice_mm: Optional[float] = None) -> np.ndarray:
     """Label (n, h, w): the most probable class of each pixel, a slice at a time (a large volume's probabilities
     at full resolution need not all be in memory at once)."""
-    probabilities = _frame_probabilities(model, slices, spacing, config, device, slice_mm)
-    return np.stack([p.argmax(axis=0).astype(np.uint8) for p in _per_slice(probabilities, slices.shape[1:], on_slice)])
+    members = _members_frame_probabilities(model, slices, spacing, config, device, slice_mm)
+    return np.stack([p.argmax(axis=0).astype(np.uint8) for p in _per_slice(members, slices.shape[1:], on_slice)])
 
 
 def postprocess(labels: np.ndarray, slice_axis_index: int = 0) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Bundled model weights: safetensors files listed in a manifest with their SHA-256.
 
 ``Resources/models/manifest.json`` maps a model name to its file, checksum, network configuration,
-training data, split and licence. Loading refuses a file whose checksum does not match, a configuration
+training data, split and licence. A segmentation model may list further ``members`` (each with its own file,
+checksum and configuration): an ensemble whose probabilities are averaged. Loading refuses a file whose checksum does not match, a configuration
 whose checksum (``config_sha256``) does not match or whose values are out of range, a file outside the
 models folder, and a malformed manifest, each with a one-line message.
 """
@@ -18,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from . import MODELS_DIR  # noqa: F401  (re-exported: the bundled models' folder)
 from .diffusion import DiffusionConfig, build_denoiser
-from .segmentation import SegmentationConfig, build_segmenter
+from .segmentation import SegmentationConfig, SegmentationEnsemble, build_segmenter
 
 MANIFEST = "manifest.json"
 SEGMENTATION = "heart_segmentation"
@@ -27,6 +28,7 @@ ENHANCEMENT = "enhancement"
 
 KINDS = {SEGMENTATION: "segmentation", ENHANCEMENT: "diffusion"}  # the kind each bundled name must have
 REQUIRED_KEYS = ("file", "sha256", "kind", "config", "config_sha256")
+MEMBER_KEYS = ("file", "sha256", "config", "config_sha256")
 
 
 class ModelError(RuntimeError):
@@ -67,8 +69,8 @@ def read_manifest(models_dir: Path = MODELS_DIR) -> dict:
     return manifest
 
 
-def _checked_entry(name: str, models_dir: Path) -> tuple[dict, Path]:
-    """The manifest entry with every required key, and its weights file, which must lie inside ``models_dir``."""
+def _checked_entry(name: str, models_dir: Path) -> dict:
+    """The manifest entry with every required key (its members' too)."""
     where = Path(models_dir) / MANIFEST
     entry = read_manifest(models_dir).get(name)
     if entry is None:
@@ -78,36 +80,47 @@ def _checked_entry(name: str, models_dir: Path) -> tuple[dict, Path]:
         raise ModelError(f"{where}: model {name!r} lacks {', '.join(missing)} (re-install it with scarenhance bundle)")
     if entry["kind"] != KINDS.get(name, entry["kind"]) or entry["kind"] not in KINDS.values():
         raise ModelError(f"{where}: model {name!r} has kind {entry['kind']!r}, expected {KINDS.get(name, 'segmentation or diffusion')!r}")
+    members = entry.get("members", [])
+    if members and (entry["kind"] != "segmentation" or not isinstance(members, list) or
+                    any(not isinstance(m, dict) or any(key not in m for key in MEMBER_KEYS) for m in members)):
+        raise ModelError(f"{where}: model {name!r} has malformed members: a segmentation ensemble lists for each "
+                         f"member {', '.join(MEMBER_KEYS)}")
+    return entry
+
+
+def _weights_file(name: str, part: dict, models_dir: Path) -> Path:
+    """The file of ``part`` (an entry or a member), inside ``models_dir`` and with the recorded checksum."""
+    where = Path(models_dir) / MANIFEST
     folder = Path(models_dir).resolve()
-    path = (folder / str(entry["file"])).resolve()
+    path = (folder / str(part["file"])).resolve()
     if folder not in path.parents:
-        raise ModelError(f"{where}: model {name!r} names a file outside the models folder: {entry['file']}")
+        raise ModelError(f"{where}: model {name!r} names a file outside the models folder: {part['file']}")
     if not path.is_file():
         raise ModelError(f"model file missing: {path}")
-    return entry, path
+    actual = sha256(path)
+    if actual != part["sha256"]:
+        raise ModelError(f"checksum mismatch for {path}: expected {part['sha256']}, got {actual}; "
+                         "the file is damaged or was replaced")
+    return path
 
 
-def _config_of(name: str, entry: dict, where: Path):
-    if config_sha256(entry["config"]) != entry["config_sha256"]:
+def _config_of(name: str, kind: str, part: dict, where: Path):
+    if config_sha256(part["config"]) != part["config_sha256"]:
         raise ModelError(f"{where}: the configuration of {name!r} does not match its checksum; the manifest was "
                          "edited or damaged")
     try:
-        if entry["kind"] == "segmentation":
-            return SegmentationConfig.from_dict(entry["config"])
-        return DiffusionConfig.from_dict(entry["config"])
+        if kind == "segmentation":
+            return SegmentationConfig.from_dict(part["config"])
+        return DiffusionConfig.from_dict(part["config"])
     except (TypeError, ValueError) as error:
         raise ModelError(f"{where}: the configuration of {name!r} is not valid: {error}") from error
 
 
-def load(name: str, models_dir: Path = MODELS_DIR, device: torch.device | str = "cpu") -> LoadedModel:
-    """The named model with verified weights, in eval mode on ``device``."""
-    entry, path = _checked_entry(name, models_dir)
-    actual = sha256(path)
-    if actual != entry["sha256"]:
-        raise ModelError(f"checksum mismatch for {path}: expected {entry['sha256']}, got {actual}; "
-                         "the file is damaged or was replaced")
-    config = _config_of(name, entry, Path(models_dir) / MANIFEST)
-    network = build_segmenter(config) if entry["kind"] == "segmentation" else build_denoiser(config)
+def _network(name: str, kind: str, part: dict, models_dir: Path):
+    """(network with verified weights, its configuration) of an entry or of one of its members."""
+    path = _weights_file(name, part, models_dir)
+    config = _config_of(name, kind, part, Path(models_dir) / MANIFEST)
+    network = build_segmenter(config) if kind == "segmentation" else build_denoiser(config)
     try:
         weights = load_file(str(path))
     except Exception as error:  # safetensors raises its own error type for a file that is not safetensors
@@ -117,6 +130,16 @@ def load(name: str, models_dir: Path = MODELS_DIR, device: torch.device | str = 
     except RuntimeError as error:
         raise ModelError(f"weights in {path} do not fit the configuration in the manifest: "
                          f"{str(error).splitlines()[0]}") from error
+    return network, config
+
+
+def load(name: str, models_dir: Path = MODELS_DIR, device: torch.device | str = "cpu") -> LoadedModel:
+    """The named model with verified weights, in eval mode on ``device``; a segmentation entry with members
+    loads as a ``SegmentationEnsemble`` (its ``config`` is the first network's)."""
+    entry = _checked_entry(name, models_dir)
+    parts = [entry, *entry.get("members", [])]
+    networks = [_network(name, entry["kind"], part, models_dir) for part in parts]
+    network, config = networks[0] if len(networks) == 1 else (SegmentationEnsemble(networks), networks[0][1])
     return LoadedModel(name, network.to(device).eval(), config, entry)
 
 
@@ -155,3 +178,24 @@ def install(weights: Path, name: str, kind: str, config: dict, models_dir: Path 
                       "config_sha256": config_sha256(config), **info}
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return manifest[name]
+
+
+def add_member(weights: Path, name: str, config: dict, models_dir: Path = MODELS_DIR, **info) -> dict:
+    """Copy a segmentation network's weights into ``models_dir`` as one more member of the segmentation model
+    ``name`` installed there (an ensemble: the members' probabilities are averaged); returns the member's record."""
+    if not (Path(models_dir) / MANIFEST).is_file() or name not in read_manifest(models_dir):
+        raise ModelError(f"no model {name!r} in {models_dir} to add an ensemble member to: install it first")
+    entry = _checked_entry(name, models_dir)
+    if entry["kind"] != "segmentation":
+        raise ValueError(f"only a segmentation model can take ensemble members; {name!r} is {entry['kind']}")
+    models_dir = Path(models_dir)
+    members = entry.get("members", [])
+    target = models_dir / f"{name}_member{len(members) + 1}.safetensors"
+    shutil.copyfile(weights, target)
+    member = {"file": target.name, "sha256": sha256(target), "config": config,
+              "config_sha256": config_sha256(config), **info}
+    manifest_path = models_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest[name]["members"] = [*members, member]
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return member

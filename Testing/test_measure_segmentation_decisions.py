@@ -8,7 +8,7 @@ import torch
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.datasets import Case
-from ScarEnhanceLib.segmentation import SegmentationConfig
+from ScarEnhanceLib.segmentation import SegmentationConfig, SegmentationEnsemble
 from ScarEnhanceLib.weights import LoadedModel
 
 from conftest import load_benchmark
@@ -124,3 +124,14 @@ def test_the_script_writes_its_tables_and_every_summary_at_full_precision(phanto
     assert 0.0 <= flips["roi"] <= 1.0
     table = (output / "segmentation_decisions.md").read_text()
     assert f"| {tiny_models}, flips at test time | {flips['roi']:.3f} | {flips['blood_pool']:.3f} |" in table
+
+
+def test_an_ensemble_runs_only_at_its_networks_own_settings():
+    script = load_benchmark("measure_segmentation_decisions")
+    config = SegmentationConfig(spacing_mm=1.5)
+    ensemble = SegmentationEnsemble([(torch.nn.Identity(), config),
+                                     (torch.nn.Identity(), SegmentationConfig(spacing_mm=1.25))])
+    model = LoadedModel("heart_segmentation", ensemble, config, {})
+    assert list(script.at_settings(model, "ensemble", [1.5], [config.test_time])) == ["ensemble"]
+    with pytest.raises(SystemExit, match="ensemble"):
+        script.at_settings(model, "ensemble", [1.5, 1.25], [config.test_time])

@@ -8,12 +8,12 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ScarEnhanceLib import labels as L
-from ScarEnhanceLib.segmentation import (SegmentationConfig, build_segmenter, context_indices, dilate_roi, fold_mvo,
-                                         has_context, heart_centres, normalise_for_segmentation, normalise_windows,
-                                         neighbour_orders, orientation_averaged_probabilities, orientations,
-                                         _adjust_contrast, contrast_gammas,
-                                         postprocess, predict_slices, _reverse_neighbours,
-                                         resample_slice, segment_heart, slice_probabilities, warm_start_segmenter)
+from ScarEnhanceLib.segmentation import (SegmentationConfig, SegmentationEnsemble, build_segmenter, context_indices,
+                                         contrast_gammas, dilate_roi, fold_mvo, has_context, heart_centres,
+                                         normalise_for_segmentation, normalise_windows, neighbour_orders,
+                                         orientation_averaged_probabilities, orientations, postprocess, predict_slices,
+                                         resample_slice, segment_heart, slice_probabilities, warm_start_segmenter,
+                                         _adjust_contrast, _reverse_neighbours)
 from ScarEnhanceLib.volume import same_geometry
 
 from conftest import TINY_SEGMENTATION
@@ -361,6 +361,22 @@ def test_dihedral_contrast_averages_the_eight_orientations_over_three_contrasts(
     assert torch.allclose(averaged, expected, atol=1e-6)
     plain = orientation_averaged_probabilities(model, window, "dihedral")
     assert not torch.allclose(averaged, plain, atol=1e-3), "the contrast curves change what this network says"
+
+
+def test_an_ensemble_averages_its_networks_probabilities_each_at_its_own_spacing():
+    frame, _ = _frame_with_heart(96, centre=(48, 48), radius=12)
+    spacing, device = (1.5, 1.5), torch.device("cpu")
+    members = [(_BrightIsBloodPool(), TINY_SEGMENTATION),
+               (_RowsNearTheEdge(), replace(TINY_SEGMENTATION, spacing_mm=1.25, test_time="flips"))]
+    alone = [slice_probabilities(network, frame, spacing, config, device) for network, config in members]
+    assert not np.allclose(alone[0], alone[1], atol=1e-2), "two networks that disagree"
+    ensemble = SegmentationEnsemble(members)
+    averaged = slice_probabilities(ensemble, frame, spacing, TINY_SEGMENTATION, device)
+    np.testing.assert_allclose(averaged, (alone[0] + alone[1]) / 2, atol=1e-6)
+    np.testing.assert_array_equal(predict_slices(ensemble, frame, spacing, TINY_SEGMENTATION, device),
+                                  averaged.argmax(axis=1))
+    with pytest.raises(ValueError, match="at least two"):
+        SegmentationEnsemble(members[:1])
 
 
 def test_segmentation_config_refuses_an_unknown_test_time_augmentation():

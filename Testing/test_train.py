@@ -18,7 +18,7 @@ from ScarEnhanceLib.augment import (HEART_CROP_SIDE_MM, SYNTHETIC_SCAR, TISSUE_G
 from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser, add_masked_noise, training_scheduler
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
-from ScarEnhanceLib.segmentation import SegmentationConfig, build_segmenter
+from ScarEnhanceLib.segmentation import SegmentationConfig, SegmentationEnsemble, build_segmenter
 from ScarEnhanceLib.train import (MAX_BALANCE, WARMUP_ITERATIONS, TrainSettings, _MixedSegmentationSamples, _batches,
                                   _merged_logits, _original_starts, change_balance, learning_rate_at, train_diffusion,
                                   train_segmentation)
@@ -413,6 +413,30 @@ def test_bundle_with_start_installs_the_mean_of_a_run_and_the_weights_it_started
     assert main(["bundle", str(tmp_path / "tuned"), "--with-start", str(tmp_path / "tuned" / "model.safetensors"),
                  *common]) == 2
     assert "'s own weights: each counts once in the mean" in capsys.readouterr().err
+
+
+def test_bundle_ensemble_adds_a_run_as_one_more_network_of_the_installed_segmentation(tmp_path, capsys):
+    cases = [([phantom_case(seed=0)], L.SCAR + 1)]
+    settings = dict(iterations=1, batch_size=2, checkpoint_every=1, device="cpu")
+    train_segmentation(cases, TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path / "coarse", **settings))
+    finer = dataclasses.replace(TINY_SEGMENTATION, spacing_mm=1.25)
+    train_segmentation(cases, finer, TrainSettings(run_dir=tmp_path / "fine", seed=1, **settings))
+    common = ["--name", SEGMENTATION, "--data", "phantoms", "--license", "test", "--models", str(tmp_path / "models")]
+    assert main(["bundle", str(tmp_path / "fine"), "--ensemble", *common]) == 2
+    assert "to add an ensemble member to: install it first" in capsys.readouterr().err
+    assert main(["bundle", str(tmp_path / "coarse"), *common]) == 0
+    assert main(["bundle", str(tmp_path / "fine"), "--ensemble", *common]) == 0
+    model = load(SEGMENTATION, tmp_path / "models")
+    assert [c.spacing_mm for c in model.network.configs] == [TINY_SEGMENTATION.spacing_mm, 1.25]
+    fine = load_file(str(tmp_path / "fine" / "model.safetensors"))
+    for key, value in model.network.networks[1].state_dict().items():
+        torch.testing.assert_close(value, fine[key])
+    member = model.info["members"][0]
+    assert member["training"]["iterations"] == 1 and member["training"]["data"] == "phantoms"
+    assert member["license"] == "test" and member["sha256"] == sha256(tmp_path / "models" / member["file"])
+    assert main(["bundle", str(tmp_path / "coarse"), *common]) == 0
+    assert not isinstance(load(SEGMENTATION, tmp_path / "models").network, SegmentationEnsemble), \
+        "installing a model replaces the ensemble"
 
 
 def test_bundle_with_start_of_several_runs_installs_the_mean_of_them_and_their_start_in_equal_parts(tmp_path, capsys):

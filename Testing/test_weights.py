@@ -5,7 +5,8 @@ import shutil
 import pytest
 import torch
 
-from ScarEnhanceLib.weights import (ENHANCEMENT, MODELS_DIR, SEGMENTATION, ModelError, config_sha256, load,
+from ScarEnhanceLib.segmentation import SegmentationConfig, SegmentationEnsemble
+from ScarEnhanceLib.weights import (ENHANCEMENT, MODELS_DIR, SEGMENTATION, ModelError, add_member, config_sha256, load,
                                    read_manifest, sha256)
 
 
@@ -31,6 +32,29 @@ def test_a_damaged_file_is_refused(models_copy):
         stream.seek(200)
         stream.write(b"\0\1\2\3")
     with pytest.raises(ModelError, match="checksum mismatch"):
+        load(SEGMENTATION, models_copy)
+
+
+def test_a_segmentation_with_members_loads_as_an_ensemble_and_each_member_is_checked(models_copy):
+    entry = read_manifest(models_copy)[SEGMENTATION]
+    finer = {**entry["config"], "spacing_mm": 1.25}
+    member = add_member(models_copy / entry["file"], SEGMENTATION, finer, models_copy, training={"data": "test"})
+    assert member["file"] == "heart_segmentation_member1.safetensors" and member["training"] == {"data": "test"}
+    model = load(SEGMENTATION, models_copy)
+    assert isinstance(model.network, SegmentationEnsemble) and not model.network.training
+    assert [c.spacing_mm for c in model.network.configs] == [entry["config"]["spacing_mm"], 1.25]
+    assert model.config == SegmentationConfig.from_dict(entry["config"])
+    with pytest.raises(ValueError, match="only a segmentation model"):
+        add_member(models_copy / entry["file"], ENHANCEMENT, finer, models_copy)
+    with open(models_copy / member["file"], "r+b") as stream:
+        stream.seek(200)
+        stream.write(b"\0\1\2\3")
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        load(SEGMENTATION, models_copy)
+    manifest = read_manifest(models_copy)
+    del manifest[SEGMENTATION]["members"][0]["config_sha256"]
+    (models_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="malformed members"):
         load(SEGMENTATION, models_copy)
 
 
