@@ -82,8 +82,9 @@ def test_bundled_models_match_their_manifest_and_carry_provenance():
     manifest = read_manifest()
     for name in (SEGMENTATION, ENHANCEMENT):
         entry = manifest[name]
-        assert sha256(MODELS_DIR / entry["file"]) == entry["sha256"]
-        assert entry["license"] and entry["training"]["data"] and entry["split"]
+        for part in (entry, *entry.get("members", [])):
+            assert sha256(MODELS_DIR / part["file"]) == part["sha256"]
+            assert part["license"] and part["training"]["data"] and part["split"]
         model = load(name, MODELS_DIR, torch.device("cpu"))
         assert sum(p.numel() for p in model.network.parameters()) > 0
 
