@@ -2,9 +2,9 @@
 
 ``Resources/models/manifest.json`` maps a model name to its file, checksum, network configuration,
 training data, split and licence. A segmentation model may list further ``members`` (each with its own file,
-checksum and configuration): an ensemble whose probabilities are averaged. Loading refuses a file whose checksum does not match, a configuration
-whose checksum (``config_sha256``) does not match or whose values are out of range, a file outside the
-models folder, and a malformed manifest, each with a one-line message.
+checksum and configuration): an ensemble whose probabilities are averaged. Loading refuses a file whose checksum
+does not match, a configuration whose checksum (``config_sha256``) does not match or whose values are out of
+range, a file outside the models folder, and a malformed manifest, each with a one-line message.
 """
 from __future__ import annotations
 
@@ -194,8 +194,7 @@ def add_member(weights: Path, name: str, config: dict, models_dir: Path = MODELS
     shutil.copyfile(weights, target)
     member = {"file": target.name, "sha256": sha256(target), "config": config,
               "config_sha256": config_sha256(config), **info}
-    manifest_path = models_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = read_manifest(models_dir)
     manifest[name]["members"] = [*members, member]
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    (models_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return member
