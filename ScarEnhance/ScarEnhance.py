@@ -470,8 +470,9 @@ class ScarEnhanceTest(ScriptedLoadableModuleTest):
         self.assertTrue(SAMPLE_IMAGE.exists() and README_FILE.exists())
         manifest = json.loads((MODELS_DIR / "manifest.json").read_text())
         for entry in manifest.values():
-            digest = hashlib.sha256((MODELS_DIR / entry["file"]).read_bytes()).hexdigest()
-            self.assertEqual(digest, entry["sha256"])
+            for part in (entry, *entry.get("members", [])):  # an ensemble's networks each have their own file
+                digest = hashlib.sha256((MODELS_DIR / part["file"]).read_bytes()).hexdigest()
+                self.assertEqual(digest, part["sha256"])
         self.assertIsInstance(Dependencies.missingRequirements(), list)  # reads package metadata only
         self.delayDisplay("Smoke test passed")
 

@@ -81,8 +81,9 @@ def _checked_entry(name: str, models_dir: Path) -> dict:
     if entry["kind"] != KINDS.get(name, entry["kind"]) or entry["kind"] not in KINDS.values():
         raise ModelError(f"{where}: model {name!r} has kind {entry['kind']!r}, expected {KINDS.get(name, 'segmentation or diffusion')!r}")
     members = entry.get("members", [])
-    if members and (entry["kind"] != "segmentation" or not isinstance(members, list) or
-                    any(not isinstance(m, dict) or any(key not in m for key in MEMBER_KEYS) for m in members)):
+    if "members" in entry and (entry["kind"] != "segmentation" or not isinstance(members, list) or
+                               any(not isinstance(m, dict) or any(key not in m for key in MEMBER_KEYS)
+                                   for m in members)):
         raise ModelError(f"{where}: model {name!r} has malformed members: a segmentation ensemble lists for each "
                          f"member {', '.join(MEMBER_KEYS)}")
     return entry
@@ -105,15 +106,16 @@ def _weights_file(name: str, part: dict, models_dir: Path) -> Path:
 
 
 def _config_of(name: str, kind: str, part: dict, where: Path):
+    which = f"{name!r} ({part['file']})"
     if config_sha256(part["config"]) != part["config_sha256"]:
-        raise ModelError(f"{where}: the configuration of {name!r} does not match its checksum; the manifest was "
+        raise ModelError(f"{where}: the configuration of {which} does not match its checksum; the manifest was "
                          "edited or damaged")
     try:
         if kind == "segmentation":
             return SegmentationConfig.from_dict(part["config"])
         return DiffusionConfig.from_dict(part["config"])
     except (TypeError, ValueError) as error:
-        raise ModelError(f"{where}: the configuration of {name!r} is not valid: {error}") from error
+        raise ModelError(f"{where}: the configuration of {which} is not valid: {error}") from error
 
 
 def _network(name: str, kind: str, part: dict, models_dir: Path):
@@ -174,15 +176,29 @@ def install(weights: Path, name: str, kind: str, config: dict, models_dir: Path 
         shutil.copyfile(weights, target)
     manifest_path = models_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
+    _remove_member_files(manifest.get(name), models_dir, keep=target)
     manifest[name] = {"file": target.name, "sha256": sha256(target), "kind": kind, "config": config,
                       "config_sha256": config_sha256(config), **info}
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return manifest[name]
 
 
+def _remove_member_files(entry, models_dir: Path, keep: Path) -> None:
+    """Delete the weights of a replaced ensemble's members (files the manifest put inside ``models_dir``), so that no
+    unlisted weights stay in the folder the extension ships."""
+    members = entry.get("members") if isinstance(entry, dict) else None
+    folder = Path(models_dir).resolve()
+    for member in members if isinstance(members, list) else []:
+        path = (folder / str(member.get("file", "") if isinstance(member, dict) else "")).resolve()
+        if folder in path.parents and path != Path(keep).resolve() and path.is_file():
+            path.unlink()
+
+
 def add_member(weights: Path, name: str, config: dict, models_dir: Path = MODELS_DIR, **info) -> dict:
     """Copy a segmentation network's weights into ``models_dir`` as one more member of the segmentation model
-    ``name`` installed there (an ensemble: the members' probabilities are averaged); returns the member's record."""
+    ``name`` installed there (an ensemble: the members' probabilities are averaged); returns the member's record.
+    The member is loaded once before the manifest lists it, so a member that does not fit its configuration is
+    refused and the installed model stays as it was."""
     if not (Path(models_dir) / MANIFEST).is_file() or name not in read_manifest(models_dir):
         raise ModelError(f"no model {name!r} in {models_dir} to add an ensemble member to: install it first")
     entry = _checked_entry(name, models_dir)
@@ -190,10 +206,18 @@ def add_member(weights: Path, name: str, config: dict, models_dir: Path = MODELS
         raise ValueError(f"only a segmentation model can take ensemble members; {name!r} is {entry['kind']}")
     models_dir = Path(models_dir)
     members = entry.get("members", [])
-    target = models_dir / f"{name}_member{len(members) + 1}.safetensors"
+    number = len(members) + 1
+    while (models_dir / f"{name}_member{number}.safetensors").exists():  # never overwrite another file
+        number += 1
+    target = models_dir / f"{name}_member{number}.safetensors"
     shutil.copyfile(weights, target)
     member = {"file": target.name, "sha256": sha256(target), "config": config,
               "config_sha256": config_sha256(config), **info}
+    try:
+        _network(name, "segmentation", member, models_dir)
+    except ModelError:
+        target.unlink()
+        raise
     manifest = read_manifest(models_dir)
     manifest[name]["members"] = [*members, member]
     (models_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")

@@ -330,7 +330,7 @@ def test_segmentation_scar_weight_changes_the_loss_of_scar_data_only_and_is_reco
         train_segmentation([(labelled, L.SCAR + 1)], TINY_SEGMENTATION, TrainSettings(run_dir=tmp_path, scar_weight=0))
 
 
-def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
+def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path, capsys):
     cases = [phantom_case(seed=0)]
     train_diffusion([cases], TINY_DIFFUSION, TrainSettings(run_dir=tmp_path / "run", iterations=2, batch_size=2,
                                                          checkpoint_every=2, device="cpu", max_timestep=300,
@@ -344,6 +344,9 @@ def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path):
     assert load(ENHANCEMENT, models).info["training"]["data"] == "phantoms"
     with pytest.raises(Exception, match="not in"):
         load(SEGMENTATION, models)
+    assert main(["bundle", str(tmp_path / "run"), "--ensemble", "--name", ENHANCEMENT, "--data", "phantoms",
+                 "--license", "test", "--models", str(models)]) == 2
+    assert "only the segmentation can be an ensemble" in capsys.readouterr().err
 
 
 def test_bundle_of_several_runs_installs_the_mean_of_their_weights_and_each_runs_settings(tmp_path):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ScarEnhanceLib.segmentation import SegmentationConfig, SegmentationEnsemble
-from ScarEnhanceLib.weights import (ENHANCEMENT, MODELS_DIR, SEGMENTATION, ModelError, add_member, config_sha256, load,
-                                   read_manifest, sha256)
+from ScarEnhanceLib.weights import (ENHANCEMENT, MODELS_DIR, SEGMENTATION, ModelError, add_member, config_sha256,
+                                   install, load, read_manifest, sha256)
 
 
 @pytest.fixture
@@ -52,10 +52,36 @@ def test_a_segmentation_with_members_loads_as_an_ensemble_and_each_member_is_che
     with pytest.raises(ModelError, match="checksum mismatch"):
         load(SEGMENTATION, models_copy)
     manifest = read_manifest(models_copy)
-    del manifest[SEGMENTATION]["members"][0]["config_sha256"]
-    (models_copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelError, match="malformed members"):
-        load(SEGMENTATION, models_copy)
+    damaged = {key: value for key, value in manifest[SEGMENTATION]["members"][0].items() if key != "config_sha256"}
+    for members, name in (([damaged], SEGMENTATION), (None, SEGMENTATION), (0, SEGMENTATION), ([], ENHANCEMENT)):
+        broken = json.loads(json.dumps(manifest))
+        broken[name]["members"] = members
+        (models_copy / "manifest.json").write_text(json.dumps(broken))
+        with pytest.raises(ModelError, match="malformed members"):
+            load(name, models_copy)
+
+
+def test_an_ensemble_member_that_does_not_fit_its_configuration_is_refused_and_nothing_changes(models_copy):
+    entry = read_manifest(models_copy)[SEGMENTATION]
+    before = {path.name: path.read_bytes() for path in models_copy.iterdir()}
+    wider = {**entry["config"], "channels": [2 * c for c in entry["config"]["channels"]]}
+    with pytest.raises(ModelError, match="do not fit the configuration"):
+        add_member(models_copy / entry["file"], SEGMENTATION, wider, models_copy)
+    assert {path.name: path.read_bytes() for path in models_copy.iterdir()} == before
+
+
+def test_installing_over_an_ensemble_removes_its_members_weights(models_copy):
+    entry = read_manifest(models_copy)[SEGMENTATION]
+    add_member(models_copy / entry["file"], SEGMENTATION, entry["config"], models_copy)
+    assert (models_copy / "heart_segmentation_member1.safetensors").is_file()
+    (models_copy / "heart_segmentation_member2.safetensors").write_bytes(b"someone else's file")
+    second = add_member(models_copy / entry["file"], SEGMENTATION, entry["config"], models_copy)
+    assert second["file"] == "heart_segmentation_member3.safetensors", "an unlisted file is never overwritten"
+    install(models_copy / entry["file"], SEGMENTATION, "segmentation", entry["config"], models_copy)
+    assert not (models_copy / "heart_segmentation_member1.safetensors").exists()
+    assert not (models_copy / "heart_segmentation_member3.safetensors").exists()
+    assert (models_copy / "heart_segmentation_member2.safetensors").is_file(), "only the manifest's members go"
+    assert "members" not in read_manifest(models_copy)[SEGMENTATION]
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(models_copy):
@@ -126,7 +152,7 @@ def test_malformed_manifests_get_one_line_errors(models_copy):
     (models_copy / read_manifest(models_copy)[ENHANCEMENT]["file"]).write_bytes(b"not safetensors")
     manifest[ENHANCEMENT]["sha256"] = sha256(models_copy / manifest[ENHANCEMENT]["file"])
     _write_with_config_checksum(models_copy, manifest)
-    with pytest.raises(ModelError, match="configuration of 'enhancement' is not valid"):
+    with pytest.raises(ModelError, match=r"configuration of 'enhancement' \(.*\) is not valid"):
         load(ENHANCEMENT, models_copy)
     del manifest[ENHANCEMENT]["config"]["colour"]
     _write_with_config_checksum(models_copy, manifest)

@@ -28,7 +28,7 @@ from ScarEnhanceLib.parameters import EnhanceParameters, InputError
 from . import Dependencies
 from .Process import BackgroundJob, Worker, defaultPythonExecutable
 
-# (segment ID, name, label value in ScarEnhanceLib, colour) of the tissue classes the U-Net predicts.
+# (segment ID, name, label value in ScarEnhanceLib, colour) of the tissue classes the segmentation predicts.
 CLASS_SEGMENTS = (
     ("BloodPool", "Blood pool", 1, (0.85, 0.25, 0.25)),
     ("Myocardium", "Myocardium", 2, (0.80, 0.60, 0.45)),
