@@ -349,6 +349,9 @@ def test_a_contrast_curve_keeps_each_windows_range_and_bends_it_as_training_does
         half_way = _adjust_contrast(torch.tensor([[[[0.0, 1.0, 2.0]]]]), gamma)[0, 0, 0, 1]
         assert torch.isclose(half_way, torch.tensor(2.0 * 0.5 ** gamma))
     assert torch.equal(_adjust_contrast(window, 1.0), window)
+    pair = torch.stack([window[0], 10.0 * window[0] + 5.0])  # two windows of other ranges: each bent on its own
+    bent = _adjust_contrast(pair, 0.8)
+    assert torch.allclose(bent[1], 10.0 * bent[0] + 5.0, atol=1e-4)
 
 
 def test_dihedral_contrast_averages_the_eight_orientations_over_three_contrasts():
