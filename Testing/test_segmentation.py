@@ -312,10 +312,17 @@ def test_the_models_test_time_setting_decides_the_orientations_it_is_segmented_i
         "a manifest written before the setting existed segments in the eight orientations"
 
 
-class _BloodWhereTheSliceBeforeIsBright(torch.nn.Module):
+class _BloodWhereBright(torch.nn.Module):
+    """Blood pool where input ``channel`` is above 0.5 (0: the slice, 1: the slice before): a decision that the
+    neighbours' order and a contrast curve move."""
+
+    def __init__(self, channel: int = 0):
+        super().__init__()
+        self.channel = channel
+
     def forward(self, x):
         logits = torch.zeros((len(x), L.NUM_CLASSES, *x.shape[2:]))
-        logits[:, L.BLOOD_POOL] = 8.0 * (x[:, 1] - 0.5)
+        logits[:, L.BLOOD_POOL] = 8.0 * (x[:, self.channel] - 0.5)
         return logits
 
 
@@ -324,21 +331,12 @@ def test_the_neighbour_slices_are_also_shown_the_other_way_round():
     window[:, 1], window[:, 3] = 1.0, 2.0  # the slice before is bright, the one after dark
     assert torch.equal(_reverse_neighbours(window)[:, [0, 2, 1, 4, 3]], window)
     assert neighbour_orders("dihedral-neighbours", 1) == [False], "a 2D model has no neighbours to turn round"
-    model = _BloodWhereTheSliceBeforeIsBright()
+    model = _BloodWhereBright(channel=1)  # the slice before
     one_order = orientation_averaged_probabilities(model, window[:, :3], "dihedral")
     both = orientation_averaged_probabilities(model, window[:, :3], "dihedral-neighbours")
     assert torch.allclose(one_order[:, L.BLOOD_POOL], torch.softmax(model(window[:, :3]), 1)[:, L.BLOOD_POOL])
     half_way = (torch.softmax(model(window[:, [0, 2, 1]]), 1) + torch.softmax(model(window[:, :3]), 1)) / 2
     assert torch.allclose(both, half_way, atol=1e-6)
-
-
-class _BloodWhereBright(torch.nn.Module):
-    """Blood pool where the slice is above 0.5: a decision a contrast curve moves."""
-
-    def forward(self, x):
-        logits = torch.zeros((len(x), L.NUM_CLASSES, *x.shape[2:]))
-        logits[:, L.BLOOD_POOL] = 8.0 * (x[:, 0] - 0.5)
-        return logits
 
 
 def test_a_contrast_curve_keeps_each_windows_range_and_bends_it_as_training_does():
