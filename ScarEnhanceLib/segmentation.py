@@ -381,6 +381,7 @@ def _frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tu
 def _members_frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spacing: tuple[float, float],
                                  config: SegmentationConfig, device: torch.device,
                                  slice_mm: Optional[float]) -> list[torch.Tensor]:
+    """Each network's (n, classes, h', w') probabilities at its own spacing (one network: a list of one)."""
     return [_frame_probabilities(network, slices, spacing, member_config, device, slice_mm)
             for network, member_config in _members(model, config)]
 
