@@ -262,10 +262,14 @@ def _interval(bounds) -> str:
     return f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
 
 
+def number_cell(value, form: str = ".3f") -> str:
+    """A value formatted for a table cell; "n/a" where it is missing or not a number."""
+    return format(value, form) if value is not None and np.isfinite(value) else "n/a"
+
+
 def summary_cell(summary: dict, key: str, form: str = ".3f") -> str:
     """A summary's value formatted for a table cell; "n/a" where it is missing or not a number."""
-    value = summary.get(key)
-    return format(value, form) if value is not None and np.isfinite(value) else "n/a"
+    return number_cell(summary.get(key), form)
 
 
 def segmentation_table(results: dict[str, dict]) -> str:
@@ -298,20 +302,21 @@ def markdown_table(results: dict[str, dict]) -> str:
              "normal cases: FWHM burden orig -> enh (%) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
-    def fmt(value, digits=2):
-        return f"{value:.{digits}f}" if value is not None and np.isfinite(value) else "n/a"
-
     for name, result in results.items():
         s = result["summary"]
         normal = s.get("normal")
-        normal_text = f"{fmt(normal['fwhm_burden_original'], 1)} -> {fmt(normal['fwhm_burden_enhanced'], 1)} " \
-                      f"({normal['cases']})" if normal else "n/a"
-        lines.append(f"| {name} | {s['cases']} | {fmt(100 * s['ssim'], 1)} | {fmt(s['psnr'], 1)} | "
-                     f"{fmt(s['cnr_scar_myo_original'])} -> {fmt(s['cnr_scar_myo_enhanced'])} | "
-                     f"{fmt(s['cnr_scar_blood_original'])} -> {fmt(s['cnr_scar_blood_enhanced'])} | "
-                     f"{fmt(s.get('scar_brightening'), 1)} / {fmt(s.get('target_scar_brightening'), 1)} | "
-                     f"{fmt(s.get('brightened_outside_scar_percent'), 1)} / "
-                     f"{fmt(s.get('brightened_outside_scar_pooled_percent'), 1)} | "
-                     f"{fmt(s.get('myo_mean_abs_change'), 1)} | "
+        normal_text = f"{number_cell(normal['fwhm_burden_original'], '.1f')} -> " \
+                      f"{number_cell(normal['fwhm_burden_enhanced'], '.1f')} ({normal['cases']})" if normal else "n/a"
+        lines.append(f"| {name} | {s['cases']} | {number_cell(100 * s['ssim'], '.1f')} | "
+                     f"{number_cell(s['psnr'], '.1f')} | "
+                     f"{number_cell(s['cnr_scar_myo_original'], '.2f')} -> "
+                     f"{number_cell(s['cnr_scar_myo_enhanced'], '.2f')} | "
+                     f"{number_cell(s['cnr_scar_blood_original'], '.2f')} -> "
+                     f"{number_cell(s['cnr_scar_blood_enhanced'], '.2f')} | "
+                     f"{number_cell(s.get('scar_brightening'), '.1f')} / "
+                     f"{number_cell(s.get('target_scar_brightening'), '.1f')} | "
+                     f"{number_cell(s.get('brightened_outside_scar_percent'), '.1f')} / "
+                     f"{number_cell(s.get('brightened_outside_scar_pooled_percent'), '.1f')} | "
+                     f"{number_cell(s.get('myo_mean_abs_change'), '.1f')} | "
                      f"{normal_text} |")
     return "\n".join(lines) + "\n"
