@@ -179,8 +179,12 @@ def install(weights: Path, name: str, kind: str, config: dict, models_dir: Path 
     _remove_member_files(manifest.get(name), models_dir, keep=target)
     manifest[name] = {"file": target.name, "sha256": sha256(target), "kind": kind, "config": config,
                       "config_sha256": config_sha256(config), **info}
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    _write_manifest(models_dir, manifest)
     return manifest[name]
+
+
+def _write_manifest(models_dir: Path, manifest: dict) -> None:
+    (Path(models_dir) / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
 def _remove_member_files(entry, models_dir: Path, keep: Path) -> None:
@@ -220,5 +224,5 @@ def add_member(weights: Path, name: str, config: dict, models_dir: Path = MODELS
         raise
     manifest = read_manifest(models_dir)
     manifest[name]["members"] = [*members, member]
-    (models_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    _write_manifest(models_dir, manifest)
     return member
