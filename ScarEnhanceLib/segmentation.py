@@ -124,7 +124,7 @@ class SegmentationEnsemble(torch.nn.Module):
                         "see the slices at their own spacings")
 
 
-def _members(model: torch.nn.Module, config: SegmentationConfig) -> list[tuple[torch.nn.Module, SegmentationConfig]]:
+def members(model: torch.nn.Module, config: SegmentationConfig) -> list[tuple[torch.nn.Module, SegmentationConfig]]:
     """The (network, settings) pairs whose probabilities are averaged: an ensemble's members (it carries their
     settings), or the one network with ``config``."""
     if isinstance(model, SegmentationEnsemble):
@@ -383,7 +383,7 @@ def _members_frame_probabilities(model: torch.nn.Module, slices: np.ndarray, spa
                                  slice_mm: Optional[float]) -> list[torch.Tensor]:
     """Each network's (n, classes, h', w') probabilities at its own spacing (one network: a list of one)."""
     return [_frame_probabilities(network, slices, spacing, member_config, device, slice_mm)
-            for network, member_config in _members(model, config)]
+            for network, member_config in members(model, config)]
 
 
 def _per_slice(members: list[torch.Tensor], shape: tuple[int, int], on_slice: Optional[Callable[[], None]]):

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_enhance import tiled_sample  # noqa: E402
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom  # noqa: E402
 from ScarEnhanceLib.pipeline import resolve_device, segment  # noqa: E402
-from ScarEnhanceLib.segmentation import SegmentationEnsemble  # noqa: E402
+from ScarEnhanceLib.segmentation import members  # noqa: E402
 from ScarEnhanceLib.weights import MODELS_DIR, SEGMENTATION, load  # noqa: E402
 
 
@@ -58,8 +58,7 @@ def main(argv=None) -> dict:
     whole_frame, _ = make_phantom(PhantomSpec(matrix=480, slices=args.slices, spacing_mm=0.73, seed=0))
     report = {"machine": platform.processor() or platform.machine(), "device": str(device),
               "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "model": [c.to_dict() for c in model.network.configs] if isinstance(model.network, SegmentationEnsemble)
-              else model.config.to_dict(),
+              "model": [config.to_dict() for _, config in members(model.network, model.config)],
               "sample_256": time_segmentation(sample, model, args.repeats),
               "whole_frame_480": time_segmentation(whole_frame, model, args.repeats)}
     for key in ("sample_256", "whole_frame_480"):

@@ -39,7 +39,7 @@ from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.io import prepare_output_folder, strict_json, write_text  # noqa: E402
 from ScarEnhanceLib.evaluate import segmentation_row, summarise_segmentation, summary_cell  # noqa: E402
 from ScarEnhanceLib.metrics import remote_reference  # noqa: E402
-from ScarEnhanceLib.segmentation import (TEST_TIME_AUGMENTATIONS, SegmentationEnsemble, postprocess,  # noqa: E402
+from ScarEnhanceLib.segmentation import (TEST_TIME_AUGMENTATIONS, members, postprocess,  # noqa: E402
                                           slice_probabilities)
 from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
 
@@ -89,8 +89,7 @@ def at_settings(model: weights.LoadedModel, name: str, spacings: list[float],
     """Row name -> the model working at each of ``spacings`` (mm) with each test-time augmentation of ``test_times``
     (the row with its own settings keeps its name)."""
     own = model.config
-    if isinstance(model.network, SegmentationEnsemble) and (set(spacings), set(test_times)) != \
-            ({own.spacing_mm}, {own.test_time}):
+    if len(members(model.network, own)) > 1 and (set(spacings), set(test_times)) != ({own.spacing_mm}, {own.test_time}):
         raise SystemExit(f"{name} is an ensemble: each of its networks keeps its own spacing and test-time setting")
     named = {}
     for spacing in spacings:
