@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .io import VOLUME_SUFFIXES
-from .parameters import InputError
+from .parameters import VOLUME_SUFFIXES, InputError
 
 LABEL_SUFFIX = "_labels"  # NAME_labels.nii.gz beside NAME.nii.gz: the study's labels
 CSV_COLUMNS = ("image", "labels", "roi", "id")

@@ -14,8 +14,10 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from .parameters import WRITTEN_VOLUME_SUFFIXES
+
 EXIT_BAD_INPUT = 2
-OUTPUT_FORMATS = ("nii.gz", "nrrd", "mha")
+OUTPUT_FORMATS = tuple(suffix[1:] for suffix in WRITTEN_VOLUME_SUFFIXES)  # the suffixes without their dot
 
 
 @contextmanager
@@ -128,14 +130,14 @@ def cmd_segment(args) -> int:
     """One labelmap file, written atomically: no folder lock, so that cases beside each other can be segmented at
     once into their own folder."""
     import SimpleITK as sitk
-    from .io import WRITTEN_VOLUME_SUFFIXES, check_output_file, check_outputs_apart, read_image, write_image
+    from .io import check_output_file, check_outputs_apart, read_image, write_image
     from .pipeline import segment
-    from .volume import to_array
+    from .volume import check_volume
     from .weights import SEGMENTATION
     check_outputs_apart([args.image], [args.output])
     check_output_file(args.output, WRITTEN_VOLUME_SUFFIXES)
     image = read_image(args.image, args.series_uid)
-    to_array(image)  # 2D, 4D, NaN: a clear error before the model loads
+    check_volume(image)  # 2D, 4D, NaN: a clear error before the model loads
     model = _load(SEGMENTATION, args)
     with _progress_bar("segment", args.progress) as progress:
         labels = segment(image, model, progress)
@@ -279,7 +281,7 @@ def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Pa
         read_image
     from .parameters import InputError
     from .pipeline import segment
-    from .volume import to_array
+    from .volume import check_volume
     from .weights import SEGMENTATION
     check_outputs_apart([image_path, labels_path, roi_path], list(_output_paths(output_dir, args).values()))
     _check_settings(args)
@@ -290,7 +292,7 @@ def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Pa
                              "DICOM series folder")
         dicom_tags = read_dicom_tags(dicom_series_files(image_path, args.series_uid)[0])
     image = read_image(image_path, args.series_uid)
-    to_array(image)  # 2D, 4D, NaN: a clear error before the model loads or the output folder is made
+    check_volume(image)  # 2D, 4D, NaN: a clear error before the model loads or the output folder is made
     roi = read_image(roi_path) if roi_path is not None else None
     labels = read_image(labels_path) if labels_path is not None else None
     with output_lock(prepare_output_folder(output_dir)):

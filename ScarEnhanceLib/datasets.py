@@ -21,13 +21,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import labels as L
+from .parameters import VOLUME_SUFFIXES
 from .volume import as_slices, inplane_spacing, slice_axis, to_array
 
 EMIDEC_LABELS = {1: L.BLOOD_POOL, 2: L.MYOCARDIUM, 3: L.SCAR, 4: L.MVO}  # MVO read as myocardium (load_cases)
 MSCMRSEG_LABELS = {500: L.BLOOD_POOL, 200: L.MYOCARDIUM}  # 600 (right ventricle) is not in the heart ROI
 OUR_LABELS = {v: v for v in (L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR)}
 LABEL_PRESETS = {"emidec": EMIDEC_LABELS, "mscmrseg": MSCMRSEG_LABELS, "scarenhance": OUR_LABELS}
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 PACKED_FILE = "cases.npz.xz"
 
 

@@ -21,17 +21,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .parameters import InputError
+from .parameters import VOLUME_SUFFIXES, InputError
 
 # NIfTI datatype code -> numpy type (float types are checked for NaN/Inf)
 NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8",
                1280: "u8", 128: "u1", 2304: "u1", 32: "c8", 1792: "c16"}
 LOCK_FILE = ".scarenhance.lock"
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-# what a volume is written as: one file each (.nhdr and .mhd keep their voxels in a second file, which an atomic
-# write by a temporary name would leave pointing at that name)
-WRITTEN_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 IMAGE_SUFFIXES = VOLUME_SUFFIXES + (".dcm",)
 
 

@@ -22,6 +22,10 @@ SYNTHETIC_SCAR_PATCHES = ("any", "scarred")
 NORMALISATIONS = ("slice", "heart")  # the diffusion network's intensity window (volume.IntensityWindow)
 LR_SCHEDULES = ("constant", "cosine")  # of both trainings (train.learning_rate_at)
 WARMUP_ITERATIONS = 250  # cosine: a fresh optimiser's first steps at full rate would jolt warm-started weights
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")  # read as volumes
+# what a volume is written as: one file each (.nhdr and .mhd keep their voxels in a second file, which an atomic
+# write by a temporary name would leave pointing at that name); the commands' --format choices
+WRITTEN_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
 class InputError(ValueError):

@@ -17,8 +17,8 @@ import torch
 from . import diffusion, segmentation
 from . import labels as L
 from .parameters import EnhanceParameters, network_evaluations
-from .volume import (CropBox, InputError, SliceScale, as_slices, check_roi, from_slices, like, mask_to_model,
-                     resize, same_geometry, slice_axis, to_array)
+from .volume import (CropBox, InputError, SliceScale, as_slices, check_roi, check_volume, from_slices, like,
+                     mask_to_model, resize, same_geometry, slice_axis, to_array)
 from .weights import LoadedModel
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
@@ -186,7 +186,7 @@ def default_batch_size(device: torch.device, config: diffusion.DiffusionConfig) 
 
 def segment(image: sitk.Image, model: LoadedModel, progress: Optional[Progress] = None) -> sitk.Image:
     """Labelmap (0 background, 1 blood pool, 2 myocardium, 3 scar) with the image's geometry."""
-    to_array(image)  # clear errors for 2D/4D/NaN before any work
+    check_volume(image)  # clear errors for 2D/4D/NaN before any work
     device = next(model.network.parameters()).device
     total = image.GetSize()[2 - slice_axis(image)]
     done = [0]

@@ -19,21 +19,26 @@ import torch.nn.functional as F
 from .parameters import InputError  # noqa: F401  (re-exported: the error of every input check)
 
 
-def to_array(image: sitk.Image) -> np.ndarray:
-    """(z, y, x) float32 array of a 3D scalar image, with clear errors for anything else."""
+def check_volume(image: sitk.Image) -> None:
+    """Clear errors for what no command can work on: not a 3D scalar volume, NaN or infinite values, values beyond
+    float32, one value everywhere. Reads the voxels in place (no copy), so commands check before a model loads."""
     if image.GetDimension() != 3:
         raise InputError(f"expected a 3D volume, got a {image.GetDimension()}D image")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError("expected a scalar (grey-level) volume, got a multi-component image")
-    native = sitk.GetArrayFromImage(image)
+    native = sitk.GetArrayViewFromImage(image)
     if native.dtype.kind == "f" and not np.isfinite(native).all():
         raise InputError("the volume contains NaN or infinite values")
     if native.size and float(np.abs(native).max()) > float(np.finfo(np.float32).max):
         raise InputError("the volume's values exceed the float32 range (about 3.4e38): rescale it first")
-    array = native.astype(np.float32)
-    if array.size and array.min() == array.max():
+    if native.size and native.min() == native.max():
         raise InputError(f"the volume holds one value everywhere ({native.flat[0]}): there is no image to work on")
-    return array
+
+
+def to_array(image: sitk.Image) -> np.ndarray:
+    """(z, y, x) float32 array of a 3D scalar image, with ``check_volume``'s errors for anything else."""
+    check_volume(image)
+    return sitk.GetArrayFromImage(image).astype(np.float32)
 
 
 def slice_axis(image: sitk.Image) -> int:

@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from ScarEnhanceLib.cli import OUTPUT_FORMATS
 from ScarEnhanceLib.io import check_outputs_apart, read_image, write_image
 from ScarEnhanceLib.volume import InputError, same_geometry
 
 
-@pytest.mark.parametrize("suffix", ["nii.gz", "nrrd", "mha"])
-def test_formats_round_trip_with_geometry(phantom, tmp_path, suffix):
+@pytest.mark.parametrize("suffix", OUTPUT_FORMATS)
+def test_each_output_format_round_trips_with_geometry(phantom, tmp_path, suffix):
     image, _ = phantom
     path = write_image(image, tmp_path / f"lge.{suffix}")
     back = read_image(path)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ScarEnhanceLib.volume import (CropBox, InputError, SliceScale, check_roi, mask_to_model, resize, slice_axis,
-                                   to_array)
+from ScarEnhanceLib.volume import (CropBox, InputError, SliceScale, check_roi, check_volume, mask_to_model, resize,
+                                   slice_axis, to_array)
 
 
 def _image(size_xyz, spacing_xyz):
@@ -58,16 +58,30 @@ def test_mask_at_model_size_covers_every_touched_pixel():
     assert resize(np.ones((2, 64, 64)), 16).shape == (2, 16, 16)
 
 
-def test_bad_volumes_are_rejected_clearly():
+@pytest.mark.parametrize("convert", [check_volume, to_array])
+def test_bad_volumes_are_rejected_clearly(convert):
     with pytest.raises(InputError, match="3D"):
-        to_array(sitk.Image([8, 8], sitk.sitkFloat32))
+        convert(sitk.Image([8, 8], sitk.sitkFloat32))
     with pytest.raises(InputError, match="3D"):
-        to_array(sitk.Image([8, 8, 4, 2], sitk.sitkFloat32))
+        convert(sitk.Image([8, 8, 4, 2], sitk.sitkFloat32))
     nan = sitk.GetImageFromArray(np.full((2, 4, 4), np.nan, dtype=np.float32))
     with pytest.raises(InputError, match="NaN"):
-        to_array(nan)
+        convert(nan)
     with pytest.raises(InputError, match="scalar"):
-        to_array(sitk.Image([8, 8, 4], sitk.sitkVectorFloat32, 3))
+        convert(sitk.Image([8, 8, 4], sitk.sitkVectorFloat32, 3))
+    with pytest.raises(InputError, match="one value everywhere"):
+        convert(sitk.GetImageFromArray(np.full((2, 4, 4), 7, dtype=np.int16)))
+    with pytest.raises(InputError, match="float32 range"):
+        convert(sitk.GetImageFromArray(np.array([[[0.0, 1e39]]])))
+
+
+def test_a_checked_volume_is_left_as_it_was_and_converts_to_float32():
+    voxels = np.arange(32, dtype=np.int16).reshape(2, 4, 4)
+    image = sitk.GetImageFromArray(voxels)
+    check_volume(image)
+    assert np.array_equal(sitk.GetArrayViewFromImage(image), voxels)
+    array = to_array(image)
+    assert array.dtype == np.float32 and np.array_equal(array, voxels)
 
 
 def test_roi_checks():
