@@ -1,8 +1,10 @@
 """The scar diagnostic (benchmarks/measure_scar_in_segmentation.py) counts where a segmentation puts the reference
-scar, and where its own scar lies in the reference (no-reflow apart)."""
+scar, and where its own scar lies in the reference (no-reflow apart), and how enhanced the reference scar is where it
+is missed."""
 import numpy as np
 
 from ScarEnhanceLib import labels as L
+from ScarEnhanceLib.metrics import remote_reference
 
 from conftest import load_benchmark, phantom_case
 
@@ -44,6 +46,41 @@ def test_predicted_scar_is_counted_by_the_reference_class_under_it():
     assert "in reference no-reflow (%)" in table
 
 
+def test_reference_scar_is_scored_in_sd_above_the_remote_myocardium_by_the_class_it_is_called():
+    script = load_benchmark("measure_scar_in_segmentation")
+    reference = np.zeros((1, 40, 40), np.uint8)
+    yy, xx = np.mgrid[:40, :40]
+    radius = np.hypot(yy - 19.5, xx - 19.5)
+    reference[0][(radius >= 10) & (radius < 14)] = L.MYOCARDIUM
+    reference[0][radius < 10] = L.BLOOD_POOL
+    image = np.where(reference > 0, 100.0, 0.0) + np.where((yy + xx) % 2, 5.0, -5.0)  # remote mean 100, SD 5
+    scar = (reference[0] == L.MYOCARDIUM) & (xx > 28)
+    reference[0][scar] = L.SCAR
+    image[0][scar & (yy < 20)] = 130.0  # 6 SD: enhanced scar
+    image[0][scar & (yy >= 20)] = 105.0  # 1 SD: scar by the label only
+    predicted = reference.copy()
+    predicted[0][scar & (yy >= 20)] = L.MYOCARDIUM  # the segmentation calls the unenhanced half healthy
+    scores = script.scar_enhancement(image, predicted, reference)
+    mean, sd = remote_reference(image, reference)  # the darkest sector: about 100 and 5
+    enhanced, unenhanced = (130.0 - mean) / sd, (105.0 - mean) / sd
+    assert 5.5 < enhanced < 6.5 and 0.5 < unenhanced < 1.5
+    np.testing.assert_allclose(scores[L.SCAR], enhanced)
+    np.testing.assert_allclose(scores[L.MYOCARDIUM], unenhanced)
+    assert scores[L.BLOOD_POOL].size == 0 and scores[L.BACKGROUND].size == 0
+    table = script.enhancement_markdown([(["bundled"], {k: [v] for k, v in scores.items()})], ["models"])
+    assert (f"| bundled | {enhanced:.1f} / {enhanced:.1f} / {enhanced:.1f}, 0 % | "
+            f"{unenhanced:.1f} / {unenhanced:.1f} / {unenhanced:.1f}, 100 % | none | none |") in table
+
+
+def test_scar_without_a_remote_reference_gets_no_scores():
+    script = load_benchmark("measure_scar_in_segmentation")
+    reference = np.full((1, 4, 4), L.SCAR, np.uint8)  # no healthy sector to read a remote reference in
+    reference[0, 0, 0] = L.BACKGROUND
+    image = np.ones(reference.shape)
+    scores = script.scar_enhancement(image, reference, reference)
+    assert all(v.size == 0 for v in scores.values())
+
+
 def test_degraded_maps_are_placed_like_a_segmentation_and_the_segmentation_like_ones_reach_the_blood_pool():
     script = load_benchmark("measure_scar_in_segmentation")
     cases = [phantom_case(seed) for seed in range(3)]
@@ -60,4 +97,5 @@ def test_the_script_prints_both_tables_for_each_models_folder(phantom_folder, ti
     printed = capsys.readouterr().out
     assert "Reference scar, by the class the segmentation gives it" in printed
     assert "The segmentation's scar, by the reference class under it" in printed
-    assert printed.count(f"| {tiny_models} | {phantom_folder.name} | all | 2 |") == 2  # the two cases with scar
+    assert "How enhanced the reference scar is, by the class the segmentation gives it" in printed
+    assert printed.count(f"| {tiny_models} | {phantom_folder.name} | all | 2 |") == 3  # the two cases with scar

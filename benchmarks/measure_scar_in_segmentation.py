@@ -2,7 +2,10 @@
 the reference: which share of the reference scar the segmentation calls scar, healthy myocardium, blood pool or
 background (outside the heart ROI); and which share of its scar lies in reference scar (its precision), no-reflow
 (EMIDEC's microvascular obstruction, a core inside scar that EMIDEC's infarct Dice counts apart), healthy
-myocardium, blood pool or background.
+myocardium, blood pool or background. A third table tells how enhanced the reference scar is where the
+segmentation calls it each class: its pixels' SD above the remote myocardium of the reference labels (the readouts'
+reference, metrics.remote_reference), and the share of them under 2 SD, the lowest threshold of the n-SD rule: scar
+that no intensity definition of scar would find.
 
 On the user's path the enhancement model noises only the segmented heart ROI and reads its blood-pool and wall
 maps: scar called background is never enhanced, and scar called blood pool is treated as blood (which the gamma
@@ -31,11 +34,13 @@ from ScarEnhanceLib import weights  # noqa: E402
 from ScarEnhanceLib.augment import degrade_labels  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import predicted_labels  # noqa: E402
+from ScarEnhanceLib.metrics import remote_reference  # noqa: E402
 from ScarEnhanceLib.parameters import SCAR_MAP_ERRORS  # noqa: E402
 from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
 
 # label -> name, in each table's order
 LANDING = {L.SCAR: "scar", L.MYOCARDIUM: "healthy myocardium", L.BLOOD_POOL: "blood pool", L.BACKGROUND: "background"}
+LOWEST_N_SD = 2.0  # the lowest n of the n-SD rule the guidelines name (2 to 6)
 PLACEMENT = {L.SCAR: "scar", L.MVO: "no-reflow", L.MYOCARDIUM: "healthy myocardium", L.BLOOD_POOL: "blood pool",
              L.BACKGROUND: "background"}
 
@@ -48,6 +53,33 @@ def scar_landing(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def scar_placement(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Pixel counts of the predicted scar per reference class (index = label value, no-reflow as L.MVO)."""
     return np.bincount(reference[predicted == L.SCAR].ravel(), minlength=L.MVO + 1)[:L.MVO + 1]
+
+
+def scar_enhancement(image: np.ndarray, predicted: np.ndarray, reference: np.ndarray) -> dict[int, np.ndarray]:
+    """SD above the remote myocardium of ``reference`` (no-reflow read as myocardium, as the readouts read a user's
+    labels) of the reference scar's pixels, by the class ``predicted`` gives them; none without a remote reference."""
+    folded = np.where(reference == L.MVO, L.MYOCARDIUM, reference)
+    remote = remote_reference(image.astype(float), folded)
+    scar = reference == L.SCAR
+    if remote is None or remote[1] == 0:
+        return {label: np.zeros(0) for label in LANDING}
+    z = (image - remote[0]) / remote[1]
+    return {label: z[scar & (predicted == label)] for label in LANDING}
+
+
+def enhancement_markdown(rows: list[tuple[list[str], dict[int, list[np.ndarray]]]], keys: list[str]) -> str:
+    """A row per (key cells, z-scores per class): each class's quartiles (SD) and share under LOWEST_N_SD."""
+    lines = ["| " + " | ".join(keys) + " | " + " | ".join(f"called {name}: SD (25/50/75 %), under {LOWEST_N_SD:g} SD"
+                                                         for name in LANDING.values()) + " |",
+             "|" + "---|" * (len(keys) + len(LANDING))]
+    for cells, scores in rows:
+        parts = []
+        for label in LANDING:
+            z = np.concatenate(scores[label])
+            parts.append("none" if z.size == 0 else " / ".join(f"{q:.1f}" for q in np.percentile(z, (25, 50, 75)))
+                         + f", {100.0 * np.mean(z < LOWEST_N_SD):.0f} %")
+        lines.append("| " + " | ".join(cells) + " | " + " | ".join(parts) + " |")
+    return "\n".join(lines)
 
 
 def degraded_map_placement(cases, scar_errors: str, rng: np.random.Generator) -> np.ndarray:
@@ -89,15 +121,18 @@ def main(argv=None) -> int:
             names = names_in(splits, folder, split)
             cases = [c for c in load_cases(DatasetSpec.load(folder), names, keep_mvo=True) if c.has_scar]
             case_sets.append((folder.resolve().name, split, cases))
-    landing, placement = [], []
+    landing, placement, enhancement = [], [], []
     for models in args.models or [weights.MODELS_DIR]:
         labels_of = predicted_labels(weights.load(weights.SEGMENTATION, models))
         for data, split, cases in case_sets:
             cells = [str(models), data, split, str(len(cases))]
-            landing.append((cells, sum((scar_landing(labels_of(c), c.labels) for c in cases),
+            predicted = [labels_of(c) for c in cases]  # each case segmented once for the three tables
+            landing.append((cells, sum((scar_landing(p, c.labels) for p, c in zip(predicted, cases)),
                                        np.zeros(L.NUM_CLASSES, int))))
-            placement.append((cells, sum((scar_placement(labels_of(c), c.labels) for c in cases),
+            placement.append((cells, sum((scar_placement(p, c.labels) for p, c in zip(predicted, cases)),
                                          np.zeros(L.MVO + 1, int))))
+            scores = [scar_enhancement(c.images, p, c.labels) for p, c in zip(predicted, cases)]
+            enhancement.append((cells, {label: [s[label] for s in scores] for label in LANDING}))
     if args.degraded_maps:
         for errors in SCAR_MAP_ERRORS:
             rng = np.random.default_rng(0)
@@ -109,6 +144,9 @@ def main(argv=None) -> int:
     print(markdown(landing, keys, {k: f"called {v}" for k, v in LANDING.items()}))
     print("\nThe segmentation's scar, by the reference class under it\n")
     print(markdown(placement, keys, {k: f"in reference {v}" for k, v in PLACEMENT.items()}))
+    print("\nHow enhanced the reference scar is, by the class the segmentation gives it (SD above the remote "
+          "myocardium)\n")
+    print(enhancement_markdown(enhancement, keys))
     return 0
 
 
