@@ -21,7 +21,8 @@ from .parameters import InputError  # noqa: F401  (re-exported: the error of eve
 
 def check_volume(image: sitk.Image) -> None:
     """Clear errors for what no command can work on: not a 3D scalar volume, NaN or infinite values, values beyond
-    float32, one value everywhere. Reads the voxels in place (no copy), so commands check before a model loads."""
+    float32, one value everywhere (as float32, what the commands work on). Reads the voxels without a float32 copy, so
+    commands check cheaply before a model loads."""
     if image.GetDimension() != 3:
         raise InputError(f"expected a 3D volume, got a {image.GetDimension()}D image")
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -29,9 +30,12 @@ def check_volume(image: sitk.Image) -> None:
     native = sitk.GetArrayViewFromImage(image)
     if native.dtype.kind == "f" and not np.isfinite(native).all():
         raise InputError("the volume contains NaN or infinite values")
-    if native.size and float(np.abs(native).max()) > float(np.finfo(np.float32).max):
+    if not native.size:
+        return
+    low, high = native.min(), native.max()
+    if max(abs(float(low)), abs(float(high))) > float(np.finfo(np.float32).max):
         raise InputError("the volume's values exceed the float32 range (about 3.4e38): rescale it first")
-    if native.size and native.min() == native.max():
+    if np.float32(low) == np.float32(high):  # rounding keeps order: float32's extremes are these rounded
         raise InputError(f"the volume holds one value everywhere ({native.flat[0]}): there is no image to work on")
 
 

@@ -2,6 +2,7 @@
 scar, and where its own scar lies in the reference (no-reflow apart), and how enhanced the reference scar is where it
 is missed."""
 import numpy as np
+import pytest
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.metrics import remote_reference
@@ -72,13 +73,40 @@ def test_reference_scar_is_scored_in_sd_above_the_remote_myocardium_by_the_class
             f"{unenhanced:.1f} / {unenhanced:.1f} / {unenhanced:.1f}, 100 % | none | none |") in table
 
 
-def test_scar_without_a_remote_reference_gets_no_scores():
+def test_no_reflow_counts_as_wall_in_the_remote_reference_as_the_readouts_read_a_users_labels():
     script = load_benchmark("measure_scar_in_segmentation")
-    reference = np.full((1, 4, 4), L.SCAR, np.uint8)  # no healthy sector to read a remote reference in
-    reference[0, 0, 0] = L.BACKGROUND
-    image = np.ones(reference.shape)
+    reference = np.zeros((1, 40, 40), np.uint8)
+    yy, xx = np.mgrid[:40, :40]
+    radius = np.hypot(yy - 19.5, xx - 19.5)
+    wall = (radius >= 10) & (radius < 14)
+    reference[0][wall] = L.MYOCARDIUM
+    reference[0][wall & (xx > 28)] = L.SCAR
+    reference[0][wall & (xx < 12)] = L.MVO  # a dark core: the darkest sector once it counts as wall
+    image = np.where(wall, 100.0, 0.0)[None] + np.where((yy + xx) % 2, 5.0, -5.0)
+    image[0][wall & (xx > 28)] = 130.0
+    image[0][wall & (xx < 12)] = 60.0
+    scores = script.scar_enhancement(image, reference, reference)
+    folded = np.where(reference == L.MVO, L.MYOCARDIUM, reference)
+    mean, sd = remote_reference(image, folded)
+    assert mean < 80  # the no-reflow sector is the remote reference
+    np.testing.assert_allclose(scores[L.SCAR], (130.0 - mean) / sd)
+
+
+@pytest.mark.parametrize("image", [np.ones((1, 4, 4)), np.arange(16.0).reshape(1, 4, 4)])
+def test_scar_without_a_remote_reference_or_its_spread_gets_no_scores(image):
+    script = load_benchmark("measure_scar_in_segmentation")
+    reference = np.zeros((1, 4, 4), np.uint8)
+    if image.max() == 1:  # a wall of one value: a remote reference without spread
+        reference[0, 1:3, 1:3] = L.SCAR
+    else:  # a single wall pixel: no remote reference at all
+        reference[0, 1, 1] = L.SCAR
+        assert remote_reference(image, reference) is None
     scores = script.scar_enhancement(image, reference, reference)
     assert all(v.size == 0 for v in scores.values())
+    table = script.enhancement_markdown([(["bundled"], {k: [v] for k, v in scores.items()}),
+                                         (["no scar cases"], {k: [] for k in scores})], ["models"])
+    assert "| bundled | none | none | none | none |" in table
+    assert "| no scar cases | none | none | none | none |" in table
 
 
 def test_degraded_maps_are_placed_like_a_segmentation_and_the_segmentation_like_ones_reach_the_blood_pool():
@@ -91,7 +119,7 @@ def test_degraded_maps_are_placed_like_a_segmentation_and_the_segmentation_like_
     assert like[L.BLOOD_POOL] / like.sum() > 2 * within[L.BLOOD_POOL] / within.sum()
 
 
-def test_the_script_prints_both_tables_for_each_models_folder(phantom_folder, tiny_models, capsys):
+def test_the_script_prints_its_three_tables_for_each_models_folder(phantom_folder, tiny_models, capsys):
     script = load_benchmark("measure_scar_in_segmentation")
     assert script.main([str(phantom_folder), "--models", str(tiny_models), "--splits", "all"]) == 0
     printed = capsys.readouterr().out

@@ -71,6 +71,8 @@ def test_bad_volumes_are_rejected_clearly(convert):
         convert(sitk.Image([8, 8, 4], sitk.sitkVectorFloat32, 3))
     with pytest.raises(InputError, match="one value everywhere"):
         convert(sitk.GetImageFromArray(np.full((2, 4, 4), 7, dtype=np.int16)))
+    with pytest.raises(InputError, match="one value everywhere"):  # two values that float32 cannot tell apart
+        convert(sitk.GetImageFromArray(np.array([[[1.0, 1.0 + 1e-12]]])))
     with pytest.raises(InputError, match="float32 range"):
         convert(sitk.GetImageFromArray(np.array([[[0.0, 1e39]]])))
 

@@ -5,11 +5,11 @@ background (outside the heart ROI); and which share of its scar lies in referenc
 myocardium, blood pool or background. A third table tells how enhanced the reference scar is where the
 segmentation calls it each class: its pixels' SD above the remote myocardium of the reference labels (the readouts'
 reference, metrics.remote_reference), and the share of them under 2 SD, the lowest threshold of the n-SD rule: scar
-that no intensity definition of scar would find.
+that no n-SD threshold (2 to 6) would find.
 
 On the user's path the enhancement model noises only the segmented heart ROI and reads its blood-pool and wall
 maps: scar called background is never enhanced, and scar called blood pool is treated as blood (which the gamma
-target darkens). Scar called anywhere but reference scar lowers the scar Dice. Prints two markdown tables, a row
+target darkens). Scar called anywhere but reference scar lowers the scar Dice. Prints three markdown tables, a row
 per model, data set and split; recorded ones are in the model card. With ``--degraded-maps`` the second table also
 places the scar of the degraded maps a tissue-scar enhancement model trains on, for each ``--scar-map-errors``
 mode of ``scarenhance train-diffusion`` (one draw per slice with a heart ROI of the cases with scar, as training
@@ -75,7 +75,7 @@ def enhancement_markdown(rows: list[tuple[list[str], dict[int, list[np.ndarray]]
     for cells, scores in rows:
         parts = []
         for label in LANDING:
-            z = np.concatenate(scores[label])
+            z = np.concatenate(scores[label]) if scores[label] else np.zeros(0)  # a split without scar cases
             parts.append("none" if z.size == 0 else " / ".join(f"{q:.1f}" for q in np.percentile(z, (25, 50, 75)))
                          + f", {100.0 * np.mean(z < LOWEST_N_SD):.0f} %")
         lines.append("| " + " | ".join(cells) + " | " + " | ".join(parts) + " |")
