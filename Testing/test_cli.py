@@ -25,6 +25,15 @@ def phantom_files(tmp_path_factory):
     return folder / "phantom.nii.gz", folder / "phantom_labels.nii.gz"
 
 
+def test_uncompressed_nifti_is_an_output_format_as_it_is_an_output_suffix(phantom_files, tiny_models, tmp_path):
+    image_path, labels_path = phantom_files
+    assert main(["enhance", str(image_path), "--labels", str(labels_path), "-o", str(tmp_path), "--models",
+                 str(tiny_models), "--format", "nii", "--no-report", *FAST]) == 0
+    image = sitk.ReadImage(str(image_path))
+    for name in ("enhanced", "uncertainty", "roi", "labels"):
+        assert same_geometry(sitk.ReadImage(str(tmp_path / f"{name}.nii")), image)
+
+
 def test_enhance_writes_every_output_with_the_inputs_geometry(phantom_files, tiny_models, tmp_path):
     image_path, labels_path = phantom_files
     before = image_path.read_bytes()
