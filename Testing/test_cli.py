@@ -32,6 +32,7 @@ def test_uncompressed_nifti_is_an_output_format_as_it_is_an_output_suffix(phanto
     image = sitk.ReadImage(str(image_path))
     for name in ("enhanced", "uncertainty", "roi", "labels"):
         assert same_geometry(sitk.ReadImage(str(tmp_path / f"{name}.nii")), image)
+        assert not (tmp_path / f"{name}.nii").read_bytes().startswith(b"\x1f\x8b")  # not gzip: uncompressed
 
 
 def test_enhance_writes_every_output_with_the_inputs_geometry(phantom_files, tiny_models, tmp_path):

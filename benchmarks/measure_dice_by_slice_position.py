@@ -1,11 +1,12 @@
 """Whether the segmentation fails towards the ends of a stack: the heart-ROI and wall Dice of each slice with a
 reference heart, and the share of the reference scar it calls scar, for the first, middle and last third of each
-stack's slices. A case whose end slices are segmented badly loses its scar there (on one EMIDEC validation case most
-of the scar called background lay in its first three of nine slices). Prints a markdown table, a row per model, data
-set, split and third; a recorded one is in the model card.
+case's labelled slices (the data sets' loaders keep only slices with a reference label). A case whose end slices are
+segmented badly loses its scar there (on one EMIDEC validation case most of the scar called background lay in its
+first slices). Prints a markdown table, a row per model, data set, split and third; a recorded one is in
+Resources/models/evaluation/train_val_dice_by_slice_position.md.
 
     python benchmarks/measure_dice_by_slice_position.py ../shared/data/emidec ../shared/data/myops2020_train25 \\
-        --models Resources/models --splits train val
+        ../shared/data/mscmrseg19_lge --models Resources/models --splits train val
 """
 from __future__ import annotations
 
