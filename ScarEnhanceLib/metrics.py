@@ -121,6 +121,16 @@ def remote_reference(image: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     return (values.mean(), values.std()) if values.size >= 2 else None
 
 
+def sd_above_remote(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each pixel's brightness in SD above the mean of the remote myocardium of ``labels`` (``remote_reference``);
+    NaN everywhere where there is no remote reference (under two pixels, or no spread)."""
+    reference = remote_reference(image.astype(float), labels)
+    if reference is None or reference[1] == 0:
+        return np.full(image.shape, np.nan)
+    mean, spread = reference
+    return (image - mean) / spread
+
+
 def _large_parts(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     """In-plane connected parts of at least ``min_pixels`` pixels, slice by slice."""
     kept = np.zeros_like(mask)

@@ -8,6 +8,7 @@ import torch
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.datasets import Case
+from ScarEnhanceLib.metrics import sd_above_remote
 from ScarEnhanceLib.segmentation import SegmentationConfig, SegmentationEnsemble
 from ScarEnhanceLib.weights import LoadedModel
 
@@ -47,14 +48,14 @@ def test_a_scar_floor_keeps_the_scar_brighter_than_the_remote_myocardium_and_cal
     image = rng.normal(100.0, 5.0, labels.shape)  # remote myocardium: mean 100, SD 5
     image[0, 3:5, 3:9] = 130.0  # a bright band of the wall: 6 SD above
     image[0, 7:9, 3:9] = 108.0  # a dim one: under 2 SD above
-    z = script.scar_z_scores(image, labels)
+    z = sd_above_remote(image, labels)
     assert z[0, 3, 3] > 3.0
     floored = script.floored(labels, image, 3.0)
     assert (floored[0, 3:5, 3:9] == L.SCAR).all()  # enhanced: kept
     assert not (floored[0, 7:9, 3:9] == L.SCAR).any() and (floored[0, 7:9, 3:9] == L.MYOCARDIUM).all()
     assert (floored == L.BLOOD_POOL).sum() == (labels == L.BLOOD_POOL).sum()  # other classes untouched
     flat = np.full(labels.shape, 100.0)  # no spread in the remote myocardium: no reference, the scar stays
-    assert np.isnan(script.scar_z_scores(flat, labels)).all()
+    assert np.isnan(sd_above_remote(flat, labels)).all()
     assert np.array_equal(script.floored(labels, flat, 1.0), labels)
 
 
@@ -70,7 +71,7 @@ def test_z_quartiles_are_read_inside_and_outside_the_reference_scar():
     line = script.z_quartiles([case], {"one": [probabilities]})
     inside = [float(v) for v in line.split("in reference scar ")[1].split(";")[0].split(" / ")]
     outside = [float(v) for v in line.split("outside it ")[1].split(" / ")]
-    z = script.scar_z_scores(image, labels)
+    z = sd_above_remote(image, labels)
     assert inside == pytest.approx(np.percentile(z[0, 3, 3:9], (25, 50, 75)), abs=0.005)
     assert min(inside) > max(outside)
 

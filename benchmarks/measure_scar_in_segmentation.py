@@ -4,7 +4,7 @@ background (outside the heart ROI); and which share of its scar lies in referenc
 (EMIDEC's microvascular obstruction, a core inside scar that EMIDEC's infarct Dice counts apart), healthy
 myocardium, blood pool or background. A third table tells how enhanced the reference scar is where the
 segmentation calls it each class: its pixels' SD above the remote myocardium of the reference labels (the readouts'
-reference, metrics.remote_reference), and the share of them under 2 SD, the lowest threshold of the n-SD rule: scar
+reference, metrics.sd_above_remote), and the share of them under 2 SD, the lowest threshold of the n-SD rule: scar
 that no n-SD threshold (2 to 6) would find.
 
 On the user's path the enhancement model noises only the segmented heart ROI and reads its blood-pool and wall
@@ -34,7 +34,7 @@ from ScarEnhanceLib import weights  # noqa: E402
 from ScarEnhanceLib.augment import degrade_labels  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import predicted_labels  # noqa: E402
-from ScarEnhanceLib.metrics import remote_reference  # noqa: E402
+from ScarEnhanceLib.metrics import sd_above_remote  # noqa: E402
 from ScarEnhanceLib.parameters import SCAR_MAP_ERRORS  # noqa: E402
 from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
 
@@ -58,12 +58,8 @@ def scar_placement(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def scar_enhancement(image: np.ndarray, predicted: np.ndarray, reference: np.ndarray) -> dict[int, np.ndarray]:
     """SD above the remote myocardium of ``reference`` (no-reflow read as myocardium, as the readouts read a user's
     labels) of the reference scar's pixels, by the class ``predicted`` gives them; none without a remote reference."""
-    folded = np.where(reference == L.MVO, L.MYOCARDIUM, reference)
-    remote = remote_reference(image.astype(float), folded)
-    scar = reference == L.SCAR
-    if remote is None or remote[1] == 0:
-        return {label: np.zeros(0) for label in LANDING}
-    z = (image - remote[0]) / remote[1]
+    z = sd_above_remote(image, np.where(reference == L.MVO, L.MYOCARDIUM, reference))
+    scar = (reference == L.SCAR) & ~np.isnan(z)  # all NaN, or none: whether there is a remote reference
     return {label: z[scar & (predicted == label)] for label in LANDING}
 
 

@@ -38,7 +38,7 @@ from ScarEnhanceLib import weights  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.io import prepare_output_folder, strict_json, write_text  # noqa: E402
 from ScarEnhanceLib.evaluate import segmentation_row, summarise_segmentation, summary_cell  # noqa: E402
-from ScarEnhanceLib.metrics import remote_reference  # noqa: E402
+from ScarEnhanceLib.metrics import sd_above_remote  # noqa: E402
 from ScarEnhanceLib.segmentation import (TEST_TIME_AUGMENTATIONS, members, postprocess,  # noqa: E402
                                           slice_probabilities)
 from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
@@ -53,20 +53,10 @@ def labels_from(probabilities: list[np.ndarray], scar_scale: float = 1.0) -> np.
     return postprocess(mean.argmax(axis=1).astype(np.uint8))
 
 
-def scar_z_scores(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each pixel's brightness in SD above the mean of the remote myocardium of ``labels`` (metrics.py's reference);
-    NaN everywhere where there is no remote reference (under two pixels, or no spread)."""
-    reference = remote_reference(image.astype(float), labels)
-    if reference is None or reference[1] == 0:
-        return np.full(image.shape, np.nan)
-    mean, spread = reference
-    return (image - mean) / spread
-
-
 def floored(labels: np.ndarray, image: np.ndarray, n_sd: float) -> np.ndarray:
     """``labels`` whose scar darker than the remote myocardium's mean + ``n_sd`` SD is called healthy myocardium;
     without a remote reference the scar is left as it is."""
-    z = scar_z_scores(image, labels)
+    z = sd_above_remote(image, labels)
     dim_scar = (labels == L.SCAR) & ~np.isnan(z) & (z < n_sd)
     return np.where(dim_scar, L.MYOCARDIUM, labels).astype(labels.dtype)
 
@@ -118,7 +108,7 @@ def z_quartiles(cases, probabilities: dict[str, list[np.ndarray]]) -> str:
     inside, outside = [], []
     for case in cases:
         labels = labels_from([probabilities[case.name][0]])
-        z, scar, reference = scar_z_scores(case.images, labels), labels == L.SCAR, case.labels == L.SCAR
+        z, scar, reference = sd_above_remote(case.images, labels), labels == L.SCAR, case.labels == L.SCAR
         scar &= ~np.isnan(z)  # a case without a remote reference has no z-scores to count
         inside.append(z[scar & reference])
         outside.append(z[scar & ~reference])
