@@ -47,6 +47,7 @@ class PatchOptions:
     synthetic_scar: Union[float, tuple[float, ...]] = 0.0  # with a scar drawn into healthy wall (``synthetic_scar``)
     synthetic_scar_patches: str = "any"  # which patches may get one (SYNTHETIC_SCAR_PATCHES)
     heart_crops: float = 0.0  # cut to a square around the heart, as a volume a user cropped (``heart_crop``)
+    first_third: float = 0.0  # drawn from the first third of a case's slices (``first_third_end``), else from any
 
     def __post_init__(self):
         if np.ndim(self.synthetic_scar):  # a list from the command line or a run's config.json
@@ -58,6 +59,9 @@ class PatchOptions:
             raise ValueError(f"the share of patches with tissue contrast must be 0 to 1, got {self.tissue_contrast}")
         if not 0.0 <= self.heart_crops <= 1.0:
             raise ValueError(f"the share of patches cut around the heart must be 0 to 1, got {self.heart_crops}")
+        if not 0.0 <= self.first_third <= 1.0:
+            raise ValueError(f"the share of patches drawn from the first third of the slices must be 0 to 1, got "
+                             f"{self.first_third}")
         if not all(0.0 <= share <= 1.0 for share in np.atleast_1d(self.synthetic_scar)):
             raise ValueError(f"the share of patches with a synthetic scar must be 0 to 1, got {self.synthetic_scar}")
         if self.synthetic_scar_patches not in SYNTHETIC_SCAR_PATCHES:
@@ -78,7 +82,8 @@ class PatchOptions:
         share = self.synthetic_scar
         return {"tissue_contrast": self.tissue_contrast,
                 "synthetic_scar": float(share) if np.ndim(share) == 0 else list(share),
-                "synthetic_scar_patches": self.synthetic_scar_patches, "heart_crops": self.heart_crops}
+                "synthetic_scar_patches": self.synthetic_scar_patches, "heart_crops": self.heart_crops,
+                "first_third": self.first_third}
 
 
 @contextlib.contextmanager
@@ -367,6 +372,11 @@ def synthetic_scar(image: torch.Tensor, labels: np.ndarray, rng: np.random.Gener
     return changed, np.where(scar, L.SCAR, labels).astype(labels.dtype)
 
 
+def first_third_end(count: int) -> int:
+    """How many slices the first third of a stack of ``count`` holds: a third rounded up, at least one slice."""
+    return -(-count // 3)
+
+
 class SegmentationSamples:
     """(image, labels) patches at the model's spacing. Scanners differ in pixel shape (EMIDEC's PNGs are
     stretched along one axis by up to 1.7), orientation and intensity curves: each axis is scaled on its own,
@@ -399,6 +409,7 @@ class SegmentationSamples:
             RandHistogramShiftd(["image"], prob=0.2, num_control_points=(5, 10)),
         ])
         self.index = [(c, i) for c in cases for i in range(len(c.images))]
+        self.first_third_index = [(c, i) for c in cases for i in range(first_third_end(len(c.images)))]
         self.reseed(rng)
 
     def reseed(self, rng: np.random.Generator) -> None:
@@ -409,8 +420,14 @@ class SegmentationSamples:
 
     def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         with _plain_tensors():
-            items = [self._one(*self.index[self.rng.integers(len(self.index))]) for _ in range(batch_size)]
+            items = [self._one(*self._slice()) for _ in range(batch_size)]
         return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+
+    def _slice(self) -> tuple[Case, int]:
+        """A case and one of its slices: any slice, or for ``first_third`` of the patches one of the first third,
+        which every site's stacks segment worst (benchmarks/measure_dice_by_slice_position.py)."""
+        index = self.first_third_index if self._chosen(self.options.first_third) else self.index
+        return index[self.rng.integers(len(index))]
 
     def _one(self, case: Case, index: int):
         scale = self.rng.uniform(*SCALE_RANGE, size=2)  # anisotropic: rows and columns on their own

@@ -744,7 +744,8 @@ def cmd_train_segmentation(args) -> int:
     train_segmentation([(train, spec.labelled_classes) for spec, train, _ in datasets], config,
                        _settings(args, patches=PatchOptions(
                            tissue_contrast=args.tissue_contrast, synthetic_scar=args.synthetic_scar,
-                           synthetic_scar_patches=args.synthetic_scar_patches, heart_crops=args.heart_crops)),
+                           synthetic_scar_patches=args.synthetic_scar_patches, heart_crops=args.heart_crops,
+                           first_third=args.first_third)),
                        validation, shares=args.dataset_share)
     print(f"weights: {args.run_dir / 'model.safetensors'}")
     return 0
@@ -955,6 +956,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--heart-crops", type=float, default=0.0, metavar="SHARE",
                      help="share of patches (0-1) cut to a square of 110-200 mm around the heart, zero outside, as a "
                           "volume cropped to the heart gives them (default 0: none)")
+    seg.add_argument("--first-third", type=float, default=0.0, metavar="SHARE",
+                     help="share of patches (0-1) drawn from the first third of each case's slices (the basal "
+                          "slices in these data sets, segmented worst), the others from any slice (default 0: "
+                          "every slice equally often)")
     seg.add_argument("--dataset-share", type=float, nargs="+", default=None, metavar="SHARE",
                      help="share of the batches drawn from each --dataset, in their order (default: equal shares)")
     seg.set_defaults(func=cmd_train_segmentation)

@@ -14,7 +14,8 @@ from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
 from ScarEnhanceLib.datasets import DatasetSpec, case_names, load_cases
 from ScarEnhanceLib.augment import (HEART_CROP_SIDE_MM, SYNTHETIC_SCAR, TISSUE_GAINS, DiffusionSamples, PatchOptions,
-                                   SegmentationSamples, heart_crop, synthetic_scar, tissue_contrast)
+                                   SegmentationSamples, first_third_end, heart_crop, synthetic_scar,
+                                   tissue_contrast)
 from ScarEnhanceLib.diffusion import DiffusionConfig, NoiseHintDenoiser, add_masked_noise, training_scheduler
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
@@ -806,6 +807,36 @@ def test_heart_crops_reach_the_patches_the_share_asked_for_and_are_recorded(tmp_
                            TrainSettings(run_dir=tmp_path / "slice", patches=PatchOptions(heart_crops=0.5)))
 
 
+def test_the_first_third_of_a_stack_holds_a_third_of_its_slices_rounded_up():
+    assert [first_third_end(count) for count in (1, 2, 3, 4, 6, 7, 9, 10)] == [1, 1, 1, 2, 2, 3, 3, 4]
+
+
+def test_first_third_patches_come_from_the_first_third_of_each_cases_slices_as_often_as_asked(tmp_path):
+    cases = [phantom_case(seed=0, slices=9), phantom_case(seed=1, slices=4)]
+    config = SegmentationConfig(channels=(8, 16, 32), strides=(2, 2), patch_size=64)
+    drawn_first = {}
+    for share in (0.0, 0.5, 1.0):
+        samples = SegmentationSamples(cases, config, np.random.default_rng(0), PatchOptions(first_third=share))
+        slices = [samples._slice() for _ in range(3000)]
+        first = [index < first_third_end(len(case.images)) for case, index in slices]
+        drawn_first[share] = np.mean(first)
+        assert {case.name for case, _ in slices} == {"phantom0", "phantom1"}
+    # 5 of the 13 slices lie in a first third: a share s draws s + (1 - s) * 5 / 13 of the patches from there
+    for share, seen in drawn_first.items():
+        assert seen == pytest.approx(share + (1 - share) * 5 / 13, abs=0.03)
+    with pytest.raises(ValueError, match="first third of the slices must be 0 to 1"):
+        PatchOptions(first_third=1.5)
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=3)
+    run = tmp_path / "seg"
+    assert main(["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
+                 "--patch-size", "64", "--channels", "8", "16", "--first-third", "0.5", "--device", "cpu",
+                 "--run-dir", str(run)]) == 0
+    assert _run_config(run)["first_third"] == 0.5
+    resumed = TrainSettings(run_dir=run, iterations=2, batch_size=2, checkpoint_every=1, device="cpu")
+    with pytest.raises(ValueError, match="first_third 0.5"):  # resumed without the option it was trained with
+        train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
+
+
 def test_a_run_saved_before_the_patch_options_and_starts_resumes_as_it_was(tmp_path):
     run = tmp_path / "old"
     cases = [([phantom_case(seed=0)], L.SCAR + 1)]
@@ -813,7 +844,7 @@ def test_a_run_saved_before_the_patch_options_and_starts_resumes_as_it_was(tmp_p
     settings = TrainSettings(run_dir=run, iterations=1, batch_size=2, checkpoint_every=1, device="cpu")
     train_segmentation(cases, window, settings)
     config = _run_config(run)
-    for key in ("tissue_contrast", "synthetic_scar", "synthetic_scar_patches", "heart_crops", "start"):
+    for key in ("tissue_contrast", "synthetic_scar", "synthetic_scar_patches", "heart_crops", "first_third", "start"):
         del config[key]  # as runs of earlier sessions saved it
     (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
     train_segmentation(cases, window, dataclasses.replace(settings, iterations=2))

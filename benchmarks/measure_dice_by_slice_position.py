@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ScarEnhanceLib import labels as L  # noqa: E402
 from ScarEnhanceLib import weights  # noqa: E402
+from ScarEnhanceLib.augment import first_third_end  # noqa: E402
 from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import predicted_labels  # noqa: E402
 from ScarEnhanceLib.metrics import dice_per_class  # noqa: E402
@@ -31,7 +32,7 @@ POSITIONS = ("first third", "middle third", "last third")
 def position_of(index: int, count: int) -> str:
     """The third of a stack of ``count`` slices that slice ``index`` lies in; the first and last thirds each hold a
     third of the stack rounded up, the middle one what is left."""
-    end = -(-count // 3)
+    end = first_third_end(count)
     return POSITIONS[0] if index < end else POSITIONS[2] if index >= count - end else POSITIONS[1]
 
 
