@@ -465,8 +465,9 @@ def cmd_evaluate(args) -> int:
 def cmd_compare(args) -> int:
     """Paired, per-case comparison of two evaluations of the same cases, with 95 % intervals."""
     from .compare import compare_evaluations, comparison_table, unpaired_cases
-    from .io import check_output_file, write_text
+    from .io import check_output_file, check_outputs_apart, write_text
     if args.output is not None:
+        check_outputs_apart([args.base, args.candidate], [args.output])
         check_output_file(args.output)
     base, candidate = (_evaluation_json(path) for path in (args.base, args.candidate))
     table = comparison_table(compare_evaluations(base, candidate, args.metric, args.groups))

@@ -344,11 +344,16 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_outputs_apart(inputs: list[Path], outputs: list[Path]) -> None:
-    """Refuse to write over an input file (by any name: hard or symbolic link) or into an input DICOM folder."""
+    """Refuse to write over an input file (by any name: hard or symbolic link), into an input DICOM folder, or
+    over an output folder that holds an input (a DICOM output replaces its folder whole)."""
     inputs = [Path(p) for p in inputs if p is not None]
     clash = [str(o) for o in outputs if any(_same_file(o, i) for i in inputs)]
     if clash:
         raise InputError(f"refusing to overwrite an input: {', '.join(clash)}")
+    holding = [f"the output {o} holds the input {i}" for o in outputs for i in inputs
+               if any(_same_file(o, folder) for folder in Path(i).absolute().parents)]
+    if holding:
+        raise InputError(f"refusing to write over an input: {'; '.join(holding)}")
     folders = [i for i in inputs if i.is_dir()]
     inside = [str(o) for o in outputs if any(_same_file(Path(o).parent, f) for f in folders)]
     if inside:

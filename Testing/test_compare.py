@@ -81,6 +81,9 @@ def test_compare_command_writes_the_table_and_explains_a_missing_file(tmp_path, 
     assert "emidec: left out, as only one evaluation has them: base b; candidate c" in capsys.readouterr().out
     assert main(["compare", str(base), str(tmp_path / "missing.json")]) == 2
     assert "no evaluation file" in capsys.readouterr().err
+    kept = base.read_bytes()
+    assert main(["compare", str(base), str(candidate), "-o", str(base)]) == 2  # the table would replace an input
+    assert "refusing to overwrite an input" in capsys.readouterr().err and base.read_bytes() == kept
 
 
 def test_two_groups_of_one_file_compare_a_model_with_its_baseline_and_keep_normal_cases_apart():

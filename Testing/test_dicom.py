@@ -76,3 +76,19 @@ def test_dicom_output_needs_a_dicom_input(tiny_models, tmp_path, capsys):
     assert main(["enhance", str(tmp_path / "i.nii.gz"), "--labels", str(tmp_path / "l.nii.gz"), "-o",
                  str(tmp_path / "o"), "--format", "dicom", "--models", str(tiny_models), *FAST]) == 2
     assert "not a DICOM series folder" in capsys.readouterr().err
+
+
+def test_an_input_inside_the_dicom_output_folder_is_refused_and_kept(dicom_study, tiny_models, tmp_path, capsys):
+    """The enhanced series replaces OUT/enhanced whole: an input there would be deleted with it."""
+    study = tmp_path / "out" / "enhanced" / "lge"
+    study.parent.mkdir(parents=True)
+    for path in (dicom_study / "lge").iterdir():
+        (study / path.name).parent.mkdir(exist_ok=True)
+        (study / path.name).write_bytes(path.read_bytes())
+    before = sorted(p.name for p in study.iterdir())
+    for labels in (dicom_study / "labels.nii.gz", None):
+        arguments = ["enhance", str(study), "-o", str(tmp_path / "out"), "--format", "dicom", "--models",
+                     str(tiny_models), *FAST]
+        assert main(arguments + (["--labels", str(labels)] if labels else [])) == 2
+        assert "refusing to write over an input" in capsys.readouterr().err
+        assert sorted(p.name for p in study.iterdir()) == before
