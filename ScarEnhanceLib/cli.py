@@ -281,7 +281,7 @@ def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Pa
         read_image
     from .parameters import InputError
     from .pipeline import segment
-    from .volume import check_volume
+    from .volume import check_label_map, check_volume
     from .weights import SEGMENTATION
     check_outputs_apart([image_path, labels_path, roi_path], list(_output_paths(output_dir, args).values()))
     _check_settings(args)
@@ -295,6 +295,9 @@ def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Pa
     check_volume(image)  # 2D, 4D, NaN: a clear error before the model loads or the output folder is made
     roi = read_image(roi_path) if roi_path is not None else None
     labels = read_image(labels_path) if labels_path is not None else None
+    for name, path, label_map in (("labels", labels_path, labels), ("ROI", roi_path, roi)):
+        if label_map is not None:  # before the segmentation runs or the output folder is made
+            check_label_map(image, label_map, f"the {name} {path}")
     with output_lock(prepare_output_folder(output_dir)):
         _seed(args)
         if labels is None:

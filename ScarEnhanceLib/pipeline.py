@@ -17,8 +17,8 @@ import torch
 from . import diffusion, segmentation
 from . import labels as L
 from .parameters import EnhanceParameters, network_evaluations
-from .volume import (CropBox, InputError, SliceScale, as_slices, check_roi, check_volume, from_slices, like,
-                     mask_to_model, resize, same_geometry, slice_axis, to_array)
+from .volume import (CropBox, InputError, SliceScale, as_slices, check_label_map, check_roi, check_volume,
+                     from_slices, like, mask_to_model, resize, slice_axis, to_array)
 from .weights import LoadedModel
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
@@ -42,10 +42,7 @@ class EnhancementResult:
 
 
 def _checked_labels(image: sitk.Image, labels: sitk.Image) -> np.ndarray:
-    if labels.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError("the ROI/labels must be a scalar label map, got a multi-component (e.g. RGB) image")
-    if not same_geometry(image, labels):
-        raise InputError("the ROI/labels must have the same size, spacing, origin and direction as the image")
+    check_label_map(image, labels)
     return sitk.GetArrayFromImage(labels)
 
 

@@ -199,11 +199,29 @@ def check_roi(roi: np.ndarray) -> None:
         raise InputError("the heart ROI touches the image border: the heart must lie inside the field of view")
 
 
+def geometry_differences(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> list[str]:
+    """What of size, spacing, origin and direction differs between ``a`` and ``b``, each with both values."""
+    differences = [] if a.GetSize() == b.GetSize() else [f"size {a.GetSize()} against {b.GetSize()}"]
+    for name in ("spacing", "origin", "direction"):
+        values = [getattr(image, f"Get{name.title()}")() for image in (a, b)]
+        if len(values[0]) != len(values[1]) or not np.allclose(*values, atol=tolerance):
+            differences.append(f"{name} {tuple(round(v, 4) for v in values[0])} against "
+                               f"{tuple(round(v, 4) for v in values[1])}")
+    return differences
+
+
 def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
-    return (a.GetSize() == b.GetSize()
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tolerance)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tolerance))
+    return not geometry_differences(a, b, tolerance)
+
+
+def check_label_map(image: sitk.Image, labels: sitk.Image, name: str = "the ROI/labels") -> None:
+    """A scalar label map on ``image``'s voxel grid, or a clear error naming ``name`` and what differs."""
+    if labels.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{name} must be a scalar label map, got a multi-component (e.g. RGB) image")
+    differences = geometry_differences(image, labels)
+    if differences:
+        raise InputError(f"{name} must lie on the image's voxel grid (the same size, spacing, origin and "
+                         f"direction); the image and it differ in {'; '.join(differences)}")
 
 
 def like(array_zyx: np.ndarray, reference: sitk.Image, pixel_type: int | None = None) -> sitk.Image:

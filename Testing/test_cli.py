@@ -207,6 +207,24 @@ def test_enhance_inside_a_separate_roi_and_report_progress_lines(phantom_files, 
     np.testing.assert_array_equal(enhanced[roi_array == 0], original[roi_array == 0])
 
 
+def test_labels_or_roi_off_the_images_grid_are_refused_by_name_before_anything_runs(phantom_files, tiny_models,
+                                                                                      tmp_path, capsys, monkeypatch):
+    image_path, labels_path = phantom_files
+    shifted = sitk.ReadImage(str(labels_path))
+    shifted.SetOrigin([value + 5.0 for value in shifted.GetOrigin()])
+    sitk.WriteImage(shifted, str(tmp_path / "other_case.nii.gz"))
+    monkeypatch.setattr("ScarEnhanceLib.pipeline.segment", lambda *a: pytest.fail("segmented before the check"))
+    for option in ("--labels", "--roi"):  # --roi alone: the labels would come from a segmentation first
+        out = tmp_path / option.strip("-")
+        assert main(["enhance", str(image_path), option, str(tmp_path / "other_case.nii.gz"), "-o", str(out),
+                     "--models", str(tiny_models), *FAST]) == 2
+        error = capsys.readouterr().err
+        origins = [tuple(round(v, 4) for v in i.GetOrigin()) for i in (sitk.ReadImage(str(image_path)), shifted)]
+        assert "other_case.nii.gz" in error and f"differ in origin {origins[0]} against {origins[1]}" in error
+        assert "size (" not in error  # only what differs
+        assert not out.exists()
+
+
 def test_every_enhancement_parameter_survives_the_command_line():
     """The Slicer module passes its parameters to the CLI with ``command_line()``: nothing may get lost."""
     chosen = EnhanceParameters(sampler="ddpm", lam=200, steps=40, k=3, dilation_mm=2.5, crop_margin=1.6, seed=7,
