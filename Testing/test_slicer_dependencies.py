@@ -75,3 +75,12 @@ def test_the_gpu_counts_only_with_a_cuda_build_of_torch_and_a_driver(tmp_path):
 def test_macos_is_not_offered_cuda():
     assert deviceChoices("darwin") == ["auto", "cpu"]
     assert deviceChoices("linux") == deviceChoices("win32") == ["auto", "cuda", "cpu"]
+
+
+def test_the_readmes_manual_install_names_every_requirement():
+    """Where the first-use installation fails (no network), the README's command must install what it would."""
+    import re
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r'slicer\.util\.pip_install\("([^"]+)"\)', readme)
+    named = {requirement for command in commands for requirement in command.split()}
+    assert set(REQUIREMENTS) | {TORCH_REQUIREMENT} <= named
