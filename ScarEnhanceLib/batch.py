@@ -30,12 +30,12 @@ class Study:
 
 def _stem(path: Path) -> str:
     name = path.name
-    suffix = next((s for s in VOLUME_SUFFIXES if name.endswith(s)), "")
+    suffix = next((s for s in VOLUME_SUFFIXES if name.lower().endswith(s)), "")
     return name[: len(name) - len(suffix)] if suffix else name
 
 
 def _is_volume(path: Path) -> bool:
-    return path.is_file() and path.name.endswith(VOLUME_SUFFIXES)
+    return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
 
 
 def _is_label_map(path: Path) -> bool:
@@ -45,13 +45,27 @@ def _is_label_map(path: Path) -> bool:
 
 
 def _is_dicom_folder(path: Path) -> bool:
-    return path.is_dir() and any(p.is_file() and (p.suffix.lower() == ".dcm" or p.suffix == "") for p in path.iterdir())
+    return path.is_dir() and any(_is_dicom_file(p) for p in path.iterdir())
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """A .dcm or .ima file, one without a suffix, or one of any name with DICOM's "DICM" after its preamble (files
+    named by their UID)."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() in (".dcm", ".ima") or path.suffix == "":
+        return True
+    with open(path, "rb") as stream:
+        return stream.read(132)[128:] == b"DICM"
 
 
 def _study_of(path: Path) -> Study:
     """An image file (labels beside it as NAME_labels.*) or a DICOM series folder."""
-    labels = next((path.with_name(_stem(path) + LABEL_SUFFIX + s) for s in VOLUME_SUFFIXES
-                   if path.with_name(_stem(path) + LABEL_SUFFIX + s).exists()), None) if path.is_file() else None
+    labels = None
+    if path.is_file():  # NAME_labels with the image's own suffix as written, or any other
+        stem = _stem(path)
+        beside = [path.with_name(stem + LABEL_SUFFIX + s) for s in (path.name[len(stem):], *VOLUME_SUFFIXES)]
+        labels = next((p for p in beside if p.exists()), None)
     return Study(id=_safe_id(_stem(path)), image=path, labels=labels)
 
 

@@ -40,7 +40,7 @@ def read_image(path: Path, series_uid: str | None = None) -> sitk.Image:
         return _read_dicom_series(path, series_uid)
     if path.name.lower().endswith(".dcm"):
         return _read_dicom_file(str(path))
-    if path.name.endswith((".nii", ".nii.gz")):
+    if path.name.lower().endswith((".nii", ".nii.gz")):  # ITK reads an upper-case name too
         check_nifti(path)
     try:
         return sitk.ReadImage(str(path))
@@ -50,7 +50,7 @@ def read_image(path: Path, series_uid: str | None = None) -> sitk.Image:
 
 
 def _nifti_bytes(path: Path) -> bytes:
-    if not path.name.endswith(".gz"):
+    if not path.name.lower().endswith(".gz"):
         return path.read_bytes()
     try:
         with gzip.open(path) as stream:
@@ -310,8 +310,10 @@ def check_output_file(path: Path, suffixes: tuple[str, ...] | None = None) -> Pa
     path = Path(path)
     if path.is_dir():
         raise InputError(f"the output {path} is a folder: give a file name such as labels.nii.gz")
-    if suffixes and not path.name.lower().endswith(suffixes):
-        raise InputError(f"the output {path} must end in {', '.join(suffixes)}")
+    if suffixes and not path.name.endswith(suffixes):
+        case = " in lower case (ITK writes no upper-case .NII.GZ, .NII or .MHA)" if \
+            path.name.lower().endswith(suffixes) else ""
+        raise InputError(f"the output {path} must end in {', '.join(suffixes)}{case}")
     prepare_output_folder(path.parent)
     return path
 

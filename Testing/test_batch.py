@@ -28,6 +28,19 @@ def test_a_folder_gives_its_images_with_labels_beside_them_and_its_dicom_series(
     assert studies[2].image == tmp_path / "series1"
 
 
+def test_upper_case_suffixes_and_dicom_files_of_any_name_are_studies(tmp_path):
+    """Scanners and PACS exports name DICOM files *.IMA or by their UID; some file systems upper-case suffixes."""
+    preamble = b"\0" * 128 + b"DICM"
+    for name in ("B.NII.GZ", "B_labels.NII.GZ", "ima/SLICE.0001.IMA", "uid/1.2.840.113619.2.5"):
+        _touch(tmp_path / name)
+    (tmp_path / "uid" / "1.2.840.113619.2.5").write_bytes(preamble + b"rest")
+    (tmp_path / "notes" / "readme.md").parent.mkdir()
+    (tmp_path / "notes" / "readme.md").write_text("not DICOM")
+    studies = find_studies([str(tmp_path)])
+    assert [s.id for s in studies] == ["B", "ima", "uid"]
+    assert studies[0].labels == tmp_path / "B_labels.NII.GZ"
+
+
 def test_globs_and_a_csv_with_relative_paths_and_ids(tmp_path):
     for name in ("x/one.nii.gz", "x/two.nii.gz", "y/three.nii.gz", "y/three_seg.nii.gz"):
         _touch(tmp_path / name)

@@ -4,7 +4,7 @@ import pytest
 import SimpleITK as sitk
 
 from ScarEnhanceLib.cli import OUTPUT_FORMATS
-from ScarEnhanceLib.io import check_outputs_apart, read_image, write_image
+from ScarEnhanceLib.io import check_output_file, check_outputs_apart, read_image, write_image
 from ScarEnhanceLib.volume import InputError, same_geometry
 
 
@@ -97,3 +97,17 @@ def test_an_image_itk_cannot_read_is_refused_with_its_reason(tmp_path):
     path.write_bytes(bytes(header))
     with pytest.raises(InputError, match="cannot read .* supported\\): ITK only supports orthonormal direction"):
         read_image(path)
+
+
+def test_upper_case_suffixes_read_with_the_same_checks_and_outputs_ask_for_lower_case(phantom, tmp_path):
+    image, _ = phantom
+    sitk.WriteImage(image, str(tmp_path / "whole.nii.gz"))
+    data = (tmp_path / "whole.nii.gz").read_bytes()
+    (tmp_path / "CUT.NII.GZ").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="damaged or truncated"):
+        read_image(tmp_path / "CUT.NII.GZ")
+    (tmp_path / "WHOLE.NII.GZ").write_bytes(data)
+    assert same_geometry(read_image(tmp_path / "WHOLE.NII.GZ"), image)
+    with pytest.raises(InputError, match="in lower case"):  # ITK writes none of .NII.GZ, .NII, .MHA
+        check_output_file(tmp_path / "LABELS.NII.GZ", (".nii.gz", ".nrrd"))
+    assert check_output_file(tmp_path / "labels.nii.gz", (".nii.gz", ".nrrd")) == tmp_path / "labels.nii.gz"
