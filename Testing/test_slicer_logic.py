@@ -191,6 +191,32 @@ def _volume_count(scene) -> int:
     return scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") + scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
 
 
+def test_a_result_that_cannot_be_read_leaves_no_half_made_nodes(scene, logic, tmp_path, monkeypatch):
+    volume, _ = _load_phantom(tmp_path)
+    image = sitk.Image([8, 8, 2], sitk.sitkFloat32)
+    for broken in ("enhanced.nrrd", "uncertainty.nrrd"):
+        folder = tmp_path / broken
+        folder.mkdir()
+        for name in ("enhanced.nrrd", "uncertainty.nrrd"):
+            sitk.WriteImage(image, str(folder / name))
+        (folder / broken).write_bytes(b"not an image")
+        (folder / "cnr.json").write_text("{}")
+        before = scene.GetNumberOfNodes()
+        with pytest.raises(RuntimeError, match=f"could not read the result .*{broken}"):
+            logic._loadOutputs(folder, volume, None)
+        assert scene.GetNumberOfNodes() == before
+    labels = sitk.GetImageFromArray(np.ones((2, 8, 8), np.uint8))
+    sitk.WriteImage(labels, str(tmp_path / "labels.nrrd"))
+    before = scene.GetNumberOfNodes()
+
+    def failing(*arguments):
+        raise RuntimeError("the import failed half-way")
+    monkeypatch.setattr("ScarEnhanceModuleLib.Logic._importArray", failing)
+    with pytest.raises(RuntimeError, match="half-way"):
+        logic._importLabels(tmp_path / "labels.nrrd", volume, None)
+    assert scene.GetNumberOfNodes() == before  # no half-made segmentation, nor its display node
+
+
 def test_cancel_stops_the_process_and_makes_no_nodes(scene, logic, tmp_path):
     volume, labels = _load_phantom(tmp_path)
     segmentation = _segmentation_from(volume, labels)

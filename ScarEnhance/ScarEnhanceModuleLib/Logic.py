@@ -100,11 +100,11 @@ class ScarEnhanceLogic:
 
     def _importLabels(self, labelsPath: Path, volumeNode, segmentationNode):
         scene = slicer.mrmlScene
-        with _temporaryLabelmap() as labelmap:
+        with _temporaryLabelmap() as labelmap, _removedOnFailure() as created:
             _readVolume(labelsPath, labelmap)
             if segmentationNode is None:
-                segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
-                                                           scene.GenerateUniqueName(f"{volumeNode.GetName()} heart"))
+                segmentationNode = created.add(scene.AddNewNodeByClass(
+                    "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{volumeNode.GetName()} heart")))
                 segmentationNode.CreateDefaultDisplayNodes()
             segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
             segmentation = segmentationNode.GetSegmentation()
@@ -187,12 +187,14 @@ class ScarEnhanceLogic:
     def _loadOutputs(self, folder: Path, volumeNode, outputVolumeNode) -> EnhanceOutputs:
         scene = slicer.mrmlScene
         name = volumeNode.GetName()
-        if outputVolumeNode is None:
-            outputVolumeNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
-                                                       scene.GenerateUniqueName(f"{name} enhanced"))
-        _readVolume(folder / "enhanced.nrrd", outputVolumeNode)
-        uncertainty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(f"{name} uncertainty"))
-        _readVolume(folder / "uncertainty.nrrd", uncertainty)
+        with _removedOnFailure() as created:
+            if outputVolumeNode is None:
+                outputVolumeNode = created.add(scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
+                                                                       scene.GenerateUniqueName(f"{name} enhanced")))
+            _readVolume(folder / "enhanced.nrrd", outputVolumeNode)
+            uncertainty = created.add(scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
+                                                              scene.GenerateUniqueName(f"{name} uncertainty")))
+            _readVolume(folder / "uncertainty.nrrd", uncertainty)
         for node in (outputVolumeNode, uncertainty):
             node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         readouts = json.loads((folder / "cnr.json").read_text())
@@ -307,6 +309,26 @@ def _readVolume(path: Path, volumeNode) -> None:
     storage.SetFileName(str(path))
     if not storage.ReadData(volumeNode):
         raise RuntimeError(f"could not read the result {path}")
+
+
+class _CreatedNodes(list):
+    def add(self, node):
+        self.append(node)
+        return node
+
+
+@contextmanager
+def _removedOnFailure():
+    """The nodes ``add``ed inside the block leave the scene again if it fails: no half-made results."""
+    created = _CreatedNodes()
+    try:
+        yield created
+    except Exception:
+        for node in created:
+            if node.GetDisplayNode() is not None:
+                slicer.mrmlScene.RemoveNode(node.GetDisplayNode())
+            slicer.mrmlScene.RemoveNode(node)
+        raise
 
 
 @contextmanager
