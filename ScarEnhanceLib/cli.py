@@ -101,7 +101,11 @@ def _add_enhance_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_settings(args) -> None:
     """Settings that would fail after the computation fail before it: enhancement parameters, and the report's
     matplotlib."""
+    from .parameters import InputError
     _enhance_parameters(args)
+    if args.uncertainty_dicom and args.format != "dicom":
+        raise InputError("--uncertainty-dicom writes the uncertainty as a DICOM series beside the enhanced one: it "
+                         f"needs --format dicom (the format is {args.format})")
     if not args.no_report:
         _report_writer()
 

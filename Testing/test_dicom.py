@@ -76,6 +76,9 @@ def test_dicom_output_needs_a_dicom_input(tiny_models, tmp_path, capsys):
     assert main(["enhance", str(tmp_path / "i.nii.gz"), "--labels", str(tmp_path / "l.nii.gz"), "-o",
                  str(tmp_path / "o"), "--format", "dicom", "--models", str(tiny_models), *FAST]) == 2
     assert "not a DICOM series folder" in capsys.readouterr().err
+    assert main(["enhance", str(tmp_path / "i.nii.gz"), "--labels", str(tmp_path / "l.nii.gz"), "-o",
+                 str(tmp_path / "o"), "--uncertainty-dicom", "--models", str(tiny_models), *FAST]) == 2
+    assert "needs --format dicom" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_an_input_inside_the_dicom_output_folder_is_refused_and_kept(dicom_study, tiny_models, tmp_path, capsys):
