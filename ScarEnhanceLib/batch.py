@@ -17,7 +17,7 @@ from typing import Optional
 from .parameters import VOLUME_SUFFIXES, InputError
 
 LABEL_SUFFIX = "_labels"  # NAME_labels.nii.gz beside NAME.nii.gz: the study's labels
-CSV_COLUMNS = ("image", "labels", "roi", "id")
+CSV_COLUMNS = ("image", "labels", "roi", "id", "series_uid")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Study:
     image: Path
     labels: Optional[Path] = None
     roi: Optional[Path] = None
+    series_uid: Optional[str] = None  # the series to read from a DICOM folder that holds several
 
 
 def _stem(path: Path) -> str:
@@ -84,11 +85,13 @@ def _from_folder(folder: Path) -> list[Study]:
 
 
 def _from_csv(table: Path) -> list[Study]:
-    """Columns ``image`` (required), ``labels``, ``roi``, ``id``; relative paths are read from the CSV's folder."""
+    """Columns ``image`` (required), ``labels``, ``roi``, ``id``, ``series_uid``; relative paths are read from the
+    CSV's folder."""
     with open(table, newline="", encoding="utf-8-sig") as stream:
         rows = list(csv.DictReader(stream))
     if not rows or "image" not in rows[0]:
-        raise InputError(f"{table}: a CSV of studies needs an 'image' column (optional: labels, roi, id)")
+        raise InputError(f"{table}: a CSV of studies needs an 'image' column (optional: labels, roi, id, "
+                         "series_uid)")
     unknown = sorted(set(rows[0]) - set(CSV_COLUMNS))
     if unknown:
         raise InputError(f"{table}: unknown columns {', '.join(unknown)} (expected {', '.join(CSV_COLUMNS)})")
@@ -105,7 +108,7 @@ def _from_csv(table: Path) -> list[Study]:
             raise InputError(f"{table}, line {line}: no image")
         image = path(row["image"])
         studies.append(Study(_safe_id(row.get("id") or _stem(image)), image, path(row.get("labels")),
-                             path(row.get("roi"))))
+                             path(row.get("roi")), (row.get("series_uid") or "").strip() or None))
     return studies
 
 

@@ -70,7 +70,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, sampling: bool = True)
 
 def _add_study_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--series-uid", default=None,
-                        help="the Series Instance UID to read from a DICOM folder that holds several series")
+                        help="the Series Instance UID to read from a DICOM folder that holds several series "
+                             "(batch: for every study; a CSV's series_uid column names one per study)")
     parser.add_argument("--format", "--output-format", dest="format", default="nii.gz",
                         choices=OUTPUT_FORMATS + ("dicom",),
                         help="dicom (DICOM input only): the enhanced volume as a derived series of the input's study "
@@ -278,7 +279,8 @@ def _print_readouts(readouts: dict, output_dir: Path, report: bool = True) -> No
           + (", report.png" if report else ""))
 
 
-def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Path, title: str) -> dict:
+def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Path, title: str,
+                   series_uid: str | None = None) -> dict:
     """Read, segment where no labels are given, enhance and write one study; returns its readouts. Inputs,
     settings and the output folder are checked before any computation; the folder is locked while it runs."""
     from .io import check_outputs_apart, dicom_series_files, output_lock, prepare_output_folder, read_dicom_tags, \
@@ -294,8 +296,8 @@ def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Pa
         if not Path(image_path).is_dir():
             raise InputError(f"--format dicom writes a derived series of the input's study: {image_path} is not a "
                              "DICOM series folder")
-        dicom_tags = read_dicom_tags(dicom_series_files(image_path, args.series_uid)[0])
-    image = read_image(image_path, args.series_uid)
+        dicom_tags = read_dicom_tags(dicom_series_files(image_path, series_uid)[0])
+    image = read_image(image_path, series_uid)
     check_volume(image)  # 2D, 4D, NaN: a clear error before the model loads or the output folder is made
     roi = read_image(roi_path) if roi_path is not None else None
     labels = read_image(labels_path) if labels_path is not None else None
@@ -311,7 +313,8 @@ def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Pa
 
 
 def cmd_enhance(args) -> int:
-    _enhance_study(args.image, args.labels, args.roi, args, args.output, title=Path(args.image).name)
+    _enhance_study(args.image, args.labels, args.roi, args, args.output, title=Path(args.image).name,
+                   series_uid=args.series_uid)
     return 0
 
 
@@ -375,7 +378,8 @@ def cmd_batch(args) -> int:
             started = time.monotonic()
             partial = partial_folder(args.output, study)
             try:
-                readouts = _enhance_study(study.image, study.labels, study.roi, args, partial, title=study.id)
+                readouts = _enhance_study(study.image, study.labels, study.roi, args, partial, title=study.id,
+                                          series_uid=study.series_uid or args.series_uid)
                 os.replace(partial, done)
                 rows.append(_summary_row(study, "done", time.monotonic() - started, "", readouts))
             except Exception as error:  # one bad study must not stop a cohort: logged, summarised, skipped

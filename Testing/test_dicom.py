@@ -67,6 +67,15 @@ def test_several_series_in_a_folder_need_a_series_uid(dicom_study, tiny_models, 
     chosen = [t for t in _tags(folder) if t["0008|103e"].strip() == "second"][0]["0020|000e"].strip()
     assert main(["segment", str(folder), "--series-uid", chosen, "-o", str(tmp_path / "l.nii.gz"), "--models",
                  str(tiny_models)]) == 0
+    table = tmp_path / "cohort.csv"  # batch: a series per study, named in the CSV
+    table.write_text(f"image,id,series_uid\ntwo,first,{uids[0]}\ntwo,second,{uids[1]}\n", encoding="utf-8")
+    assert main(["batch", str(table), "-o", str(tmp_path / "cohort"), "--models", str(tiny_models), *FAST]) == 0
+    read = {study: read_image(tmp_path / "cohort" / study / "enhanced.nii.gz") for study in ("first", "second")}
+    originals = {uid: read_image(folder, uid) for uid in uids}
+    for study, uid in (("first", uids[0]), ("second", uids[1])):  # each study enhanced its own series
+        roi = sitk.GetArrayFromImage(read_image(tmp_path / "cohort" / study / "roi.nii.gz")) == 0
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(read[study])[roi],
+                                      sitk.GetArrayFromImage(originals[uid])[roi])
 
 
 def test_dicom_output_needs_a_dicom_input(tiny_models, tmp_path, capsys):
