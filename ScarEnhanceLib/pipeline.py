@@ -139,22 +139,29 @@ def _enhance_slices(slices255: np.ndarray, roi: np.ndarray, labels: np.ndarray, 
 
 def _sample_with_fallback(model: LoadedModel, condition: torch.Tensor, mask: torch.Tensor,
                           parameters: EnhanceParameters, batch: int, on_step) -> diffusion.EnsembleResult:
-    """Sample in batches of ``batch``; on GPU out-of-memory halve the batch, and below 1 fall back to the CPU."""
-    while True:
-        try:
-            with torch.inference_mode():
-                denoiser = diffusion.as_denoiser(model.network, parameters.compile_network)
-                return diffusion.sample_ensemble(denoiser, condition, mask, model.config, parameters.sampler_settings(),
-                                                 batch_size=batch, seed=parameters.seed, on_step=on_step)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            if batch > 1:
-                batch //= 2
-            else:
-                warnings.warn("GPU out of memory even with one sample per batch: continuing on the CPU")
-                model.network.to("cpu")
-                condition, mask = condition.cpu(), mask.cpu()
-                batch = default_batch_size(condition.device, model.config)
+    """Sample in batches of ``batch``; on GPU out-of-memory halve the batch, and below 1 fall back to the CPU for
+    this volume. The network goes back to its device afterwards: a process keeps it for the next study (batch, the
+    Slicer worker)."""
+    home = next(model.network.parameters()).device
+    try:
+        while True:
+            try:
+                with torch.inference_mode():
+                    denoiser = diffusion.as_denoiser(model.network, parameters.compile_network)
+                    return diffusion.sample_ensemble(denoiser, condition, mask, model.config,
+                                                     parameters.sampler_settings(), batch_size=batch,
+                                                     seed=parameters.seed, on_step=on_step)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if batch > 1:
+                    batch //= 2
+                else:
+                    warnings.warn("GPU out of memory even with one sample per batch: continuing on the CPU")
+                    model.network.to("cpu")
+                    condition, mask = condition.cpu(), mask.cpu()
+                    batch = default_batch_size(condition.device, model.config)
+    finally:
+        model.network.to(home)
 
 
 def check_lambda_trained(model: LoadedModel, lam: int) -> None:

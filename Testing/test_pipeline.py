@@ -146,6 +146,39 @@ def test_out_of_memory_halves_the_batch_and_still_finishes(phantom):
     assert same_geometry(result.enhanced, image)
 
 
+class OutOfMemoryOffTheCpu(OutOfMemoryAboveTwo):
+    """A network on a GPU (its parameter on the meta device stands for one) that runs out of memory at any batch
+    until it is moved to the CPU; records its moves instead of making them."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1, device="meta"))
+        self.moves = []
+
+    def to(self, *device, **layout):  # a layout alone (memory_format) is no move
+        self.moves += [str(d) for d in device]
+        return self
+
+    def forward(self, model_input, t):
+        if self.moves[-1:] != ["cpu"]:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return _Output(torch.zeros_like(model_input[:, :1]))
+
+
+def test_out_of_memory_at_one_sample_finishes_on_the_cpu_and_gives_the_network_back_to_its_device():
+    from ScarEnhanceLib.pipeline import _sample_with_fallback
+    network = OutOfMemoryOffTheCpu()
+    model = LoadedModel("oom", network, TINY_DIFFUSION, {})
+    size = TINY_DIFFUSION.image_size
+    condition, _ = diffusion.build_condition(np.full((2, size, size), 100.0, np.float32), None, TINY_DIFFUSION)
+    mask = torch.ones(2, 1, size, size)
+    with pytest.warns(UserWarning, match="continuing on the CPU"):
+        result = _sample_with_fallback(model, torch.from_numpy(condition), mask, EnhanceParameters(k=2, steps=2),
+                                       batch=4, on_step=lambda: None)
+    assert result.mean.shape[0] == 2
+    assert network.moves == ["cpu", "meta"]  # the next study finds it where it was loaded
+
+
 def test_lambda_above_the_trained_noise_levels_is_refused(phantom, tiny):
     image, labels = phantom
     limited = LoadedModel(tiny.name, tiny.network, tiny.config, {"training": {"max_timestep": 300}})
