@@ -212,17 +212,25 @@ class BackgroundJob(Generic[Result]):
         return not self._ended.is_set()
 
     def cancel(self) -> None:
-        """Stop the job and every process it started; its work folder goes when its result is asked for."""
+        """Stop the job and every process it started; its work folder goes when its result is asked for. A job that
+        has ended but whose result was not made yet is dropped too: nothing is loaded after a cancel (scene close,
+        module reload)."""
         if self.isRunning():
             self._cancelled = True
             self._worker.stop()
             self._ended.wait(STOP_SECONDS)
             self._end(None)
+        elif not self._finished:
+            self._cancelled = True
 
     def wait(self, timeout: Optional[float] = None) -> Result:
         """Block until the command ends (the Python console's way); then the result."""
         if not self._ended.wait(timeout):
             self.cancel()
+            try:
+                self.result()  # removes its work folder, which holds a copy of the patient's volume
+            except JobCancelled:
+                pass
             raise JobFailed(f"the background process took longer than {timeout} s and was stopped")
         return self.result()
 
