@@ -104,7 +104,7 @@ def _check_settings(args) -> None:
     matplotlib."""
     from .parameters import InputError
     _enhance_parameters(args)
-    if args.uncertainty_dicom and args.format != "dicom":
+    if getattr(args, "uncertainty_dicom", False) and args.format != "dicom":  # demo has neither
         raise InputError("--uncertainty-dicom writes the uncertainty as a DICOM series beside the enhanced one: it "
                          f"needs --format dicom (the format is {args.format})")
     if not args.no_report:
@@ -969,8 +969,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share of patches (0-1) cut to a square of 110-200 mm around the heart, zero outside, as a "
                           "volume cropped to the heart gives them (default 0: none)")
     seg.add_argument("--first-third", type=float, default=0.0, metavar="SHARE",
-                     help="share of patches (0-1) drawn from the first third of each case's slices (the basal "
-                          "slices in these data sets, segmented worst), the others from any slice (default 0: "
+                     help="share of patches (0-1) drawn from the first third of each case's slices (segmented "
+                          "worst at every site; basal in the case inspected), the others from any slice (default 0: "
                           "every slice equally often)")
     seg.add_argument("--dataset-share", type=float, nargs="+", default=None, metavar="SHARE",
                      help="share of the batches drawn from each --dataset, in their order (default: equal shares)")

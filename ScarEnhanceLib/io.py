@@ -311,7 +311,7 @@ def check_output_file(path: Path, suffixes: tuple[str, ...] | None = None) -> Pa
     if path.is_dir():
         raise InputError(f"the output {path} is a folder: give a file name such as labels.nii.gz")
     if suffixes and not path.name.endswith(suffixes):
-        case = " in lower case (ITK writes no upper-case .NII.GZ, .NII or .MHA)" if \
+        case = " in lower case (ITK picks its writer by the suffix as written)" if \
             path.name.lower().endswith(suffixes) else ""
         raise InputError(f"the output {path} must end in {', '.join(suffixes)}{case}")
     prepare_output_folder(path.parent)

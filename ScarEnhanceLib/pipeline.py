@@ -142,7 +142,7 @@ def _sample_with_fallback(model: LoadedModel, condition: torch.Tensor, mask: tor
     """Sample in batches of ``batch``; on GPU out-of-memory halve the batch, and below 1 fall back to the CPU for
     this volume. The network goes back to its device afterwards: a process keeps it for the next study (batch, the
     Slicer worker)."""
-    home = next(model.network.parameters()).device
+    home, moved = next(model.network.parameters()).device, False
     try:
         while True:
             try:
@@ -158,10 +158,23 @@ def _sample_with_fallback(model: LoadedModel, condition: torch.Tensor, mask: tor
                 else:
                     warnings.warn("GPU out of memory even with one sample per batch: continuing on the CPU")
                     model.network.to("cpu")
+                    moved = True
                     condition, mask = condition.cpu(), mask.cpu()
                     batch = default_batch_size(condition.device, model.config)
     finally:
-        model.network.to(home)
+        if moved:
+            _move_back(model.network, home)
+
+
+def _move_back(network: torch.nn.Module, home: torch.device) -> None:
+    """The network back on ``home`` after a CPU fallback, or wholly on the CPU where ``home`` has no room left: a
+    finished result is never lost to the move."""
+    try:
+        network.to(home)
+    except torch.cuda.OutOfMemoryError:
+        network.to("cpu")
+        torch.cuda.empty_cache()
+        warnings.warn(f"no room on {home} to move the network back: it stays on the CPU")
 
 
 def check_lambda_trained(model: LoadedModel, lam: int) -> None:

@@ -178,6 +178,19 @@ def test_out_of_memory_at_one_sample_finishes_on_the_cpu_and_gives_the_network_b
     assert result.mean.shape[0] == 2
     assert network.moves == ["cpu", "meta"]  # the next study finds it where it was loaded
 
+    class NoRoomToGoBack(OutOfMemoryOffTheCpu):
+        def to(self, *device, **layout):
+            super().to(*device, **layout)
+            if self.moves[-1:] == ["meta"]:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return self
+    network = NoRoomToGoBack()
+    model = LoadedModel("oom", network, TINY_DIFFUSION, {})
+    with pytest.warns(UserWarning, match="stays on the CPU"):
+        result = _sample_with_fallback(model, torch.from_numpy(condition), mask, EnhanceParameters(k=2, steps=2),
+                                       batch=4, on_step=lambda: None)
+    assert result.mean.shape[0] == 2 and network.moves == ["cpu", "meta", "cpu"]  # the result kept, whole on the CPU
+
 
 def test_lambda_above_the_trained_noise_levels_is_refused(phantom, tiny):
     image, labels = phantom

@@ -205,6 +205,11 @@ def test_a_result_that_cannot_be_read_leaves_no_half_made_nodes(scene, logic, tm
         with pytest.raises(RuntimeError, match=f"could not read the result .*{broken}"):
             logic._loadOutputs(folder, volume, None)
         assert scene.GetNumberOfNodes() == before
+    (folder / "uncertainty.nrrd").write_bytes((folder / "enhanced.nrrd").read_bytes())
+    (folder / "cnr.json").write_text("{")  # cut short
+    with pytest.raises(ValueError):
+        logic._loadOutputs(folder, volume, None)
+    assert scene.GetNumberOfNodes() == before
     labels = sitk.GetImageFromArray(np.ones((2, 8, 8), np.uint8))
     sitk.WriteImage(labels, str(tmp_path / "labels.nrrd"))
     before = scene.GetNumberOfNodes()

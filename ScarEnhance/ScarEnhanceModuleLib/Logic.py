@@ -187,6 +187,7 @@ class ScarEnhanceLogic:
     def _loadOutputs(self, folder: Path, volumeNode, outputVolumeNode) -> EnhanceOutputs:
         scene = slicer.mrmlScene
         name = volumeNode.GetName()
+        readouts = json.loads((folder / "cnr.json").read_text())  # before any node: a bad file leaves none
         with _removedOnFailure() as created:
             if outputVolumeNode is None:
                 outputVolumeNode = created.add(scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
@@ -195,10 +196,9 @@ class ScarEnhanceLogic:
             uncertainty = created.add(scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
                                                               scene.GenerateUniqueName(f"{name} uncertainty")))
             _readVolume(folder / "uncertainty.nrrd", uncertainty)
+            table = created.add(self.cnrTable(readouts, scene.GenerateUniqueName(f"{name} CNR")))
         for node in (outputVolumeNode, uncertainty):
             node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
-        readouts = json.loads((folder / "cnr.json").read_text())
-        table = self.cnrTable(readouts, scene.GenerateUniqueName(f"{name} CNR"))
         return EnhanceOutputs(outputVolumeNode, uncertainty, table, readouts)
 
     @staticmethod
@@ -325,8 +325,9 @@ def _removedOnFailure():
         yield created
     except Exception:
         for node in created:
-            if node.GetDisplayNode() is not None:
-                slicer.mrmlScene.RemoveNode(node.GetDisplayNode())
+            display = node.GetDisplayNode() if hasattr(node, "GetDisplayNode") else None  # a table has none
+            if display is not None:
+                slicer.mrmlScene.RemoveNode(display)
             slicer.mrmlScene.RemoveNode(node)
         raise
 
