@@ -785,20 +785,25 @@ def test_a_heart_crop_keeps_a_square_around_the_whole_heart_in_every_channel_and
     assert torch.equal(heart_crop(image, np.zeros_like(labels), (1.0, 1.0), np.random.default_rng(0)), image)
 
 
+def _recorded_and_kept_on_resume(tmp_path, option: str) -> None:
+    """A run trained with ``--OPTION 0.5`` records it, and resuming it without the option is refused."""
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=3)
+    run = tmp_path / "seg"
+    assert main(["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
+                 "--patch-size", "64", "--channels", "8", "16", f"--{option.replace('_', '-')}", "0.5",
+                 "--device", "cpu", "--run-dir", str(run)]) == 0
+    assert _run_config(run)[option] == 0.5
+    resumed = TrainSettings(run_dir=run, iterations=2, batch_size=2, checkpoint_every=1, device="cpu")
+    with pytest.raises(ValueError, match=f"{option} 0.5"):
+        train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
+
+
 def test_heart_crops_reach_the_patches_the_share_asked_for_and_are_recorded(tmp_path):
     drawn = _patch_without_and_with("heart_crops")
     assert torch.equal(drawn[0.0][1], drawn[1.0][1])  # the same patches and labels ...
     blanked = (drawn[1.0][0] == 0) & (drawn[0.0][0] != 0)
     assert blanked.any() and not blanked[drawn[1.0][1].expand_as(blanked) > 0].any()  # ... cut outside the heart
-    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
-    run = tmp_path / "seg"
-    assert main(["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
-                 "--patch-size", "64", "--channels", "8", "16", "--heart-crops", "0.5", "--device", "cpu",
-                 "--run-dir", str(run)]) == 0
-    assert _run_config(run)["heart_crops"] == 0.5
-    resumed = TrainSettings(run_dir=run, iterations=2, batch_size=2, checkpoint_every=1, device="cpu")
-    with pytest.raises(ValueError, match="heart_crops 0.5"):
-        train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
+    _recorded_and_kept_on_resume(tmp_path, "heart_crops")
     with pytest.raises(ValueError, match="cut around the heart must be 0 to 1"):
         PatchOptions(heart_crops=2.0)
     whole_slice = SegmentationConfig(**{**TINY_SEGMENTATION.to_dict(), "normalisation": "slice"})
@@ -829,15 +834,7 @@ def test_first_third_patches_come_from_the_first_third_of_each_cases_slices_as_o
         assert seen == pytest.approx(share + (1 - share) * 5 / 13, abs=0.03)
     with pytest.raises(ValueError, match="first third of the slices must be 0 to 1"):
         PatchOptions(first_third=1.5)
-    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=3)
-    run = tmp_path / "seg"
-    assert main(["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
-                 "--patch-size", "64", "--channels", "8", "16", "--first-third", "0.5", "--device", "cpu",
-                 "--run-dir", str(run)]) == 0
-    assert _run_config(run)["first_third"] == 0.5
-    resumed = TrainSettings(run_dir=run, iterations=2, batch_size=2, checkpoint_every=1, device="cpu")
-    with pytest.raises(ValueError, match="first_third 0.5"):  # resumed without the option it was trained with
-        train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, resumed)
+    _recorded_and_kept_on_resume(tmp_path, "first_third")
 
 
 def test_a_run_saved_before_the_patch_options_and_starts_resumes_as_it_was(tmp_path):
