@@ -10,21 +10,21 @@ Resources/models/evaluation/train_val_dice_by_slice_position.md.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measure_scar_in_segmentation import case_sets, models_and_case_sets_parser  # noqa: E402
 
 from ScarEnhanceLib import labels as L  # noqa: E402
 from ScarEnhanceLib import weights  # noqa: E402
 from ScarEnhanceLib.augment import first_third_end  # noqa: E402
-from ScarEnhanceLib.datasets import DatasetSpec, load_cases  # noqa: E402
 from ScarEnhanceLib.evaluate import predicted_labels  # noqa: E402
 from ScarEnhanceLib.metrics import dice_per_class  # noqa: E402
-from ScarEnhanceLib.splits import SPLIT_CHOICES, SPLITS_FILE, load_splits, names_in  # noqa: E402
 
 POSITIONS = ("first third", "middle third", "last third")
 
@@ -77,19 +77,12 @@ def markdown(rows: list[tuple[list[str], dict[str, dict]]], keys: list[str]) -> 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("datasets", type=Path, nargs="+")
-    parser.add_argument("--models", type=Path, action="append", default=None,
-                        help="a models folder (repeat to compare; default: the bundled models)")
-    parser.add_argument("--splits", nargs="+", default=["val"], choices=SPLIT_CHOICES)
-    args = parser.parse_args(argv)
-    splits = load_splits(SPLITS_FILE)
-    case_sets = [(folder.resolve().name, split, load_cases(DatasetSpec.load(folder), names_in(splits, folder, split)))
-                 for folder in args.datasets for split in args.splits]
+    args = models_and_case_sets_parser(__doc__.splitlines()[0]).parse_args(argv)
     table = []
+    all_cases = case_sets(args.datasets, args.splits)
     for models in args.models or [weights.MODELS_DIR]:
         labels_of = predicted_labels(weights.load(weights.SEGMENTATION, models))
-        for data, split, cases in case_sets:
+        for data, split, cases in all_cases:
             rows = [row for case in cases for row in slice_rows(labels_of(case), case.labels)]
             table.append(([str(models), data, split, str(len(cases))], summarise(rows)))
     print(markdown(table, ["models", "data", "split", "cases"]))

@@ -101,26 +101,39 @@ def markdown(rows: list[tuple[list[str], np.ndarray]], keys: list[str], columns:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def models_and_case_sets_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of the scripts that read models over case sets: data sets, ``--models`` (repeatable) and
+    ``--splits``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("datasets", type=Path, nargs="+")
     parser.add_argument("--models", type=Path, action="append", default=None,
                         help="a models folder (repeat to compare; default: the bundled models)")
     parser.add_argument("--splits", nargs="+", default=["val"], choices=SPLIT_CHOICES)
+    return parser
+
+
+def case_sets(datasets: list[Path], split_names: list[str], keep_mvo: bool = False,
+              scar_only: bool = False) -> list[tuple]:
+    """(data set, split, cases) for each data set and split, read once for every model."""
+    splits = load_splits(SPLITS_FILE)
+    sets = []
+    for folder in datasets:
+        for split in split_names:
+            cases = load_cases(DatasetSpec.load(folder), names_in(splits, folder, split), keep_mvo=keep_mvo)
+            sets.append((folder.resolve().name, split, [c for c in cases if c.has_scar or not scar_only]))
+    return sets
+
+
+def main(argv=None) -> int:
+    parser = models_and_case_sets_parser(__doc__.splitlines()[0])
     parser.add_argument("--degraded-maps", action="store_true",
                         help="also place the scar of the degraded maps tissue-scar training draws (each mode)")
     args = parser.parse_args(argv)
-    splits = load_splits(SPLITS_FILE)
-    case_sets = []  # (data, split, cases with scar), read once for every model
-    for folder in args.datasets:
-        for split in args.splits:
-            names = names_in(splits, folder, split)
-            cases = [c for c in load_cases(DatasetSpec.load(folder), names, keep_mvo=True) if c.has_scar]
-            case_sets.append((folder.resolve().name, split, cases))
+    scar_cases = case_sets(args.datasets, args.splits, keep_mvo=True, scar_only=True)
     landing, placement, enhancement = [], [], []
     for models in args.models or [weights.MODELS_DIR]:
         labels_of = predicted_labels(weights.load(weights.SEGMENTATION, models))
-        for data, split, cases in case_sets:
+        for data, split, cases in scar_cases:
             cells = [str(models), data, split, str(len(cases))]
             predicted = [labels_of(c) for c in cases]  # each case segmented once for the three tables
             landing.append((cells, sum((scar_landing(p, c.labels) for p, c in zip(predicted, cases)),
@@ -132,7 +145,7 @@ def main(argv=None) -> int:
     if args.degraded_maps:
         for errors in SCAR_MAP_ERRORS:
             rng = np.random.default_rng(0)
-            for data, split, cases in case_sets:
+            for data, split, cases in scar_cases:
                 placement.append(([f"degraded maps: {errors}", data, split, str(len(cases))],
                                   degraded_map_placement(cases, errors, rng)))
     keys = ["models", "data", "split", "cases with scar"]
