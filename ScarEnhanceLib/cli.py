@@ -342,24 +342,15 @@ def _write_summary(rows: list[dict], path: Path) -> None:
         writer.writerows([{k: _csv_value(v) for k, v in row.items()} for row in rows])
 
 
-def _check_inputs_outside(studies, output: Path) -> None:
-    """Refuse an output folder that holds a study's input: its outputs would mix with the data (and a DICOM
-    subfolder could pass for a finished study)."""
-    from .parameters import InputError
-    root = Path(output).resolve()
-    for study in studies:
-        for path in (study.image, study.labels, study.roi):
-            if path is not None and (Path(path).resolve() == root or root in Path(path).resolve().parents):
-                raise InputError(f"the output folder {output} holds the input {path}: choose another output folder")
-
-
 def cmd_batch(args) -> int:
     """Enhance many studies with the models loaded once; done studies are skipped, a failing one is logged."""
     from .batch import done_folder, find_studies, part_of, partial_folder, summary_name
-    from .io import prepare_output_folder
+    from .io import check_outputs_apart, prepare_output_folder
     studies = part_of(find_studies(args.inputs), args.num_parts, args.part_id)
     _check_settings(args)  # bad settings and output folders fail before any study
-    _check_inputs_outside(studies, args.output)
+    # an output folder holding a study's input would mix outputs with the data (a DICOM subfolder could pass for a
+    # finished study)
+    check_outputs_apart([path for study in studies for path in (study.image, study.labels, study.roi)], [args.output])
     prepare_output_folder(args.output)
     summary = args.output / summary_name(args.num_parts, args.part_id)
     rows, started_all = [], time.monotonic()

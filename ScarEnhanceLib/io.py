@@ -352,10 +352,12 @@ def check_outputs_apart(inputs: list[Path], outputs: list[Path]) -> None:
     clash = [str(o) for o in outputs if any(_same_file(o, i) for i in inputs)]
     if clash:
         raise InputError(f"refusing to overwrite an input: {', '.join(clash)}")
-    holding = [f"the output {o} holds the input {i}" for o in outputs for i in inputs
+    holding = [(o, i) for o in outputs for i in inputs
                if any(_same_file(o, folder) for folder in Path(i).absolute().parents)]
-    if holding:
-        raise InputError(f"refusing to write over an input: {'; '.join(holding)}")
+    if holding:  # a cohort's output folder may hold all its studies: the first is named
+        (output, held), more = holding[0], len(holding) - 1
+        raise InputError(f"refusing to write over an input: the output folder {output} holds the input {held}"
+                         + (f" and {more} more" if more else "") + "; choose another output folder")
     folders = [i for i in inputs if i.is_dir()]
     inside = [str(o) for o in outputs if any(_same_file(Path(o).parent, f) for f in folders)]
     if inside:
