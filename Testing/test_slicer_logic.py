@@ -133,6 +133,13 @@ def test_segment_heart_makes_class_and_roi_segments_on_the_inputs_grid(scene, lo
         assert len(parts) == 7 and parts[0].endswith("DICOM master list") and parts[4].endswith("DICOM master list")
         codes[segmentId] = parts[2].split("^")[1]
     assert codes == {"BloodPool": "87878005", "Myocardium": "71616004", "Scar": "12402003", ROI_SEGMENT_ID: "80891009"}
+    whole = np.ones(before["voxels"].shape, np.uint8)
+    _importArray(whole, volume, segmentation, [ROI_SEGMENT_ID])  # the user's correction
+    corrected = _snapshot(volume, segmentation)
+    again = logic.segmentHeart(volume)
+    assert again is not segmentation and again.GetName() != segmentation.GetName()
+    _assert_unchanged(corrected, _snapshot(volume, segmentation))  # a second run does not overwrite the first
+    assert not np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(again, ROI_SEGMENT_ID, volume) > 0, whole > 0)
 
 
 def test_enhance_keeps_geometry_leaves_inputs_untouched_and_reports_cnr(scene, logic, tmp_path):
@@ -218,7 +225,7 @@ def test_a_result_that_cannot_be_read_leaves_no_half_made_nodes(scene, logic, tm
         raise RuntimeError("the import failed half-way")
     monkeypatch.setattr("ScarEnhanceModuleLib.Logic._importArray", failing)
     with pytest.raises(RuntimeError, match="half-way"):
-        logic._importLabels(tmp_path / "labels.nrrd", volume, None)
+        logic._importLabels(tmp_path / "labels.nrrd", volume)
     assert scene.GetNumberOfNodes() == before  # no half-made segmentation, nor its display node
 
 

@@ -78,11 +78,12 @@ class ScarEnhanceLogic:
         self.worker.stop()
 
     # ------------------------------------------------------------------ heart segmentation
-    def segmentHeart(self, volumeNode, segmentationNode=None, device: str = "auto"):
-        """Blood pool, myocardium, scar and heart ROI segments of ``volumeNode`` (waits for the result)."""
-        return self.startSegmentHeart(volumeNode, segmentationNode, device).wait()
+    def segmentHeart(self, volumeNode, device: str = "auto"):
+        """A new segmentation node with the blood pool, myocardium, scar and heart ROI segments of ``volumeNode``
+        (waits for the result). Always a new node: a segmentation the user has corrected is never overwritten."""
+        return self.startSegmentHeart(volumeNode, device).wait()
 
-    def startSegmentHeart(self, volumeNode, segmentationNode=None, device: str = "auto") -> BackgroundJob:
+    def startSegmentHeart(self, volumeNode, device: str = "auto") -> BackgroundJob:
         self._checkVolume(volumeNode)
         workDir = workFolder()
         try:
@@ -94,23 +95,20 @@ class ScarEnhanceLogic:
                      *self._modelArguments()]
 
         def loadSegmentation():
-            return self._importLabels(workDir / "labels.nrrd", volumeNode, segmentationNode)
+            return self._importLabels(workDir / "labels.nrrd", volumeNode)
 
         return self._startJob(arguments, loadSegmentation, workDir)
 
-    def _importLabels(self, labelsPath: Path, volumeNode, segmentationNode):
+    def _importLabels(self, labelsPath: Path, volumeNode):
         scene = slicer.mrmlScene
         with _temporaryLabelmap() as labelmap, _removedOnFailure() as created:
             _readVolume(labelsPath, labelmap)
-            if segmentationNode is None:
-                segmentationNode = created.add(scene.AddNewNodeByClass(
-                    "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{volumeNode.GetName()} heart")))
-                segmentationNode.CreateDefaultDisplayNodes()
+            segmentationNode = created.add(scene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{volumeNode.GetName()} heart")))
+            segmentationNode.CreateDefaultDisplayNodes()
             segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
             segmentation = segmentationNode.GetSegmentation()
             for segmentId, name, _, color in CLASS_SEGMENTS + ((ROI_SEGMENT_ID, ROI_SEGMENT_NAME, None, ROI_COLOR),):
-                if segmentation.GetSegment(segmentId) is not None:
-                    segmentation.RemoveSegment(segmentId)
                 segmentation.AddEmptySegment(segmentId, name, list(color))
                 segment = segmentation.GetSegment(segmentId)
                 segment.SetTag(segment.GetTerminologyEntryTagName(), TERMINOLOGY[segmentId])
