@@ -400,6 +400,8 @@ def _evaluation_plan(args) -> list:
         names = names_in(splits, dataset, args.split)
         if names is not None and not names:
             raise ValueError(f"the {args.split} split of {Path(dataset).name} holds no cases")
+        if any(spec.root.name == other.root.name for other, _ in plan):  # the results are keyed by folder name
+            raise ValueError(f"two data sets are named {spec.root.name!r}: evaluate them in separate calls")
         plan.append((spec, names))
     return plan
 
@@ -408,6 +410,9 @@ def _evaluation_cases(args, spec, names) -> list:
     """The cases of ``names`` (None: all), the first ``--max-cases`` (with scar, for enhancement) if given."""
     from .datasets import load_cases
     cases = load_cases(spec, names)
+    if args.task == "enhancement" and not any(c.has_scar for c in cases):
+        raise ValueError(f"no case of {spec.root.name} in the {args.split} split has scar: the enhancement is "
+                         "measured on scar")
     if args.max_cases:
         relevant = [c for c in cases if c.has_scar] if args.task == "enhancement" else cases
         cases = relevant[:args.max_cases]
@@ -442,11 +447,10 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, evaluate_segmentation, markdown_table, predicted_labels, segmentation_table
     from .io import prepare_output_folder, strict_json, write_text
     from .weights import SEGMENTATION
-    plan = _evaluation_plan(args)
+    plan = [(spec, _evaluation_cases(args, spec, names)) for spec, names in _evaluation_plan(args)]  # all checked
     prepare_output_folder(args.output)
     results = {}
-    for spec, names in plan:
-        cases = _evaluation_cases(args, spec, names)
+    for spec, cases in plan:
         if args.task == "segmentation":
             results[spec.root.name] = evaluate_segmentation(cases, _load(SEGMENTATION, args),
                                                             merge_scar=not spec.labels_scar)
@@ -801,9 +805,9 @@ def _predicted_training_labels(args, datasets) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import ENHANCEMENT, KINDS, SEGMENTATION, __version__
     from .parameters import (AUGMENTATIONS, CONDITIONINGS, NORMALISATIONS,  # torch-free, so --help stays fast
                              SCAR_MAP_ERRORS, SYNTHETIC_SCAR_PATCHES)
-    from . import __version__
     from .splits import SPLIT_CHOICES  # numpy only
     parser = argparse.ArgumentParser(prog="scarenhance", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scarenhance {__version__}")
@@ -923,10 +927,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add the weights to the segmentation model already installed under --name, as one more "
                              "network of an ensemble (the networks' probabilities are averaged, each at its own "
                              "spacing), instead of replacing it")
-    bundle.add_argument("--name", required=True)
+    bundle.add_argument("--name", required=True, choices=sorted(KINDS),
+                        help=f"the model to replace (or add a network to): {SEGMENTATION} takes a segmentation run, "
+                             f"{ENHANCEMENT} a diffusion run")
     bundle.add_argument("--data", required=True, help="training data, for the manifest")
     bundle.add_argument("--license", required=True)
-    bundle.add_argument("--models", type=Path, default=None)
+    bundle.add_argument("--models", type=Path, default=None,
+                        help="the models folder to install into (default: the bundled models, Resources/models; give "
+                             "a copy of it to try a model without replacing the bundled one)")
     bundle.set_defaults(func=cmd_bundle)
 
     seg = commands.add_parser("train-segmentation", help="train the heart segmentation U-Net")

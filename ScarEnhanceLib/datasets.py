@@ -179,6 +179,8 @@ def load_cases(spec: DatasetSpec, names: list[str] | None = None, keep_mvo: bool
         return []  # an empty split: nothing to read (a packed data set would be decompressed for nothing)
     finder, reader = LAYOUTS[spec.layout]
     found = finder(spec)
+    if not found:  # a folder one level too deep or too high: no data set, not an empty one
+        raise ValueError(f"no cases found in {spec.root} (read as the {spec.layout} layout)")
     missing = sorted(set(names or []) - set(found))
     if missing:
         raise ValueError(f"cases not found in {spec.root}: {', '.join(missing[:5])}")

@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,9 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings, sample
         optimizer.load_state_dict(state["optimizer"])
         start, history = state["iteration"], state["history"]
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it to the GPU
+    if start >= settings.iterations and distributed.main:
+        print(f"note: {run_dir} has already reached {start} iterations; raise --iterations to train it on",
+              file=sys.stderr)
     trained = distributed.wrap(model)
     batches = _batches(samples, settings, distributed.rank, start, pin_memory=device.type == "cuda")
     losses = []
@@ -216,13 +220,15 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings, sample
 def _save(run_dir: Path, model, ema, optimizer, iteration: int, history: list, config: dict) -> None:
     state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
              "iteration": iteration, "history": history, "torch_rng": torch.get_rng_state()}
-    partial = run_dir / f"{CHECKPOINT}.tmp"
-    torch.save(state, partial)
-    os.replace(partial, run_dir / CHECKPOINT)  # never a half-written checkpoint
     weights = {k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()}
-    save_file(weights, str(run_dir / "model.safetensors"))
-    (run_dir / "config.json").write_text(json.dumps({**config, "iteration": iteration, "history": history}, indent=1),
-                                         encoding="utf-8")
+    saved = {CHECKPOINT: lambda path: torch.save(state, path),
+             "model.safetensors": lambda path: save_file(weights, str(path)),
+             "config.json": lambda path: path.write_text(
+                 json.dumps({**config, "iteration": iteration, "history": history}, indent=1), encoding="utf-8")}
+    for name, write in saved.items():  # each file whole or not at all (an interrupted save)
+        partial = run_dir / f"{name}.tmp"
+        write(partial)
+        os.replace(partial, run_dir / name)
 
 
 def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, settings: TrainSettings,
@@ -286,23 +292,36 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
                   "original_starts": settings.original_starts,
                   "original_start_balance": settings.original_start_balance,
                   "augmentation": settings.augmentation, "scar_map_errors": settings.scar_map_errors}
-    _refuse_changed_resume(settings.run_dir, run_config, {"scar_map_errors": "within-wall"})
+    _refuse_changed_resume(settings.run_dir, run_config, {
+        "scar_map_errors": "within-wall", "max_timestep": None, "augmentation": None, "original_starts": None,
+        "original_start_balance": None}, DiffusionConfig)
     source = _run_model_config(settings.init_weights)
     _warm_start(settings, run_config, lambda weights: warm_start(network, weights, config, source))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
 
 
-def _refuse_changed_resume(run_dir: Path, run_config: dict, defaults: dict) -> None:
-    """A resumed run keeps the settings that shape its samples (``defaults``: each one's value in runs saved before
-    it existed): refuse a resume that would change one, which the saved config could not show."""
+def _refuse_changed_resume(run_dir: Path, run_config: dict, kept: dict, model_config) -> None:
+    """A resumed run keeps its network (``model_config``: its config class, which fills in what older runs did not
+    record) and the settings that shape its samples (``kept``: each one's value in runs saved before it was
+    recorded, None where unknown): refuse a resume that would change one, which the saved config could not show.
+    The learning rate and the loss weights may change on resume."""
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).exists() or not (run_dir / "config.json").exists():
         return
     stored = _stored_config(run_dir)
-    for key, default in defaults.items():
-        if stored.get(key, default) != run_config[key]:
-            raise ValueError(f"{run_dir} was trained with {key} {stored.get(key, default)!r}, not "
-                             f"{run_config[key]!r}: resume it with the same setting, or start a new run folder")
+    changes = []
+    if "model" in stored:
+        trained = model_config.from_dict(stored["model"]).to_dict()
+        changes += [(f"model {key}", trained.get(key), value) for key, value in run_config["model"].items()
+                    if trained.get(key) != value and key != "test_time"]  # inference only: older runs saved flips
+    for key, default in kept.items():
+        trained = stored.get(key, default)
+        if trained is not None and trained != run_config[key]:
+            changes.append((key, trained, run_config[key]))
+    if changes:
+        listed = "; ".join(f"{key} {trained!r}, not {value!r}" for key, trained, value in changes)
+        raise ValueError(f"{run_dir} was trained with {listed}: resume it with the same settings, or start a new "
+                         "run folder (--init-weights its model.safetensors to start from its weights)")
 
 
 def _stored_config(run_dir: Path) -> dict:
@@ -359,6 +378,9 @@ def _warm_start(settings: TrainSettings, run_config: dict, load: Callable[[dict]
         for key in ("start", "init_weights"):  # runs saved before starts were recorded have no start
             if key in stored:
                 run_config[key] = stored[key]
+        if settings.init_weights and stored.get("start", {}).get("sha256") != sha256(settings.init_weights):
+            print(f"note: {settings.run_dir} resumes from its checkpoint; {settings.init_weights}, which is not its "
+                  "start, is not loaded (a new run folder starts from it)", file=sys.stderr)
         return
     if not settings.init_weights:
         run_config["start"] = {"seed": settings.seed}
@@ -425,7 +447,7 @@ def train_segmentation(datasets: list[tuple[list[Case], int]], config: Segmentat
 
     run_config = {"kind": "segmentation", "model": config.to_dict(), "scar_weight": settings.scar_weight,
                   "dataset_shares": samples.shares.tolist(), **settings.patches.to_config()}
-    _refuse_changed_resume(settings.run_dir, run_config, PatchOptions().to_config())
+    _refuse_changed_resume(settings.run_dir, run_config, PatchOptions().to_config(), SegmentationConfig)
     network = build_segmenter(config)
     _warm_start(settings, run_config, lambda weights: warm_start_segmenter(network, weights))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)

@@ -17,16 +17,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import MODELS_DIR  # noqa: F401  (re-exported: the bundled models' folder)
+from . import ENHANCEMENT, KINDS, MODELS_DIR, SEGMENTATION  # noqa: F401  (re-exported: the bundled models)
 from .diffusion import DiffusionConfig, build_denoiser
 from .segmentation import SegmentationConfig, SegmentationEnsemble, build_segmenter
 
 MANIFEST = "manifest.json"
-SEGMENTATION = "heart_segmentation"
-ENHANCEMENT = "enhancement"
-
-
-KINDS = {SEGMENTATION: "segmentation", ENHANCEMENT: "diffusion"}  # the kind each bundled name must have
 REQUIRED_KEYS = ("file", "sha256", "kind", "config", "config_sha256")
 MEMBER_KEYS = ("file", "sha256", "config", "config_sha256")
 
@@ -167,8 +162,11 @@ def average_weights(paths: list[Path], target: Path) -> None:
 
 def install(weights: Path, name: str, kind: str, config: dict, models_dir: Path = MODELS_DIR, **info) -> dict:
     """Copy a safetensors file into ``models_dir`` and record it (with its checksum) in the manifest."""
-    if kind not in ("segmentation", "diffusion"):
+    if kind not in KINDS.values():
         raise ValueError(f"kind must be segmentation or diffusion, got {kind!r}")
+    if KINDS.get(name) != kind:  # a name the commands do not load, or the other model's: refused before any copy
+        expected = next(key for key, value in KINDS.items() if value == kind)
+        raise ValueError(f"a {kind} model is installed as {expected!r}, not {name!r}")
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / f"{name}.safetensors"

@@ -1,6 +1,7 @@
 """The command line end to end, with tiny untrained models (what is checked is the plumbing)."""
 import csv
 import json
+import shutil
 from dataclasses import fields
 import subprocess
 import sys
@@ -159,10 +160,11 @@ def test_evaluate_refuses_splits_that_do_not_cover_the_data_and_data_without_sca
     for path in phantom_folder.glob("normal1*"):
         (no_scar / path.name).write_bytes(path.read_bytes())
     (no_scar / "dataset.json").write_text(json.dumps({"label_map": "mscmrseg"}), encoding="utf-8")  # no scar label
-    code, err = _error_of(capsys, ["evaluate", str(phantom_folder), str(no_scar), "--split", "all", "-o",
-                                   str(tmp_path / "e2"), "--models", str(tiny_models), *FAST])
-    assert code == 2 and "has no scar labels" in err
-    assert "evaluating" not in capsys.readouterr().out and not (tmp_path / "e2").exists()  # nothing evaluated
+    code = main(["evaluate", str(phantom_folder), str(no_scar), "--split", "all", "-o", str(tmp_path / "e2"),
+                 "--models", str(tiny_models), *FAST])
+    printed = capsys.readouterr()
+    assert code == 2 and "has no scar labels" in printed.err
+    assert "evaluating" not in printed.out and not (tmp_path / "e2").exists()  # nothing evaluated
     splits = tmp_path / "splits.json"  # covers the first data set only: the second fails before the first runs
     splits.write_text(json.dumps({phantom_folder.name: {"train": [], "val": [], "test": ["scar1"]}}), encoding="utf-8")
     code, err = _error_of(capsys, ["evaluate", str(phantom_folder), str(no_scar), "--splits", str(splits), "-o",
@@ -179,6 +181,27 @@ def test_evaluate_refuses_splits_that_do_not_cover_the_data_and_data_without_sca
     with pytest.raises(SystemExit):
         main(["evaluate", str(phantom_folder), "--split", "all", "--max-cases", "-1", "-o", str(tmp_path / "e3")])
     assert "must be 0 or more" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_split_without_scar_cases_an_empty_folder_and_two_folders_of_one_name_before_any_work(
+        phantom_folder, tiny_models, tmp_path, capsys):
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({phantom_folder.name: {"train": [], "val": [], "test": ["normal1"]}}),
+                      encoding="utf-8")
+    code = main(["evaluate", str(phantom_folder), "--splits", str(splits), "-o", str(tmp_path / "e1"), "--models",
+                 str(tiny_models), *FAST])
+    printed = capsys.readouterr()
+    assert code == 2 and f"no case of {phantom_folder.name} in the test split has scar" in printed.err
+    assert "evaluating" not in printed.out and not (tmp_path / "e1").exists()
+    (tmp_path / "empty").mkdir()
+    code, err = _error_of(capsys, ["evaluate", str(tmp_path / "empty"), "--split", "all", "-o", str(tmp_path / "e2"),
+                                   "--models", str(tiny_models), "--task", "segmentation"])
+    assert code == 2 and "no cases found in" in err and not (tmp_path / "e2").exists()
+    twin = tmp_path / "other" / phantom_folder.name
+    shutil.copytree(phantom_folder, twin)
+    code, err = _error_of(capsys, ["evaluate", str(phantom_folder), str(twin), "--split", "all", "-o",
+                                   str(tmp_path / "e3"), "--models", str(tiny_models), "--task", "segmentation"])
+    assert code == 2 and f"two data sets are named {phantom_folder.name!r}" in err and not (tmp_path / "e3").exists()
 
 
 def test_module_entry_point_runs():

@@ -1,6 +1,7 @@
 """Training: datasets in both layouts, resumable checkpoints, EMA weights, snapshots, bundling."""
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -348,6 +349,15 @@ def test_bundle_installs_weights_with_checksum_and_provenance(tmp_path, capsys):
     assert main(["bundle", str(tmp_path / "run"), "--ensemble", "--name", ENHANCEMENT, "--data", "phantoms",
                  "--license", "test", "--models", str(models)]) == 2
     assert "only the segmentation can be an ensemble" in capsys.readouterr().err
+    before = (models / "manifest.json").read_bytes()
+    assert main(["bundle", str(tmp_path / "run"), "--name", SEGMENTATION, "--data", "phantoms", "--license", "test",
+                 "--models", str(models)]) == 2  # a diffusion run is not a segmentation model
+    assert "a diffusion model is installed as 'enhancement', not 'heart_segmentation'" in capsys.readouterr().err
+    assert (models / "manifest.json").read_bytes() == before and not (models / f"{SEGMENTATION}.safetensors").exists()
+    with pytest.raises(SystemExit):  # a name no command loads
+        main(["bundle", str(tmp_path / "run"), "--name", "enhancment", "--data", "phantoms", "--license", "test",
+              "--models", str(models)])
+    assert "invalid choice: 'enhancment'" in capsys.readouterr().err
 
 
 def test_bundle_of_several_runs_installs_the_mean_of_their_weights_and_each_runs_settings(tmp_path):
@@ -487,6 +497,53 @@ def test_a_run_records_its_start_and_keeps_it_when_resumed(tmp_path):
                                                                **settings))
     train_segmentation(cases, TINY_SEGMENTATION, dataclasses.replace(warm, iterations=2, init_weights=None))
     assert _run_config(tmp_path / "warm")["start"] == recorded and _run_config(tmp_path / "warm")["iteration"] == 2
+
+
+def test_a_resume_that_would_change_the_network_or_the_noise_levels_is_refused_and_other_weights_are_noted(
+        tmp_path, capsys):
+    cases = [([phantom_case(seed=0)], L.SCAR + 1)]
+    settings = TrainSettings(run_dir=tmp_path / "seg", iterations=1, batch_size=2, checkpoint_every=1, device="cpu")
+    train_segmentation(cases, TINY_SEGMENTATION, settings)
+    for change in ({"spacing_mm": 1.25}, {"channels": (4, 8, 16)}):
+        other = SegmentationConfig(**{**TINY_SEGMENTATION.to_dict(), **change})
+        key, value = next(iter(change.items()))
+        expected = f"model {key} {getattr(TINY_SEGMENTATION, key)!r}, not {value!r}"
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            train_segmentation(cases, other, dataclasses.replace(settings, iterations=2))
+    assert _run_config(tmp_path / "seg")["iteration"] == 1
+    other_weights = tmp_path / "seg" / "model.safetensors"  # not the run's start (random weights of its seed)
+    capsys.readouterr()
+    train_segmentation(cases, TINY_SEGMENTATION,
+                       dataclasses.replace(settings, iterations=2, init_weights=other_weights))
+    assert "resumes from its checkpoint" in capsys.readouterr().err and _run_config(tmp_path / "seg")["iteration"] == 2
+    train_segmentation(cases, TINY_SEGMENTATION, dataclasses.replace(settings, iterations=2))
+    assert "has already reached 2 iterations" in capsys.readouterr().err
+    diffusion = TrainSettings(run_dir=tmp_path / "diffusion", iterations=1, batch_size=2, checkpoint_every=1,
+                              device="cpu", max_timestep=300)
+    train_diffusion([[phantom_case(seed=0)]], TINY_DIFFUSION, diffusion)
+    for change in ({"max_timestep": 1000}, {"augmentation": "strong"}):
+        with pytest.raises(ValueError, match=f"{next(iter(change))} "):
+            train_diffusion([[phantom_case(seed=0)]], TINY_DIFFUSION,
+                            dataclasses.replace(diffusion, iterations=2, **change))
+    train_diffusion([[phantom_case(seed=0)]], TINY_DIFFUSION, dataclasses.replace(diffusion, iterations=2,
+                                                                                  learning_rate=1e-4, scar_weight=2.0))
+    assert _run_config(tmp_path / "diffusion")["iteration"] == 2  # the rate and the loss weights may change
+
+
+def test_an_interrupted_save_leaves_the_last_weights_whole(tmp_path, monkeypatch):
+    cases = [([phantom_case(seed=0)], L.SCAR + 1)]
+    settings = TrainSettings(run_dir=tmp_path / "seg", iterations=1, batch_size=2, checkpoint_every=1, device="cpu")
+    train_segmentation(cases, TINY_SEGMENTATION, settings)
+    saved = {name: (tmp_path / "seg" / name).read_bytes() for name in ("model.safetensors", "config.json")}
+
+    def interrupted(tensors, path):
+        Path(path).write_bytes(b"half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr("ScarEnhanceLib.train.save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_segmentation(cases, TINY_SEGMENTATION, dataclasses.replace(settings, iterations=2))
+    assert {name: (tmp_path / "seg" / name).read_bytes() for name in saved} == saved
+    assert load_file(str(tmp_path / "seg" / "model.safetensors"))
 
 
 def _run_config(run: Path) -> dict:
