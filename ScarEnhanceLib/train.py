@@ -28,6 +28,7 @@ from tqdm import tqdm
 from . import labels as L
 from .augment import DiffusionSamples, PatchOptions, SegmentationSamples
 from .datasets import Case
+from .io import atomic_path
 from .parameters import LR_SCHEDULES, WARMUP_ITERATIONS
 from .pipeline import resolve_device
 from .weights import sha256
@@ -221,14 +222,13 @@ def _save(run_dir: Path, model, ema, optimizer, iteration: int, history: list, c
     state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
              "iteration": iteration, "history": history, "torch_rng": torch.get_rng_state()}
     weights = {k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()}
-    saved = {CHECKPOINT: lambda path: torch.save(state, path),
-             "model.safetensors": lambda path: save_file(weights, str(path)),
+    saved = {"model.safetensors": lambda path: save_file(weights, str(path)),
              "config.json": lambda path: path.write_text(
-                 json.dumps({**config, "iteration": iteration, "history": history}, indent=1), encoding="utf-8")}
-    for name, write in saved.items():  # each file whole or not at all (an interrupted save)
-        partial = run_dir / f"{name}.tmp"
-        write(partial)
-        os.replace(partial, run_dir / name)
+                 json.dumps({**config, "iteration": iteration, "history": history}, indent=1), encoding="utf-8"),
+             CHECKPOINT: lambda path: torch.save(state, path)}
+    for name, write in saved.items():  # each whole or not at all; the checkpoint last, so a cut save is redone
+        with atomic_path(run_dir / name) as partial:
+            write(partial)
 
 
 def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, settings: TrainSettings,
@@ -293,8 +293,8 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
                   "original_start_balance": settings.original_start_balance,
                   "augmentation": settings.augmentation, "scar_map_errors": settings.scar_map_errors}
     _refuse_changed_resume(settings.run_dir, run_config, {
-        "scar_map_errors": "within-wall", "max_timestep": None, "augmentation": None, "original_starts": None,
-        "original_start_balance": None}, DiffusionConfig)
+        "scar_map_errors": "within-wall", "max_timestep": None, "augmentation": None, "original_starts": None},
+        DiffusionConfig)
     source = _run_model_config(settings.init_weights)
     _warm_start(settings, run_config, lambda weights: warm_start(network, weights, config, source))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
@@ -378,7 +378,9 @@ def _warm_start(settings: TrainSettings, run_config: dict, load: Callable[[dict]
         for key in ("start", "init_weights"):  # runs saved before starts were recorded have no start
             if key in stored:
                 run_config[key] = stored[key]
-        if settings.init_weights and stored.get("start", {}).get("sha256") != sha256(settings.init_weights):
+        start = stored.get("start")  # unknown for runs saved before starts were recorded
+        if settings.init_weights and start and os.environ.get("RANK", "0") == "0" and \
+                Path(settings.init_weights).is_file() and start.get("sha256") != sha256(settings.init_weights):
             print(f"note: {settings.run_dir} resumes from its checkpoint; {settings.init_weights}, which is not its "
                   "start, is not loaded (a new run folder starts from it)", file=sys.stderr)
         return

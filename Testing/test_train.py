@@ -544,6 +544,9 @@ def test_an_interrupted_save_leaves_the_last_weights_whole(tmp_path, monkeypatch
         train_segmentation(cases, TINY_SEGMENTATION, dataclasses.replace(settings, iterations=2))
     assert {name: (tmp_path / "seg" / name).read_bytes() for name in saved} == saved
     assert load_file(str(tmp_path / "seg" / "model.safetensors"))
+    checkpoint = torch.load(tmp_path / "seg" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["iteration"] == 1  # saved last: the resume redoes the iteration whose save was cut
+    assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["checkpoint.pt", "config.json", "model.safetensors"]
 
 
 def _run_config(run: Path) -> dict:
