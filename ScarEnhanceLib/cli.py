@@ -564,7 +564,8 @@ def cmd_bundle(args) -> int:
                                       for run, config in zip(args.run_dirs, configs)]}
     else:
         training = {"data": args.data, **_run_settings(first)}
-    info = {"training": training, "split": "Resources/splits.json", "license": args.license}
+    info = {"training": training, "split": first.get("trained_on", {}).get("splits", "Resources/splits.json"),
+            "license": args.license}
     if args.ensemble and first["kind"] != "segmentation":
         raise ValueError("--ensemble takes segmentation runs: only the segmentation can be an ensemble")
     with tempfile.TemporaryDirectory() as scratch:
@@ -732,7 +733,17 @@ def _settings(args, **extra):
                          learning_rate=args.learning_rate, checkpoint_every=args.checkpoint_every,
                          seed=args.seed, device=args.device, workers=args.workers,
                          time_limit_minutes=args.time_limit, init_weights=args.init_weights,
-                         scar_weight=args.scar_weight, lr_schedule=args.lr_schedule, **extra)
+                         scar_weight=args.scar_weight, lr_schedule=args.lr_schedule,
+                         trained_on={"datasets": [Path(d).as_posix() for d in args.dataset],
+                                     "splits": _splits_record(args.splits)}, **extra)
+
+
+def _splits_record(splits: Path | None) -> str:
+    """The splits file as a run's record and the manifest name it: relative to the repository when inside it."""
+    from .splits import SPLITS_FILE
+    path = Path(splits or SPLITS_FILE).resolve()
+    root = SPLITS_FILE.parent.parent
+    return path.relative_to(root).as_posix() if root in path.parents else path.as_posix()
 
 
 def cmd_train_segmentation(args) -> int:

@@ -70,6 +70,7 @@ class TrainSettings:
     # constant: learning_rate throughout; cosine: a linear warm-up over the first WARMUP_ITERATIONS, then down to
     # 0 at ``iterations`` (a function of the iteration, so a resumed run stays on it)
     lr_schedule: str = "constant"
+    trained_on: dict = field(default_factory=dict)  # the data-set folders and splits file, for the run's record
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
@@ -291,7 +292,8 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
                   "scar_weight": settings.scar_weight, "min_snr_gamma": settings.min_snr_gamma,
                   "original_starts": settings.original_starts,
                   "original_start_balance": settings.original_start_balance,
-                  "augmentation": settings.augmentation, "scar_map_errors": settings.scar_map_errors}
+                  "augmentation": settings.augmentation, "scar_map_errors": settings.scar_map_errors,
+                  "trained_on": settings.trained_on}
     _refuse_changed_resume(settings.run_dir, run_config, {
         "scar_map_errors": "within-wall", "max_timestep": None, "augmentation": None, "original_starts": None},
         DiffusionConfig)
@@ -448,7 +450,8 @@ def train_segmentation(datasets: list[tuple[list[Case], int]], config: Segmentat
             return {f"val_dice_{k}": float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
 
     run_config = {"kind": "segmentation", "model": config.to_dict(), "scar_weight": settings.scar_weight,
-                  "dataset_shares": samples.shares.tolist(), **settings.patches.to_config()}
+                  "dataset_shares": samples.shares.tolist(), **settings.patches.to_config(),
+                  "trained_on": settings.trained_on}
     _refuse_changed_resume(settings.run_dir, run_config, PatchOptions().to_config(), SegmentationConfig)
     network = build_segmenter(config)
     _warm_start(settings, run_config, lambda weights: warm_start_segmenter(network, weights))

@@ -772,6 +772,17 @@ def test_training_refuses_a_splits_file_that_is_not_there_and_names_data_it_does
     assert "no splits file at" in capsys.readouterr().err and not (tmp_path / "a").exists()
     assert main([*common, "--run-dir", str(tmp_path / "b")]) == 0
     assert "the splits do not name" in capsys.readouterr().err
+    assert _run_config(tmp_path / "b")["trained_on"] == {"datasets": [dataset.as_posix()],
+                                                          "splits": "Resources/splits.json"}
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"pngs": {"train": ["Case_P000"], "val": [], "test": []}}), encoding="utf-8")
+    assert main([*common, "--splits", str(splits), "--run-dir", str(tmp_path / "c")]) == 0
+    assert _run_config(tmp_path / "c")["trained_on"]["splits"] == splits.resolve().as_posix()
+    assert main(["bundle", str(tmp_path / "c"), "--name", SEGMENTATION, "--data", "phantoms", "--license", "test",
+                 "--models", str(tmp_path / "models")]) == 0
+    entry = json.loads((tmp_path / "models" / "manifest.json").read_text(encoding="utf-8"))[SEGMENTATION]
+    assert entry["split"] == splits.resolve().as_posix()  # the manifest names the splits the run trained on
+    assert entry["training"]["trained_on"]["datasets"] == [dataset.as_posix()]
 
 
 def test_segmentation_dropout_acts_while_training_only_and_is_recorded(tmp_path):
