@@ -27,7 +27,9 @@ from .volume import as_slices, inplane_spacing, slice_axis, to_array
 EMIDEC_LABELS = {1: L.BLOOD_POOL, 2: L.MYOCARDIUM, 3: L.SCAR, 4: L.MVO}  # MVO read as myocardium (load_cases)
 MSCMRSEG_LABELS = {500: L.BLOOD_POOL, 200: L.MYOCARDIUM}  # 600 (right ventricle) is not in the heart ROI
 OUR_LABELS = {v: v for v in (L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR)}
-LABEL_PRESETS = {"emidec": EMIDEC_LABELS, "mscmrseg": MSCMRSEG_LABELS, "scarenhance": OUR_LABELS}
+OUR_LABELS_WITHOUT_SCAR = {v: v for v in (L.BLOOD_POOL, L.MYOCARDIUM)}  # a data set that labels no scar
+LABEL_PRESETS = {"emidec": EMIDEC_LABELS, "mscmrseg": MSCMRSEG_LABELS, "scarenhance": OUR_LABELS,
+                 "scarenhance-no-scar": OUR_LABELS_WITHOUT_SCAR}
 PACKED_FILE = "cases.npz.xz"
 
 
@@ -84,12 +86,18 @@ class DatasetSpec:
 
 
 def _guess_preset(spec: "DatasetSpec") -> str:
-    """MS-CMRSeg's values (200, 500, 600) or ours (1, 2, 3), from the first label file."""
+    """MS-CMRSeg's values (200, 500, 600) from the first label file, else ours: with scar (1, 2, 3) if a label file
+    holds scar, else without (1, 2), so that hearts whose scar was never labelled are not read as scar-free."""
     cases = _volume_cases(spec)
     if not cases:
         raise ValueError(f"no image with a label file (NAME{spec.labels_suffix}.nii.gz) in {spec.root}")
-    values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(next(iter(cases.values()))[1]))))
-    return "mscmrseg" if np.isin([200, 500], values).any() else "scarenhance"
+    for index, (_, label_path) in enumerate(cases.values()):  # in name order; stops at the first scar
+        values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label_path))))
+        if index == 0 and np.isin([200, 500], values).any():
+            return "mscmrseg"
+        if L.SCAR in values:
+            return "scarenhance"
+    return "scarenhance-no-scar"
 
 
 def _png_cases(spec: DatasetSpec) -> dict[str, list[tuple[int, Path, Path]]]:

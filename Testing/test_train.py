@@ -70,6 +70,22 @@ def test_nifti_layout_guesses_mscmrseg_values(tmp_path):
     np.testing.assert_array_equal(loaded.labels > 0, case.labels[case.labels.reshape(len(case.labels), -1).any(1)] > 0)
 
 
+def test_nifti_layout_reads_our_values_as_labelling_scar_only_where_a_label_file_holds_it(tmp_path):
+    for name, scar in (("a_normal", "none"), ("b_scar", "patchy")):
+        image, labels = make_phantom(PhantomSpec(matrix=96, slices=2, spacing_mm=1.6, scar=scar, seed=1))
+        for folder in ("with_scar", "without_scar") if scar == "none" else ("with_scar",):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            sitk.WriteImage(image, str(tmp_path / folder / f"{name}.nii.gz"))
+            sitk.WriteImage(labels, str(tmp_path / folder / f"{name}_manual.nii.gz"))
+    with_scar = DatasetSpec.load(tmp_path / "with_scar")  # its first case is normal: the second labels scar
+    assert with_scar.labels_scar and with_scar.labelled_classes == L.SCAR + 1
+    without_scar = DatasetSpec.load(tmp_path / "without_scar")
+    assert not without_scar.labels_scar and without_scar.labelled_classes == L.MYOCARDIUM + 1
+    described = tmp_path / "without_scar" / "dataset.json"
+    described.write_text(json.dumps({"label_map": "scarenhance"}), encoding="utf-8")  # said so: it labels scar
+    assert DatasetSpec.load(tmp_path / "without_scar").labels_scar
+
+
 def test_diffusion_training_checkpoints_resumes_and_keeps_snapshots(tmp_path):
     cases = [phantom_case(seed=s) for s in range(2)]
     settings = TrainSettings(run_dir=tmp_path / "run", iterations=4, batch_size=2, checkpoint_every=2,
