@@ -82,7 +82,8 @@ N_SD = 5.0  # n-SD threshold above the remote myocardium
 REMOTE_SECTORS = 6  # angular sectors of each slice's myocardium; the darkest one is the remote reference
 MIN_ENHANCED_PIXELS = 10  # connected enhancement smaller than this is noise, not enhancement
 
-# Where a readout is read: each region is fixed on the original image, so before and after compare the same pixels.
+# Where a readout is read: each region is drawn on the original image, so CNRs before and after compare the same
+# pixels; a threshold region's scar burden after enhancement is drawn again on the enhanced image.
 REGIONS = {
     "scar_segment": "Scar segment",
     "nsd": f"{N_SD:g}-SD region",
@@ -91,9 +92,11 @@ REGIONS = {
 REGION_DESCRIPTIONS = {
     "scar_segment": "the Scar segment (labels)",
     "nsd": f"myocardium brighter than the remote mean + {N_SD:g} SD (remote: the darkest of {REMOTE_SECTORS} "
-           f"sectors of each slice), in connected parts of at least {MIN_ENHANCED_PIXELS} pixels",
+           f"sectors of each slice, one mean and SD over the volume), in connected parts of at least "
+           f"{MIN_ENHANCED_PIXELS} pixels; its burden after enhancement drawn again on the enhanced image",
     "fwhm": f"myocardium at or above half-way from the remote mean to the maximum of the {N_SD:g}-SD region, in "
-            f"connected parts of at least {MIN_ENHANCED_PIXELS} pixels; empty where there is no {N_SD:g}-SD region",
+            f"connected parts of at least {MIN_ENHANCED_PIXELS} pixels; empty where there is no {N_SD:g}-SD region; "
+            "its burden after enhancement drawn again on the enhanced image",
 }
 
 
@@ -152,7 +155,7 @@ def enhanced_regions(image: np.ndarray, labels: np.ndarray, n_sd: float = N_SD) 
     than MIN_ENHANCED_PIXELS are noise, not enhancement."""
     myocardium = np.isin(labels, (L.MYOCARDIUM, L.SCAR))
     reference = remote_reference(image, labels)
-    if reference is None:
+    if reference is None or not reference[1] > 0:  # no remote wall, or no spread to measure enhancement against
         return {"nsd": np.zeros_like(myocardium), "fwhm": np.zeros_like(myocardium)}
     baseline, spread = reference
     enhanced = _large_parts(myocardium & (image > baseline + n_sd * spread), MIN_ENHANCED_PIXELS)

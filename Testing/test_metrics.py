@@ -55,6 +55,16 @@ def test_threshold_regions_find_bright_scar_and_ignore_a_few_noisy_pixels():
     assert percent_of_myocardium(regions["fwhm"], labels) == pytest.approx(20.0)
 
 
+def test_a_remote_myocardium_without_spread_draws_no_threshold_region():
+    """A clipped or nulled image whose darkest sector is all 0: mean + 5 SD is the mean, which is not enhancement."""
+    rows, cols = np.mgrid[:40, :40]
+    radius = np.hypot(rows - 19.5, cols - 19.5)
+    labels = np.where((radius > 10) & (radius < 16), L.MYOCARDIUM, 0).astype(np.uint8)[None].repeat(3, axis=0)
+    image = np.where(cols < 20, 0.0, 1.0)[None].repeat(3, axis=0)  # no scar; half the wall nulled to exactly 0
+    regions = enhanced_regions(image, labels)
+    assert not regions["nsd"].any() and not regions["fwhm"].any()
+
+
 def test_remote_myocardium_is_the_darkest_sector_of_each_slice():
     rows, cols = np.mgrid[:40, :40]
     radius = np.hypot(rows - 19.5, cols - 19.5)
