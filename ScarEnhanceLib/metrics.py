@@ -91,12 +91,12 @@ REGIONS = {
 }
 REGION_DESCRIPTIONS = {
     "scar_segment": "the Scar segment (labels)",
-    "nsd": f"myocardium brighter than the remote mean + {N_SD:g} SD (remote: the darkest of {REMOTE_SECTORS} "
-           f"sectors of each slice, one mean and SD over the volume), in connected parts of at least "
-           f"{MIN_ENHANCED_PIXELS} pixels; its burden after enhancement drawn again on the enhanced image",
-    "fwhm": f"myocardium at or above half-way from the remote mean to the maximum of the {N_SD:g}-SD region, in "
-            f"connected parts of at least {MIN_ENHANCED_PIXELS} pixels; empty where there is no {N_SD:g}-SD region; "
-            "its burden after enhancement drawn again on the enhanced image",
+    "nsd": f"myocardium brighter than the remote mean + {N_SD:g} SD, slice by slice (remote: the darkest of "
+           f"{REMOTE_SECTORS} sectors of the slice), in connected parts of at least {MIN_ENHANCED_PIXELS} pixels; "
+           "its burden after enhancement drawn again on the enhanced image",
+    "fwhm": f"myocardium at or above half-way from the remote mean to the maximum of the {N_SD:g}-SD region, slice "
+            f"by slice, in connected parts of at least {MIN_ENHANCED_PIXELS} pixels; empty on a slice without a "
+            f"{N_SD:g}-SD region; its burden after enhancement drawn again on the enhanced image",
 }
 
 
@@ -118,20 +118,29 @@ def remote_myocardium(image: np.ndarray, labels: np.ndarray, sectors: int = REMO
     return remote
 
 
-def remote_reference(image: np.ndarray, labels: np.ndarray) -> tuple[float, float] | None:
-    """Mean and SD of the remote myocardium (``remote_myocardium``) over the whole volume; None under two pixels."""
-    values = image[remote_myocardium(image, labels)]
-    return (values.mean(), values.std()) if values.size >= 2 else None
+def remote_reference(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each slice's mean and SD (n,) of its remote myocardium (``remote_myocardium``), NaN on a slice with under two
+    remote pixels; None where no slice has them. Per slice, as a reader places a remote ROI on each slice: slices
+    differ in brightness (EMIDEC's PNGs are rescaled slice by slice; coil sensitivity and nulling vary), and one SD
+    pooled over the volume would add those differences to every slice's threshold."""
+    remote = remote_myocardium(image, labels)
+    means, spreads = np.full(len(image), np.nan), np.full(len(image), np.nan)
+    for index, (plane, mask) in enumerate(zip(image, remote)):
+        if mask.sum() >= 2:
+            values = plane[mask].astype(float)
+            means[index], spreads[index] = values.mean(), values.std()
+    return (means, spreads) if np.isfinite(means).any() else None
 
 
 def sd_above_remote(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each pixel's brightness in SD above the mean of the remote myocardium of ``labels`` (``remote_reference``);
-    NaN everywhere where there is no remote reference (under two pixels, or no spread)."""
-    reference = remote_reference(image.astype(float), labels)
-    if reference is None or reference[1] == 0:
+    """Each pixel's brightness in SD above the mean of its slice's remote myocardium (``remote_reference``); NaN on
+    a slice without a remote reference (under two pixels, or no spread)."""
+    reference = remote_reference(image, labels)
+    if reference is None:
         return np.full(image.shape, np.nan)
-    mean, spread = reference
-    return (image - mean) / spread
+    mean, spread = (values[:, None, None] for values in reference)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(spread > 0, (image - mean) / np.where(spread > 0, spread, 1.0), np.nan)
 
 
 def _large_parts(mask: np.ndarray, min_pixels: int) -> np.ndarray:
@@ -146,23 +155,29 @@ def _large_parts(mask: np.ndarray, min_pixels: int) -> np.ndarray:
 
 
 def enhanced_regions(image: np.ndarray, labels: np.ndarray, n_sd: float = N_SD) -> dict[str, np.ndarray]:
-    """Reproducible scar regions inside the myocardium (healthy + scar labels) that rest on no scar label:
-    ``nsd``, brighter than the remote mean + n SD; ``fwhm``, at or above half-way from the remote mean to the
-    maximum of the ``nsd`` region (full width at half maximum, read only where there is enhancement: empty on a
-    scar-free heart). Half-way from the remote mean is the classic half of the maximum where healthy
-    myocardium is nulled to about 0; with an intensity offset (EMIDEC's PNGs put healthy myocardium near 150 of
-    255) half of the maximum lies below all the myocardium and would call the whole wall scar. Parts smaller
-    than MIN_ENHANCED_PIXELS are noise, not enhancement."""
+    """Reproducible scar regions inside the myocardium (healthy + scar labels) that rest on no scar label, slice by
+    slice against that slice's remote myocardium (``remote_reference``): ``nsd``, brighter than the remote mean +
+    n SD; ``fwhm``, at or above half-way from the remote mean to the maximum of the slice's ``nsd`` region (full
+    width at half maximum, read only where there is enhancement: empty on a slice without an ``nsd`` region, so on
+    a scar-free heart). Half-way from the remote mean is the classic half of the maximum where healthy myocardium is
+    nulled to about 0; with an intensity offset (EMIDEC's PNGs put healthy myocardium near 150 of 255) half of the
+    maximum lies below all the myocardium and would call the whole wall scar. No region on a slice whose remote
+    myocardium has no spread (clipped or nulled). Parts smaller than MIN_ENHANCED_PIXELS are noise."""
     myocardium = np.isin(labels, (L.MYOCARDIUM, L.SCAR))
+    regions = {"nsd": np.zeros_like(myocardium), "fwhm": np.zeros_like(myocardium)}
     reference = remote_reference(image, labels)
-    if reference is None or not reference[1] > 0:  # no remote wall, or no spread to measure enhancement against
-        return {"nsd": np.zeros_like(myocardium), "fwhm": np.zeros_like(myocardium)}
-    baseline, spread = reference
-    enhanced = _large_parts(myocardium & (image > baseline + n_sd * spread), MIN_ENHANCED_PIXELS)
-    if not enhanced.any():
-        return {"nsd": enhanced, "fwhm": enhanced}
-    half_maximum = baseline + 0.5 * (image[enhanced].max() - baseline)
-    return {"nsd": enhanced, "fwhm": _large_parts(myocardium & (image >= half_maximum), MIN_ENHANCED_PIXELS)}
+    if reference is None:
+        return regions
+    for index, (baseline, spread) in enumerate(zip(*reference)):
+        if not spread > 0:  # no remote wall on this slice, or no spread to measure enhancement against
+            continue
+        wall, plane = myocardium[index:index + 1], image[index:index + 1]
+        enhanced = _large_parts(wall & (plane > baseline + n_sd * spread), MIN_ENHANCED_PIXELS)
+        if enhanced.any():
+            half_maximum = baseline + 0.5 * (plane[enhanced].max() - baseline)
+            regions["nsd"][index] = enhanced[0]
+            regions["fwhm"][index] = _large_parts(wall & (plane >= half_maximum), MIN_ENHANCED_PIXELS)[0]
+    return regions
 
 
 def percent_of_myocardium(region: np.ndarray, labels: np.ndarray) -> float:

@@ -4,7 +4,8 @@ import SimpleITK as sitk
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.metrics import (cnr, cnr_readouts, dice_per_class, enhanced_regions, myocardium_error_by_boundary,
-                                    percent_of_myocardium, region_readouts, remote_myocardium, ssim_psnr)
+                                    percent_of_myocardium, region_readouts, remote_myocardium, remote_reference,
+                                    ssim_psnr)
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 
 
@@ -63,6 +64,27 @@ def test_a_remote_myocardium_without_spread_draws_no_threshold_region():
     image = np.where(cols < 20, 0.0, 1.0)[None].repeat(3, axis=0)  # no scar; half the wall nulled to exactly 0
     regions = enhanced_regions(image, labels)
     assert not regions["nsd"].any() and not regions["fwhm"].any()
+
+
+def test_each_slice_is_read_against_its_own_remote_myocardium():
+    """Slices rescaled one by one (EMIDEC's PNGs) or under another coil sensitivity: healthy wall at 100 to 190.
+    Pooled over the volume, the slices' differences would make one SD of about 34 and hide slice 0's scar."""
+    rows, cols = np.mgrid[:40, :40]
+    radius = np.hypot(rows - 19.5, cols - 19.5)
+    wall = (radius > 10) & (radius < 16)
+    labels = np.where(wall, L.MYOCARDIUM, 0).astype(np.uint8)[None].repeat(4, axis=0)
+    scar = wall & (cols > 30)
+    labels[0][scar] = L.SCAR
+    rng = np.random.default_rng(0)
+    image = np.stack([np.where(wall, level, 0.0) + rng.normal(0, 5, wall.shape) for level in (100, 130, 160, 190)])
+    image[0][scar] += 45  # 9 SD above its own slice's wall
+    truth = percent_of_myocardium(labels == L.SCAR, labels)
+    regions = enhanced_regions(image, labels)
+    for key in ("nsd", "fwhm"):
+        assert percent_of_myocardium(regions[key], labels) == pytest.approx(truth, abs=0.5), key
+        assert not regions[key][1:].any(), key  # the brighter slices are not scar
+    means, spreads = remote_reference(image, labels)
+    assert means == pytest.approx([100, 130, 160, 190], abs=2) and spreads == pytest.approx([5] * 4, abs=1)
 
 
 def test_remote_myocardium_is_the_darkest_sector_of_each_slice():

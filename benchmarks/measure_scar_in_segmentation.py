@@ -59,7 +59,7 @@ def scar_enhancement(image: np.ndarray, predicted: np.ndarray, reference: np.nda
     """SD above the remote myocardium of ``reference`` (no-reflow read as myocardium, as the readouts read a user's
     labels) of the reference scar's pixels, by the class ``predicted`` gives them; none without a remote reference."""
     z = sd_above_remote(image, np.where(reference == L.MVO, L.MYOCARDIUM, reference))
-    scar = (reference == L.SCAR) & ~np.isnan(z)  # all NaN, or none: whether there is a remote reference
+    scar = (reference == L.SCAR) & ~np.isnan(z)  # NaN on a slice without a remote reference
     return {label: z[scar & (predicted == label)] for label in LANDING}
 
 
