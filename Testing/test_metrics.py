@@ -5,7 +5,7 @@ import SimpleITK as sitk
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.metrics import (cnr, cnr_readouts, dice_per_class, enhanced_regions, myocardium_error_by_boundary,
                                     percent_of_myocardium, region_readouts, remote_myocardium, remote_reference,
-                                    ssim_psnr)
+                                    sd_above_remote, ssim_psnr)
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 
 
@@ -85,6 +85,22 @@ def test_each_slice_is_read_against_its_own_remote_myocardium():
         assert not regions[key][1:].any(), key  # the brighter slices are not scar
     means, spreads = remote_reference(image, labels)
     assert means == pytest.approx([100, 130, 160, 190], abs=2) and spreads == pytest.approx([5] * 4, abs=1)
+
+
+def test_sd_above_remote_reads_each_slice_against_its_own_and_none_without_one():
+    rows, cols = np.mgrid[:40, :40]
+    radius = np.hypot(rows - 19.5, cols - 19.5)
+    wall = (radius > 10) & (radius < 16)
+    labels = np.stack([np.where(wall, L.MYOCARDIUM, 0)] * 2 + [np.zeros_like(wall)]).astype(np.uint8)  # no wall: 2
+    noise = np.where((rows + cols) % 2, 5.0, -5.0)  # SD 5 in every sector
+    image = np.stack([100.0 + noise, 200.0 + noise, 100.0 + noise]).astype(np.uint8)  # integer images, as loaded
+    image[:2][:, wall & (cols > 30)] += 30  # 6 SD above each slice's own wall
+    z = sd_above_remote(image, labels)
+    scar = wall & (cols > 30)
+    for index, level in ((0, 100.0), (1, 200.0)):  # pooled, slice 1's scar would read about 1 SD above the mean
+        assert z[index][scar] == pytest.approx((image[index][scar] - level) / 5.0, abs=0.1)
+        assert z[index][scar].mean() == pytest.approx(6.0, abs=0.1)
+    assert np.isnan(z[2]).all()
 
 
 def test_remote_myocardium_is_the_darkest_sector_of_each_slice():

@@ -109,7 +109,7 @@ def z_quartiles(cases, probabilities: dict[str, list[np.ndarray]]) -> str:
     for case in cases:
         labels = labels_from([probabilities[case.name][0]])
         z, scar, reference = sd_above_remote(case.images, labels), labels == L.SCAR, case.labels == L.SCAR
-        scar &= ~np.isnan(z)  # a case without a remote reference has no z-scores to count
+        scar &= ~np.isnan(z)  # a slice without a remote reference has no z-scores to count
         inside.append(z[scar & reference])
         outside.append(z[scar & ~reference])
     quartiles = [np.percentile(np.concatenate(part), (25, 50, 75)) if sum(map(len, part)) else [np.nan] * 3
