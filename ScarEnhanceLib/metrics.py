@@ -161,8 +161,8 @@ def enhanced_regions(image: np.ndarray, labels: np.ndarray, n_sd: float = N_SD) 
     width at half maximum, read only where there is enhancement: empty on a slice without an ``nsd`` region, so on
     a heart without enhancement). Half-way from the remote mean is the classic half of the maximum where healthy
     myocardium is nulled to about 0; with an intensity offset (EMIDEC's PNGs put healthy myocardium near 150 of
-    255) half of the maximum lies below all the myocardium and would call the whole wall scar. No region on a slice whose remote
-    myocardium has no spread (clipped or nulled). Parts smaller than MIN_ENHANCED_PIXELS are noise."""
+    255) half of the maximum lies below all the myocardium and would call the whole wall scar. No region on a slice
+    whose remote myocardium has no spread (clipped or nulled). Parts smaller than MIN_ENHANCED_PIXELS are noise."""
     myocardium = np.isin(labels, (L.MYOCARDIUM, L.SCAR))
     regions = {"nsd": np.zeros_like(myocardium), "fwhm": np.zeros_like(myocardium)}
     reference = remote_reference(image, labels)
