@@ -464,8 +464,32 @@ def cmd_evaluate(args) -> int:
     table = segmentation_table(results) if args.task == "segmentation" else markdown_table(results)
     write_text(table, args.output / f"evaluation_{args.task}.md")
     write_text(strict_json(results), args.output / f"evaluation_{args.task}.json")
+    write_text(strict_json(_evaluation_record(args)), args.output / f"evaluation_{args.task}_made_with.json")
     print(table)
     return 0
+
+
+def _evaluation_record(args) -> dict:
+    """What an evaluation was made with, written beside it: the data, the split, the models' checksums (each
+    ensemble member's too) and the settings, so that two evaluation files can be told to be comparable."""
+    from dataclasses import asdict
+    from .weights import ENHANCEMENT, SEGMENTATION, read_manifest
+
+    def checksums(folder: Path, names) -> dict:
+        manifest = read_manifest(folder)
+        return {name: [manifest[name]["sha256"], *(m["sha256"] for m in manifest[name].get("members", []))]
+                for name in names}
+    used = [SEGMENTATION] if args.task == "segmentation" or args.roi_from == "segmentation" else []
+    used += [ENHANCEMENT] if args.task == "enhancement" else []
+    record = {"task": args.task, "datasets": [Path(d).as_posix() for d in args.dataset], "split": args.split,
+              "splits": None if args.split == "all" else _splits_record(args.splits),
+              "max_cases": args.max_cases, "models": _models_dir(args).as_posix(),
+              "sha256": checksums(_models_dir(args), used)}
+    if args.task == "enhancement":
+        record.update(roi_from=args.roi_from, parameters=asdict(_enhance_parameters(args)),
+                      compare_models={label: checksums(folder, [ENHANCEMENT])[ENHANCEMENT]
+                                      for label, folder in args.compare_models})
+    return record
 
 
 def cmd_compare(args) -> int:

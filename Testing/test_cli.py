@@ -137,6 +137,12 @@ def test_evaluate_writes_the_papers_table(tiny_models, tmp_path):
     assert all(r["summary"]["cases"] == 2 and 0 < r["summary"]["ssim"] <= 1 for r in results.values())
     assert all(r["summary"]["myo_error_near_border"] >= 0 for r in results.values())
     assert "| fast, k=2 | 2 |" in (out / "evaluation_enhancement.md").read_text(encoding="utf-8")
+    made_with = json.loads((out / "evaluation_enhancement_made_with.json").read_text(encoding="utf-8"))
+    manifest = json.loads((tiny_models / "manifest.json").read_text(encoding="utf-8"))
+    assert made_with["sha256"] == {"enhancement": [manifest["enhancement"]["sha256"]]}  # the ROI: the reference's
+    assert made_with["compare_models"] == {"other": [manifest["enhancement"]["sha256"]]}
+    assert (made_with["task"], made_with["split"], made_with["splits"]) == ("enhancement", "all", None)
+    assert made_with["parameters"]["k"] == 2 and made_with["roi_from"] == "reference"
     (tmp_path / "data2").mkdir()
     for path in data.glob("case0*"):
         (tmp_path / "data2" / path.name).write_bytes(path.read_bytes())
@@ -147,6 +153,9 @@ def test_evaluate_writes_the_papers_table(tiny_models, tmp_path):
     assert all(0 <= r["roi"] <= 1 and 0 <= r["roi_heart_crop"] <= 1 for r in dice["data"]["rows"])
     assert "scar_burden_mad" in dice["data"]["summary"]
     assert "| data2 | 1 |" in (out / "evaluation_segmentation.md").read_text(encoding="utf-8")
+    made_with = json.loads((out / "evaluation_segmentation_made_with.json").read_text(encoding="utf-8"))
+    assert made_with["sha256"] == {"heart_segmentation": [manifest["heart_segmentation"]["sha256"]]}
+    assert made_with["datasets"] == [data.as_posix(), (tmp_path / "data2").as_posix()] and "parameters" not in made_with
 
 
 def test_evaluate_refuses_splits_that_do_not_cover_the_data_and_data_without_scar_before_any_work(
