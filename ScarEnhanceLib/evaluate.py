@@ -147,13 +147,13 @@ def evaluate(cases: list[Case], enhancer: Enhancer, roi_labels: Optional[Callabl
              on_case: Optional[Callable[[str], None]] = None) -> dict:
     """Per-case rows and their summary (see ``summarise``). ``roi_labels(case)``: the labels that give the ROI
     (and guide a baseline) on the user's path; default the reference."""
+    if not any(case.has_scar for case in cases):  # before any case is enhanced
+        raise ValueError("no case with scar to evaluate")
     rows = []
     for case in cases:
         rows.append(evaluate_case(case, enhancer, roi_labels(case) if roi_labels else None))
         if on_case is not None:
             on_case(case.name)
-    if not any(r["has_scar"] for r in rows):
-        raise ValueError("no case with scar to evaluate")
     return {"rows": rows, "summary": summarise(rows)}
 
 

@@ -9,7 +9,8 @@ import SimpleITK as sitk
 
 from ScarEnhanceLib import labels as L
 from ScarEnhanceLib.cli import main
-from ScarEnhanceLib.evaluate import change_readouts, diffusion_enhancer, pooled_outside_scar_percent
+from ScarEnhanceLib.datasets import Case
+from ScarEnhanceLib.evaluate import change_readouts, diffusion_enhancer, evaluate, pooled_outside_scar_percent
 from ScarEnhanceLib.parameters import EnhanceParameters
 from ScarEnhanceLib.segmentation import dilate_roi
 from ScarEnhanceLib.weights import ENHANCEMENT, load
@@ -97,3 +98,12 @@ def test_the_diffusion_enhancer_dilates_the_roi_as_asked(tiny_models):
         parameters = EnhanceParameters(k=1, steps=2, device="cpu", dilation_mm=dilation)
         changed[dilation] = sitk.GetArrayFromImage(diffusion_enhancer(model, parameters)(image, labels)) != original
     assert ring.any() and not changed[0.0][ring].any() and changed[3.0][ring].any()
+
+
+def test_cases_without_scar_are_refused_before_any_is_enhanced():
+    image, labels = make_phantom(PhantomSpec(matrix=96, slices=2, spacing_mm=1.6, scar="none", seed=3))
+    normal = Case("normal", sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(labels), (1.6, 1.6))
+    enhanced = []
+    with pytest.raises(ValueError, match="no case with scar"):
+        evaluate([normal], lambda *arguments: enhanced.append(arguments))
+    assert not enhanced
