@@ -26,10 +26,16 @@ from .volume import as_slices, inplane_spacing, slice_axis, to_array
 
 EMIDEC_LABELS = {1: L.BLOOD_POOL, 2: L.MYOCARDIUM, 3: L.SCAR, 4: L.MVO}  # MVO read as myocardium (load_cases)
 MSCMRSEG_LABELS = {500: L.BLOOD_POOL, 200: L.MYOCARDIUM}  # 600 (right ventricle) is not in the heart ROI
+MYOPS_LABELS = {500: L.BLOOD_POOL, 200: L.MYOCARDIUM, 1220: L.MYOCARDIUM, 2221: L.SCAR}  # 1220: edema, in the wall
 OUR_LABELS = {v: v for v in (L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR)}
 OUR_LABELS_WITHOUT_SCAR = {v: v for v in (L.BLOOD_POOL, L.MYOCARDIUM)}  # a data set that labels no scar
-LABEL_PRESETS = {"emidec": EMIDEC_LABELS, "mscmrseg": MSCMRSEG_LABELS, "scarenhance": OUR_LABELS,
-                 "scarenhance-no-scar": OUR_LABELS_WITHOUT_SCAR}
+LABEL_PRESETS = {"emidec": EMIDEC_LABELS, "mscmrseg": MSCMRSEG_LABELS, "myops": MYOPS_LABELS,
+                 "scarenhance": OUR_LABELS, "scarenhance-no-scar": OUR_LABELS_WITHOUT_SCAR}
+RIGHT_VENTRICLE = 600  # MS-CMRSeg's and MyoPS's: labelled, but not part of the heart ROI
+# the presets a folder's label values are recognised by, the narrowest first, and the values each reads
+GUESSED_PRESETS = {"scarenhance-no-scar": set(OUR_LABELS_WITHOUT_SCAR), "scarenhance": set(OUR_LABELS),
+                   "emidec": set(EMIDEC_LABELS), "mscmrseg": {*MSCMRSEG_LABELS, RIGHT_VENTRICLE},
+                   "myops": {*MYOPS_LABELS, RIGHT_VENTRICLE}}
 PACKED_FILE = "cases.npz.xz"
 
 
@@ -86,18 +92,30 @@ class DatasetSpec:
 
 
 def _guess_preset(spec: "DatasetSpec") -> str:
-    """MS-CMRSeg's values (200, 500, 600) from the first label file, else ours: with scar (1, 2, 3) if a label file
-    holds scar, else without (1, 2), so that hearts whose scar was never labelled are not read as scar-free."""
+    """The narrowest preset that reads every value of every label file: ours without scar (1, 2) unless a file
+    holds scar (3), so that hearts whose scar was never labelled are not read as scar-free; EMIDEC's with
+    no-reflow (4); MS-CMRSeg's (200, 500, 600); MyoPS's (also 1220 edema, 2221 scar). Values no preset reads
+    are refused, not dropped: a label read as background would silently change the heart."""
     cases = _volume_cases(spec)
     if not cases:
         raise ValueError(f"no image with a label file (NAME{spec.labels_suffix}.nii.gz) in {spec.root}")
-    for index, (_, label_path) in enumerate(cases.values()):  # in name order; stops at the first scar
-        values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label_path))))
-        if index == 0 and np.isin([200, 500], values).any():
-            return "mscmrseg"
-        if L.SCAR in values:
-            return "scarenhance"
-    return "scarenhance-no-scar"
+    found: dict[int, str] = {}  # value -> the first label file that holds it
+    for _, label_path in cases.values():
+        for value in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label_path)))).tolist():
+            if value != int(value):
+                raise ValueError(f"{label_path} holds {value}, not a label: label files hold whole numbers")
+            found.setdefault(int(value), label_path.name)
+    values = set(found) - {L.BACKGROUND}
+    for name, known in GUESSED_PRESETS.items():
+        if values <= known:
+            return name
+    examples = ", ".join(f"{value} (in {found[value]})" for value in sorted(values)[:8])
+    raise ValueError(f"the label files in {spec.root} hold values {examples} that no preset reads as a whole "
+                     f"({', '.join(f'{name}: {sorted(known)}' for name, known in GUESSED_PRESETS.items())}); "
+                     f"say what each value is in {spec.root / 'dataset.json'}, e.g. "
+                     f'{{"label_map": {{"200": {L.MYOCARDIUM}, "500": {L.BLOOD_POOL}, "2221": {L.SCAR}}}}} '
+                     f"({L.BLOOD_POOL} blood pool, {L.MYOCARDIUM} myocardium, {L.SCAR} scar, {L.MVO} no-reflow; "
+                     f"values left out are background)")
 
 
 def _png_cases(spec: DatasetSpec) -> dict[str, list[tuple[int, Path, Path]]]:

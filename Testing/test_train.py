@@ -86,6 +86,50 @@ def test_nifti_layout_reads_our_values_as_labelling_scar_only_where_a_label_file
     assert DatasetSpec.load(tmp_path / "without_scar").labels_scar
 
 
+def _write_labelled(folder: Path, name: str, raw: np.ndarray, images: np.ndarray) -> None:
+    folder.mkdir(exist_ok=True)
+    sitk.WriteImage(sitk.GetImageFromArray(images), str(folder / f"{name}.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(raw), str(folder / f"{name}_manual.nii.gz"))
+
+
+def test_nifti_layout_reads_myops_values_with_their_scar_and_edema(tmp_path):
+    case = phantom_case(seed=1)
+    myops = {L.BLOOD_POOL: 500, L.MYOCARDIUM: 200, L.SCAR: 2221}
+    raw = np.zeros(case.labels.shape, np.uint16)
+    for label, value in myops.items():
+        raw[case.labels == label] = value
+    raw[(case.labels == L.MYOCARDIUM) & (np.arange(raw.shape[-1]) < raw.shape[-1] // 2)] = 1220  # edema in the wall
+    _write_labelled(tmp_path / "myops", "c1", raw, case.images)
+    spec = DatasetSpec.load(tmp_path / "myops")
+    assert spec.labels_scar  # MS-CMRSeg's preset would read the scar and the edema as background
+    loaded = load_cases(spec)[0]
+    kept = case.labels.reshape(len(case.labels), -1).any(1)
+    np.testing.assert_array_equal(loaded.labels, case.labels[kept])
+
+
+def test_nifti_layout_recognises_values_in_any_label_file_and_refuses_what_no_preset_reads(tmp_path):
+    case = phantom_case(seed=1)
+    ms = np.select([case.labels == L.BLOOD_POOL, case.labels >= L.MYOCARDIUM], [500, 200], 0).astype(np.uint16)
+    _write_labelled(tmp_path / "mixed", "a_ours", case.labels.astype(np.uint16), case.images)
+    _write_labelled(tmp_path / "mixed", "b_mscmrseg", ms, case.images)  # not the first file: read before, it went unseen
+    with pytest.raises(ValueError, match=r"200 \(in b_mscmrseg_manual.nii.gz\).*dataset.json"):
+        DatasetSpec.load(tmp_path / "mixed")
+    unknown = case.labels.astype(np.uint16)
+    unknown[case.labels == L.SCAR] = 7
+    _write_labelled(tmp_path / "unknown", "a", unknown, case.images)
+    with pytest.raises(ValueError, match=r"values 1 .*7 \(in a_manual.nii.gz\)"):
+        DatasetSpec.load(tmp_path / "unknown")
+    (tmp_path / "unknown" / "dataset.json").write_text(json.dumps({"label_map": {"1": 1, "2": 2, "7": 3}}))
+    assert DatasetSpec.load(tmp_path / "unknown").labels_scar  # said what 7 is: read as scar
+    with_mvo = case.labels.astype(np.uint16)
+    with_mvo[case.labels == L.SCAR] = L.MVO
+    _write_labelled(tmp_path / "emidec_nifti", "a", with_mvo, case.images)
+    assert DatasetSpec.load(tmp_path / "emidec_nifti").label_map == {1: 1, 2: 2, 3: 3, 4: L.MVO}
+    _write_labelled(tmp_path / "fractions", "a", case.labels.astype(np.float32) / 2, case.images)
+    with pytest.raises(ValueError, match="whole numbers"):
+        DatasetSpec.load(tmp_path / "fractions")
+
+
 def test_diffusion_training_checkpoints_resumes_and_keeps_snapshots(tmp_path):
     cases = [phantom_case(seed=s) for s in range(2)]
     settings = TrainSettings(run_dir=tmp_path / "run", iterations=4, batch_size=2, checkpoint_every=2,
