@@ -473,7 +473,8 @@ def _evaluation_record(args) -> dict:
     """What an evaluation was made with, written beside it: the data, the split, the models' checksums (each
     ensemble member's too) and the settings, so that two evaluation files can be told to be comparable."""
     from dataclasses import asdict
-    from .weights import ENHANCEMENT, SEGMENTATION, read_manifest
+    from .splits import SPLITS_FILE
+    from .weights import ENHANCEMENT, SEGMENTATION, read_manifest, sha256
 
     def checksums(folder: Path, names) -> dict:
         manifest = read_manifest(folder)
@@ -483,6 +484,7 @@ def _evaluation_record(args) -> dict:
     used += [ENHANCEMENT] if args.task == "enhancement" else []
     record = {"task": args.task, "datasets": [Path(d).as_posix() for d in args.dataset], "split": args.split,
               "splits": None if args.split == "all" else _splits_record(args.splits),
+              "splits_sha256": None if args.split == "all" else sha256(Path(args.splits or SPLITS_FILE)),
               "max_cases": args.max_cases, "models": _models_dir(args).as_posix(),
               "sha256": checksums(_models_dir(args), used)}
     if args.task == "enhancement":
@@ -504,10 +506,35 @@ def cmd_compare(args) -> int:
     for label, (only_base, only_candidate) in unpaired_cases(base, candidate, args.groups).items():
         table += (f"\n{label}: left out, as only one evaluation has them: base {', '.join(only_base) or 'none'}; "
                   f"candidate {', '.join(only_candidate) or 'none'}\n")
+    table += _made_with_note(args.base, args.candidate)
     print(table)
     if args.output is not None:
         write_text(table, args.output)
     return 0
+
+
+def _made_with_note(base: Path, candidate: Path) -> str:
+    """What the records beside two evaluation files (NAME_made_with.json beside NAME.json, as ``evaluate``
+    writes them) say about their data, split and settings: a comparison of other cases or settings is no
+    comparison of models, and nothing in the rows shows it."""
+    from .compare import record_differences
+    paths = {role: path.with_name(f"{path.stem}_made_with.json") for role, path in (("base", base),
+                                                                                     ("candidate", candidate))}
+    missing = [role for role, path in paths.items() if not path.is_file()]
+    if len(missing) == 2:
+        return ""
+    if missing:
+        return (f"\nno {paths[missing[0]].name} beside the {missing[0]}: whether both evaluations read the same "
+                f"data, split and settings is not checked\n")
+    records = {role: _evaluation_json(path) for role, path in paths.items()}
+    for role, record in records.items():
+        if not isinstance(record, dict):
+            raise ValueError(f"{paths[role]} is no record of what an evaluation was made with")
+    differences = record_differences(records["base"], records["candidate"])
+    if not differences:
+        return "\nboth made with the same data, split and settings (from the records beside them)\n"
+    return ("\nmade with different data, split or settings (base / candidate, from the records beside them):\n"
+            + "".join(f"- {difference}\n" for difference in differences))
 
 
 def _evaluation_json(path: Path) -> dict:

@@ -133,6 +133,29 @@ def compare_evaluations(base: dict, candidate: dict, metrics: Optional[list[str]
     return comparison
 
 
+# what two evaluations being compared are meant to differ in: the models (their folders and checksums)
+MODEL_ENTRIES = ("models", "sha256", "compare_models")
+
+
+def _flattened(record: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flattened(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def record_differences(base: dict, candidate: dict) -> list[str]:
+    """'entry: base / candidate' for each entry two evaluations' records of what they were made with (the
+    ``evaluation_<task>_made_with.json`` that ``evaluate`` writes) disagree on, the models left out."""
+    base_flat, candidate_flat = (_flattened({k: v for k, v in record.items() if k not in MODEL_ENTRIES})
+                                 for record in (base, candidate))
+    return [f"{key}: {base_flat.get(key, 'not recorded')} / {candidate_flat.get(key, 'not recorded')}"
+            for key in dict.fromkeys([*base_flat, *candidate_flat]) if base_flat.get(key) != candidate_flat.get(key)]
+
+
 def comparison_table(comparison: dict[str, list[dict]]) -> str:
     lines = [f"| data | metric | cases | base | candidate | difference [{LEVEL:.0%} CI] | cases higher / lower |",
              "|---|---|---|---|---|---|---|"]

@@ -141,7 +141,8 @@ def test_evaluate_writes_the_papers_table(tiny_models, tmp_path):
     manifest = json.loads((tiny_models / "manifest.json").read_text(encoding="utf-8"))
     assert made_with["sha256"] == {"enhancement": [manifest["enhancement"]["sha256"]]}  # the ROI: the reference's
     assert made_with["compare_models"] == {"other": [manifest["enhancement"]["sha256"]]}
-    assert (made_with["task"], made_with["split"], made_with["splits"]) == ("enhancement", "all", None)
+    assert (made_with["task"], made_with["split"], made_with["splits"], made_with["splits_sha256"]) == (
+        "enhancement", "all", None, None)
     assert made_with["parameters"]["k"] == 2 and made_with["roi_from"] == "reference"
     (tmp_path / "data2").mkdir()
     for path in data.glob("case0*"):
@@ -190,6 +191,18 @@ def test_evaluate_refuses_splits_that_do_not_cover_the_data_and_data_without_sca
     with pytest.raises(SystemExit):
         main(["evaluate", str(phantom_folder), "--split", "all", "--max-cases", "-1", "-o", str(tmp_path / "e3")])
     assert "must be 0 or more" in capsys.readouterr().err
+
+
+def test_evaluate_records_the_splits_file_and_its_checksum(phantom_folder, tiny_models, tmp_path):
+    from ScarEnhanceLib.weights import sha256
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({phantom_folder.name: {"train": [], "val": [], "test": ["scar1", "normal1"]}}),
+                      encoding="utf-8")
+    assert main(["evaluate", str(phantom_folder), "--splits", str(splits), "--split", "test", "-o", str(tmp_path / "e"),
+                 "--models", str(tiny_models), "--task", "segmentation"]) == 0
+    made_with = json.loads((tmp_path / "e" / "evaluation_segmentation_made_with.json").read_text(encoding="utf-8"))
+    assert made_with["split"] == "test" and made_with["splits"] == splits.resolve().as_posix()
+    assert made_with["splits_sha256"] == sha256(splits)  # the same path may hold regenerated splits
 
 
 def test_evaluate_refuses_a_split_without_scar_cases_an_empty_folder_and_two_folders_of_one_name_before_any_work(

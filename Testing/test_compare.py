@@ -86,6 +86,33 @@ def test_compare_command_writes_the_table_and_explains_a_missing_file(tmp_path, 
     assert "refusing to overwrite an input" in capsys.readouterr().err and base.read_bytes() == kept
 
 
+def test_compare_says_what_the_records_beside_the_files_say_differs(tmp_path, capsys):
+    evaluation = strict_json(_evaluation({"a": 0.5, "b": 0.6}, {"a": 0.8, "b": 0.8}))
+    base, candidate = tmp_path / "base.json", tmp_path / "candidate.json"
+    for path in (base, candidate):
+        path.write_text(evaluation, encoding="utf-8")
+    assert main(["compare", str(base), str(candidate)]) == 0
+    assert "made with" not in capsys.readouterr().out  # no records: nothing to say
+    record = {"task": "enhancement", "split": "val", "splits_sha256": "1f", "sha256": {"enhancement": ["aa"]},
+              "models": "Resources/models", "parameters": {"k": 5, "seed": 0}}
+    (tmp_path / "base_made_with.json").write_text(json.dumps(record), encoding="utf-8")
+    assert main(["compare", str(base), str(candidate)]) == 0
+    assert "no candidate_made_with.json beside the candidate: whether both" in capsys.readouterr().out
+    other_models = {**record, "sha256": {"enhancement": ["bb"]}, "models": "runs/models"}
+    (tmp_path / "candidate_made_with.json").write_text(json.dumps(other_models), encoding="utf-8")
+    assert main(["compare", str(base), str(candidate)]) == 0
+    assert "both made with the same data, split and settings" in capsys.readouterr().out  # models may differ
+    other_cases = {**other_models, "split": "test", "splits_sha256": "2e", "parameters": {"k": 5, "seed": 1}}
+    (tmp_path / "candidate_made_with.json").write_text(json.dumps(other_cases), encoding="utf-8")
+    assert main(["compare", str(base), str(candidate)]) == 0
+    out = capsys.readouterr().out
+    assert "- split: val / test\n- splits_sha256: 1f / 2e\n- parameters.seed: 0 / 1\n" in out
+    assert "sha256: {" not in out and "models:" not in out and "parameters.k" not in out
+    (tmp_path / "candidate_made_with.json").write_text("[]", encoding="utf-8")
+    assert main(["compare", str(base), str(candidate)]) == 2
+    assert "is no record of what an evaluation was made with" in capsys.readouterr().err
+
+
 def test_two_groups_of_one_file_compare_a_model_with_its_baseline_and_keep_normal_cases_apart():
     def rows(cnr, brightened_normal):
         return [{"case": "p1", "has_scar": True, "slices": 8, "cnr_scar_myo_enhanced": cnr,
