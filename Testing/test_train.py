@@ -111,7 +111,7 @@ def test_nifti_layout_recognises_values_in_any_label_file_and_refuses_what_no_pr
     case = phantom_case(seed=1)
     ms = np.select([case.labels == L.BLOOD_POOL, case.labels >= L.MYOCARDIUM], [500, 200], 0).astype(np.uint16)
     _write_labelled(tmp_path / "mixed", "a_ours", case.labels.astype(np.uint16), case.images)
-    _write_labelled(tmp_path / "mixed", "b_mscmrseg", ms, case.images)  # not the first file: read before, it went unseen
+    _write_labelled(tmp_path / "mixed", "b_mscmrseg", ms, case.images)  # not the first file: went unseen before
     with pytest.raises(ValueError, match=r"200 \(in b_mscmrseg_manual.nii.gz\).*dataset.json"):
         DatasetSpec.load(tmp_path / "mixed")
     unknown = case.labels.astype(np.uint16)
