@@ -499,7 +499,7 @@ def cmd_compare(args) -> int:
     from .compare import compare_evaluations, comparison_table, unpaired_cases
     from .io import check_output_file, check_outputs_apart, write_text
     if args.output is not None:
-        check_outputs_apart([args.base, args.candidate], [args.output])
+        check_outputs_apart([args.base, args.candidate, *_made_with_paths([args.base, args.candidate])], [args.output])
         check_output_file(args.output)
     base, candidate = (_evaluation_json(path) for path in (args.base, args.candidate))
     table = comparison_table(compare_evaluations(base, candidate, args.metric, args.groups))
@@ -513,13 +513,19 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _made_with_paths(evaluation_files) -> list[Path]:
+    """The records ``evaluate`` writes beside its files: NAME_made_with.json beside NAME.json."""
+    return [path.with_name(f"{path.stem}_made_with.json") for path in evaluation_files]
+
+
 def _made_with_note(base: Path, candidate: Path) -> str:
-    """What the records beside two evaluation files (NAME_made_with.json beside NAME.json, as ``evaluate``
-    writes them) say about their data, split and settings: a comparison of other cases or settings is no
-    comparison of models, and nothing in the rows shows it."""
+    """What the records beside two evaluation files say about their data, split and settings: a comparison of
+    other cases or settings is no comparison of models, and nothing in the rows shows it. Nothing for one file
+    compared with itself (two of its groups)."""
     from .compare import record_differences
-    paths = {role: path.with_name(f"{path.stem}_made_with.json") for role, path in (("base", base),
-                                                                                     ("candidate", candidate))}
+    if base.resolve() == candidate.resolve():
+        return ""
+    paths = dict(zip(("base", "candidate"), _made_with_paths([base, candidate])))
     missing = [role for role, path in paths.items() if not path.is_file()]
     if len(missing) == 2:
         return ""
@@ -530,11 +536,14 @@ def _made_with_note(base: Path, candidate: Path) -> str:
     for role, record in records.items():
         if not isinstance(record, dict):
             raise ValueError(f"{paths[role]} is no record of what an evaluation was made with")
-    differences = record_differences(records["base"], records["candidate"])
-    if not differences:
-        return "\nboth made with the same data, split and settings (from the records beside them)\n"
-    return ("\nmade with different data, split or settings (base / candidate, from the records beside them):\n"
-            + "".join(f"- {difference}\n" for difference in differences))
+    differ, one_sided = record_differences(records["base"], records["candidate"])
+    note = ""
+    if differ:
+        note += ("\nmade with different data, split or settings (base / candidate, from the records beside them):\n"
+                 + "".join(f"- {line}\n" for line in differ))
+    if one_sided:
+        note += "\nrecorded by one evaluation only (not checked):\n" + "".join(f"- {line}\n" for line in one_sided)
+    return note or "\nboth made with the same data, split and settings (from the records beside them)\n"
 
 
 def _evaluation_json(path: Path) -> dict:

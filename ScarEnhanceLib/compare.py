@@ -7,7 +7,9 @@ cannot tell the models apart. (A bootstrap interval would be narrower than it sh
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -133,8 +135,9 @@ def compare_evaluations(base: dict, candidate: dict, metrics: Optional[list[str]
     return comparison
 
 
-# what two evaluations being compared are meant to differ in: the models (their folders and checksums)
-MODEL_ENTRIES = ("models", "sha256", "compare_models")
+# what two evaluations being compared are meant to differ in (the models: their folders and checksums), and
+# settings that leave the result as it is (the same seed on the same device gives the same result whatever the batch)
+NOT_COMPARED = ("models", "sha256", "compare_models", "parameters.batch_size", "parameters.compile_network")
 
 
 def _flattened(record: dict, prefix: str = "") -> dict:
@@ -147,13 +150,33 @@ def _flattened(record: dict, prefix: str = "") -> dict:
     return flat
 
 
-def record_differences(base: dict, candidate: dict) -> list[str]:
-    """'entry: base / candidate' for each entry two evaluations' records of what they were made with (the
-    ``evaluation_<task>_made_with.json`` that ``evaluate`` writes) disagree on, the models left out."""
-    base_flat, candidate_flat = (_flattened({k: v for k, v in record.items() if k not in MODEL_ENTRIES})
-                                 for record in (base, candidate))
-    return [f"{key}: {base_flat.get(key, 'not recorded')} / {candidate_flat.get(key, 'not recorded')}"
-            for key in dict.fromkeys([*base_flat, *candidate_flat]) if base_flat.get(key) != candidate_flat.get(key)]
+def _comparable(record: dict) -> dict:
+    """A record's entries that should agree, data sets by name (the rows are keyed by it, wherever the folder
+    lies)."""
+    flat = {key: value for key, value in _flattened(record).items()
+            if not any(key == entry or key.startswith(f"{entry}.") for entry in NOT_COMPARED)}
+    if isinstance(flat.get("datasets"), list):
+        flat["datasets"] = [Path(str(folder)).name for folder in flat["datasets"]]
+    return flat
+
+
+def record_differences(base: dict, candidate: dict) -> tuple[list[str], list[str]]:
+    """What two evaluations' records of what they were made with (the ``evaluation_<task>_made_with.json`` that
+    ``evaluate`` writes) disagree on, the models left out: 'entry: base / candidate' where both record the entry,
+    'entry: base' or 'entry: candidate' where only one does (a record written before the entry was)."""
+    base_flat, candidate_flat = _comparable(base), _comparable(candidate)
+    if base_flat.get("splits_sha256") and candidate_flat.get("splits_sha256"):  # the same splits may lie elsewhere
+        base_flat.pop("splits", None)
+        candidate_flat.pop("splits", None)
+    differ, one_sided = [], []
+    for key in dict.fromkeys([*base_flat, *candidate_flat]):
+        if key in base_flat and key in candidate_flat:
+            if base_flat[key] != candidate_flat[key]:
+                differ.append(f"{key}: {json.dumps(base_flat[key])} / {json.dumps(candidate_flat[key])}")
+        else:
+            role = "base" if key in base_flat else "candidate"
+            one_sided.append(f"{key}: {role} ({json.dumps({**base_flat, **candidate_flat}[key])})")
+    return differ, one_sided
 
 
 def comparison_table(comparison: dict[str, list[dict]]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import lzma
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ from .volume import as_slices, inplane_spacing, slice_axis, to_array
 
 EMIDEC_LABELS = {1: L.BLOOD_POOL, 2: L.MYOCARDIUM, 3: L.SCAR, 4: L.MVO}  # MVO read as myocardium (load_cases)
 MSCMRSEG_LABELS = {500: L.BLOOD_POOL, 200: L.MYOCARDIUM}  # 600 (right ventricle) is not in the heart ROI
-MYOPS_LABELS = {500: L.BLOOD_POOL, 200: L.MYOCARDIUM, 1220: L.MYOCARDIUM, 2221: L.SCAR}  # 1220: edema, in the wall
+MYOPS_SCAR = 2221
+MYOPS_LABELS = {500: L.BLOOD_POOL, 200: L.MYOCARDIUM, 1220: L.MYOCARDIUM, MYOPS_SCAR: L.SCAR}  # 1220: edema (wall)
 OUR_LABELS = {v: v for v in (L.BLOOD_POOL, L.MYOCARDIUM, L.SCAR)}
 OUR_LABELS_WITHOUT_SCAR = {v: v for v in (L.BLOOD_POOL, L.MYOCARDIUM)}  # a data set that labels no scar
 LABEL_PRESETS = {"emidec": EMIDEC_LABELS, "mscmrseg": MSCMRSEG_LABELS, "myops": MYOPS_LABELS,
@@ -99,23 +101,36 @@ def _guess_preset(spec: "DatasetSpec") -> str:
     cases = _volume_cases(spec)
     if not cases:
         raise ValueError(f"no image with a label file (NAME{spec.labels_suffix}.nii.gz) in {spec.root}")
-    found: dict[int, str] = {}  # value -> the first label file that holds it
+    found: dict[int, str] = {}  # value -> the first label file that holds it (every file is read in full)
     for _, label_path in cases.values():
         for value in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label_path)))).tolist():
-            if value != int(value):
+            if not (math.isfinite(value) and float(value).is_integer()):
                 raise ValueError(f"{label_path} holds {value}, not a label: label files hold whole numbers")
             found.setdefault(int(value), label_path.name)
     values = set(found) - {L.BACKGROUND}
-    for name, known in GUESSED_PRESETS.items():
-        if values <= known:
-            return name
-    examples = ", ".join(f"{value} (in {found[value]})" for value in sorted(values)[:8])
-    raise ValueError(f"the label files in {spec.root} hold values {examples} that no preset reads as a whole "
-                     f"({', '.join(f'{name}: {sorted(known)}' for name, known in GUESSED_PRESETS.items())}); "
-                     f"say what each value is in {spec.root / 'dataset.json'}, e.g. "
-                     f'{{"label_map": {{"200": {L.MYOCARDIUM}, "500": {L.BLOOD_POOL}, "2221": {L.SCAR}}}}} '
-                     f"({L.BLOOD_POOL} blood pool, {L.MYOCARDIUM} myocardium, {L.SCAR} scar, {L.MVO} no-reflow; "
-                     f"values left out are background)")
+    name = next((name for name, known in GUESSED_PRESETS.items() if values <= known), None)
+    if name == "myops" and MYOPS_SCAR not in values:
+        raise ValueError(f"the label files in {spec.root} hold MyoPS's edema (1220, in {found[1220]}) but no scar "
+                         f"(2221): whether scar was labelled cannot be told. {_dataset_json_advice(spec)}")
+    if name is not None:
+        return name
+    unknown = sorted(values - set().union(*GUESSED_PRESETS.values()))
+    if unknown:
+        shown = ", ".join(f"{value} (in {found[value]})" for value in unknown[:8])
+        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        raise ValueError(f"the label files in {spec.root} hold values no preset reads: {shown}{more}. "
+                         f"{_dataset_json_advice(spec)}")
+    shown = ", ".join(f"{value} (in {found[value]})" for value in sorted(values))
+    raise ValueError(f"the label files in {spec.root} mix the values of two presets ({shown}; "
+                     f"{', '.join(f'{name}: {sorted(known)}' for name, known in GUESSED_PRESETS.items())}). "
+                     f"{_dataset_json_advice(spec)}")
+
+
+def _dataset_json_advice(spec: "DatasetSpec") -> str:
+    return (f"Say what each value is in {spec.root / 'dataset.json'}, e.g. "
+            f'{{"label_map": {{"200": {L.MYOCARDIUM}, "500": {L.BLOOD_POOL}, "2221": {L.SCAR}}}}} '
+            f"({L.BLOOD_POOL} blood pool, {L.MYOCARDIUM} myocardium, {L.SCAR} scar, {L.MVO} no-reflow; values left "
+            f"out are background), or a preset ({', '.join(LABEL_PRESETS)})")
 
 
 def _png_cases(spec: DatasetSpec) -> dict[str, list[tuple[int, Path, Path]]]:

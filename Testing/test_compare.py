@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ScarEnhanceLib.cli import main
-from ScarEnhanceLib.compare import compare_evaluations, comparison_table, mean_interval
+from ScarEnhanceLib.compare import compare_evaluations, comparison_table, mean_interval, record_differences
 from ScarEnhanceLib.io import strict_json
 
 
@@ -93,24 +93,42 @@ def test_compare_says_what_the_records_beside_the_files_say_differs(tmp_path, ca
         path.write_text(evaluation, encoding="utf-8")
     assert main(["compare", str(base), str(candidate)]) == 0
     assert "made with" not in capsys.readouterr().out  # no records: nothing to say
-    record = {"task": "enhancement", "split": "val", "splits_sha256": "1f", "sha256": {"enhancement": ["aa"]},
-              "models": "Resources/models", "parameters": {"k": 5, "seed": 0}}
+    record = {"task": "enhancement", "datasets": ["../shared/data/emidec"], "split": "val",
+              "splits": "Resources/splits.json", "sha256": {"enhancement": ["aa"]}, "models": "Resources/models",
+              "compare_models": {}, "parameters": {"k": 5, "seed": 0, "batch_size": 0}}
     (tmp_path / "base_made_with.json").write_text(json.dumps(record), encoding="utf-8")
     assert main(["compare", str(base), str(candidate)]) == 0
     assert "no candidate_made_with.json beside the candidate: whether both" in capsys.readouterr().out
-    other_models = {**record, "sha256": {"enhancement": ["bb"]}, "models": "runs/models"}
-    (tmp_path / "candidate_made_with.json").write_text(json.dumps(other_models), encoding="utf-8")
+    # other models, the same data elsewhere, a batch size that changes nothing: the same
+    same = {**record, "sha256": {"enhancement": ["bb"]}, "models": "runs/models", "compare_models": {"x": ["cc"]},
+            "datasets": ["/elsewhere/emidec"], "parameters": {"k": 5, "seed": 0, "batch_size": 8}}
+    (tmp_path / "candidate_made_with.json").write_text(json.dumps(same), encoding="utf-8")
     assert main(["compare", str(base), str(candidate)]) == 0
-    assert "both made with the same data, split and settings" in capsys.readouterr().out  # models may differ
-    other_cases = {**other_models, "split": "test", "splits_sha256": "2e", "parameters": {"k": 5, "seed": 1}}
-    (tmp_path / "candidate_made_with.json").write_text(json.dumps(other_cases), encoding="utf-8")
+    assert "both made with the same data, split and settings" in capsys.readouterr().out
+    other = {**same, "split": "test", "datasets": ["../shared/data/myops"], "parameters": {"k": 5, "seed": 1},
+             "splits_sha256": "2e"}  # a record made since the splits file's checksum is recorded
+    (tmp_path / "candidate_made_with.json").write_text(json.dumps(other), encoding="utf-8")
     assert main(["compare", str(base), str(candidate)]) == 0
     out = capsys.readouterr().out
-    assert "- split: val / test\n- splits_sha256: 1f / 2e\n- parameters.seed: 0 / 1\n" in out
-    assert "sha256: {" not in out and "models:" not in out and "parameters.k" not in out
+    assert ('- datasets: ["emidec"] / ["myops"]\n- split: "val" / "test"\n- parameters.seed: 0 / 1\n' in out
+            and 'recorded by one evaluation only (not checked):\n- splits_sha256: candidate ("2e")\n' in out)
+    assert "sha256:" not in out.replace("splits_sha256:", "") and "models" not in out and "batch_size" not in out
+    assert main(["compare", str(base), str(base)]) == 0  # one file, two of its groups: one record
+    assert "made with" not in capsys.readouterr().out
+    record_before = (tmp_path / "candidate_made_with.json").read_bytes()
+    assert main(["compare", str(base), str(candidate), "-o", str(tmp_path / "candidate_made_with.json")]) == 2
+    assert "refusing to overwrite an input" in capsys.readouterr().err
+    assert (tmp_path / "candidate_made_with.json").read_bytes() == record_before
     (tmp_path / "candidate_made_with.json").write_text("[]", encoding="utf-8")
     assert main(["compare", str(base), str(candidate)]) == 2
     assert "is no record of what an evaluation was made with" in capsys.readouterr().err
+
+
+def test_records_whose_splits_files_have_one_checksum_agree_wherever_the_file_lies():
+    base = {"split": "val", "splits": "Resources/splits.json", "splits_sha256": "1f"}
+    assert record_differences(base, {**base, "splits": "/tmp/copy/splits.json"}) == ([], [])
+    assert record_differences(base, {**base, "splits_sha256": "2e"}) == (['splits_sha256: "1f" / "2e"'], [])
+    assert record_differences({"splits": "a.json"}, {"splits": "b.json"}) == (['splits: "a.json" / "b.json"'], [])
 
 
 def test_two_groups_of_one_file_compare_a_model_with_its_baseline_and_keep_normal_cases_apart():

@@ -61,6 +61,7 @@ def test_png_layout_reads_cases_and_maps_emidec_labels(tmp_path):
 def test_nifti_layout_guesses_mscmrseg_values(tmp_path):
     case = phantom_case(seed=1)
     raw = np.select([case.labels == L.BLOOD_POOL, case.labels >= L.MYOCARDIUM], [500, 200], 0).astype(np.uint16)
+    raw[:, :3] = 600  # the right ventricle, outside the heart ROI
     (tmp_path / "ms").mkdir()
     sitk.WriteImage(sitk.GetImageFromArray(case.images), str(tmp_path / "ms" / "p1_LGE.nii.gz"))
     sitk.WriteImage(sitk.GetImageFromArray(raw), str(tmp_path / "ms" / "p1_LGE_manual.nii.gz"))
@@ -86,10 +87,10 @@ def test_nifti_layout_reads_our_values_as_labelling_scar_only_where_a_label_file
     assert DatasetSpec.load(tmp_path / "without_scar").labels_scar
 
 
-def _write_labelled(folder: Path, name: str, raw: np.ndarray, images: np.ndarray) -> None:
+def _write_labelled(folder: Path, name: str, raw: np.ndarray, images: np.ndarray, suffix: str = ".nii.gz") -> None:
     folder.mkdir(exist_ok=True)
-    sitk.WriteImage(sitk.GetImageFromArray(images), str(folder / f"{name}.nii.gz"))
-    sitk.WriteImage(sitk.GetImageFromArray(raw), str(folder / f"{name}_manual.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(images), str(folder / f"{name}{suffix}"))
+    sitk.WriteImage(sitk.GetImageFromArray(raw), str(folder / f"{name}_manual{suffix}"))
 
 
 def test_nifti_layout_reads_myops_values_with_their_scar_and_edema(tmp_path):
@@ -99,12 +100,19 @@ def test_nifti_layout_reads_myops_values_with_their_scar_and_edema(tmp_path):
     for label, value in myops.items():
         raw[case.labels == label] = value
     raw[(case.labels == L.MYOCARDIUM) & (np.arange(raw.shape[-1]) < raw.shape[-1] // 2)] = 1220  # edema in the wall
+    raw[:, :3] = 600  # the right ventricle: labelled, not in the heart ROI
     _write_labelled(tmp_path / "myops", "c1", raw, case.images)
     spec = DatasetSpec.load(tmp_path / "myops")
     assert spec.labels_scar  # MS-CMRSeg's preset would read the scar and the edema as background
     loaded = load_cases(spec)[0]
     kept = case.labels.reshape(len(case.labels), -1).any(1)
-    np.testing.assert_array_equal(loaded.labels, case.labels[kept])
+    expected = case.labels.copy()
+    expected[:, :3] = L.BACKGROUND
+    np.testing.assert_array_equal(loaded.labels, expected[kept])
+    raw[raw == 2221] = 200  # edema, but no scar labelled anywhere: scar-free hearts or unlabelled scar?
+    _write_labelled(tmp_path / "edema_only", "c1", raw, case.images)
+    with pytest.raises(ValueError, match=r"edema \(1220, in c1_manual.nii.gz\) but no scar.*dataset.json"):
+        DatasetSpec.load(tmp_path / "edema_only")
 
 
 def test_nifti_layout_recognises_values_in_any_label_file_and_refuses_what_no_preset_reads(tmp_path):
@@ -112,12 +120,13 @@ def test_nifti_layout_recognises_values_in_any_label_file_and_refuses_what_no_pr
     ms = np.select([case.labels == L.BLOOD_POOL, case.labels >= L.MYOCARDIUM], [500, 200], 0).astype(np.uint16)
     _write_labelled(tmp_path / "mixed", "a_ours", case.labels.astype(np.uint16), case.images)
     _write_labelled(tmp_path / "mixed", "b_mscmrseg", ms, case.images)  # not the first file: went unseen before
-    with pytest.raises(ValueError, match=r"200 \(in b_mscmrseg_manual.nii.gz\).*dataset.json"):
+    with pytest.raises(ValueError, match=r"mix the values of two presets \(1 \(in a_ours_manual.nii.gz\).*"
+                                         r"200 \(in b_mscmrseg_manual.nii.gz\).*dataset.json"):
         DatasetSpec.load(tmp_path / "mixed")
     unknown = case.labels.astype(np.uint16)
     unknown[case.labels == L.SCAR] = 7
     _write_labelled(tmp_path / "unknown", "a", unknown, case.images)
-    with pytest.raises(ValueError, match=r"values 1 .*7 \(in a_manual.nii.gz\)"):
+    with pytest.raises(ValueError, match=r"values no preset reads: 7 \(in a_manual.nii.gz\)\. Say what"):
         DatasetSpec.load(tmp_path / "unknown")
     (tmp_path / "unknown" / "dataset.json").write_text(json.dumps({"label_map": {"1": 1, "2": 2, "7": 3}}))
     assert DatasetSpec.load(tmp_path / "unknown").labels_scar  # said what 7 is: read as scar
@@ -128,6 +137,11 @@ def test_nifti_layout_recognises_values_in_any_label_file_and_refuses_what_no_pr
     _write_labelled(tmp_path / "fractions", "a", case.labels.astype(np.float32) / 2, case.images)
     with pytest.raises(ValueError, match="whole numbers"):
         DatasetSpec.load(tmp_path / "fractions")
+    not_a_number = case.labels.astype(np.float32)
+    not_a_number[0, 0, 0] = np.nan
+    _write_labelled(tmp_path / "nan", "a", not_a_number, case.images, ".nrrd")  # NIfTI does not keep the NaN
+    with pytest.raises(ValueError, match="a_manual.nrrd holds nan, not a label"):
+        DatasetSpec.load(tmp_path / "nan")
 
 
 def test_diffusion_training_checkpoints_resumes_and_keeps_snapshots(tmp_path):
