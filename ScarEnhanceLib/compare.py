@@ -163,7 +163,7 @@ def _comparable(record: dict) -> dict:
 def record_differences(base: dict, candidate: dict) -> tuple[list[str], list[str]]:
     """What two evaluations' records of what they were made with (the ``evaluation_<task>_made_with.json`` that
     ``evaluate`` writes) disagree on, the models left out: 'entry: base / candidate' where both record the entry,
-    'entry: base' or 'entry: candidate' where only one does (a record written before the entry was)."""
+    'entry: base (value)' or 'entry: candidate (value)' where only one does (a record made before the entry was)."""
     base_flat, candidate_flat = _comparable(base), _comparable(candidate)
     if base_flat.get("splits_sha256") and candidate_flat.get("splits_sha256"):  # the same splits may lie elsewhere
         base_flat.pop("splits", None)
