@@ -463,8 +463,9 @@ def cmd_evaluate(args) -> int:
             results[name] = evaluate(cases, enhancer, roi_labels)
     table = segmentation_table(results) if args.task == "segmentation" else markdown_table(results)
     write_text(table, args.output / f"evaluation_{args.task}.md")
-    write_text(strict_json(results), args.output / f"evaluation_{args.task}.json")
-    write_text(strict_json(_evaluation_record(args)), args.output / f"evaluation_{args.task}_made_with.json")
+    results_file = args.output / f"evaluation_{args.task}.json"
+    write_text(strict_json(results), results_file)
+    write_text(strict_json(_evaluation_record(args)), _made_with_paths([results_file])[0])
     print(table)
     return 0
 

@@ -174,8 +174,8 @@ def record_differences(base: dict, candidate: dict) -> tuple[list[str], list[str
             if base_flat[key] != candidate_flat[key]:
                 differ.append(f"{key}: {json.dumps(base_flat[key])} / {json.dumps(candidate_flat[key])}")
         else:
-            role = "base" if key in base_flat else "candidate"
-            one_sided.append(f"{key}: {role} ({json.dumps({**base_flat, **candidate_flat}[key])})")
+            role, flat = ("base", base_flat) if key in base_flat else ("candidate", candidate_flat)
+            one_sided.append(f"{key}: {role} ({json.dumps(flat[key])})")
     return differ, one_sided
 
 
