@@ -77,7 +77,7 @@ class DatasetSpec:
                           "nifti" if any(p.name.endswith(VOLUME_SUFFIXES) for p in path.iterdir()) else "png")
         label_map = values.get("label_map")
         if label_map is None:
-            label_map = "emidec" if values["layout"] == "png" else _guess_preset(DatasetSpec(path, **values))
+            label_map = _guess_preset(DatasetSpec(path, **values))
         values["label_map"] = dict(LABEL_PRESETS[label_map]) if isinstance(label_map, str) else \
             {int(k): int(v) for k, v in label_map.items()}
         return DatasetSpec(root=path, **values)
@@ -97,12 +97,10 @@ def _guess_preset(spec: "DatasetSpec") -> str:
     """The narrowest preset that reads every value of every label file: ours without scar (1, 2) unless a file
     holds scar (3), so that hearts whose scar was never labelled are not read as scar-free; EMIDEC's with
     no-reflow (4); MS-CMRSeg's (200, 500, 600); MyoPS's (also 1220 edema, 2221 scar). Values no preset reads
-    are refused, not dropped: a label read as background would silently change the heart."""
-    cases = _volume_cases(spec)
-    if not cases:
-        raise ValueError(f"no image with a label file (NAME{spec.labels_suffix}.nii.gz) in {spec.root}")
+    are refused, not dropped: a label read as background would silently change the heart. PNG slices (EMIDEC's
+    layout) are read the same way: EMIDEC's own labels are 1-4."""
     found: dict[int, str] = {}  # value -> the first label file that holds it (every file is read in full)
-    for _, label_path in cases.values():
+    for label_path in _label_files(spec):
         for value in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label_path)))).tolist():
             if not (math.isfinite(value) and float(value).is_integer()):
                 raise ValueError(f"{label_path} holds {value}, not a label: label files hold whole numbers")
@@ -124,6 +122,24 @@ def _guess_preset(spec: "DatasetSpec") -> str:
     raise ValueError(f"the label files in {spec.root} mix the values of two presets ({shown}; "
                      f"{', '.join(f'{name}: {sorted(known)}' for name, known in GUESSED_PRESETS.items())}). "
                      f"{_dataset_json_advice(spec)}")
+
+
+def _label_files(spec: "DatasetSpec") -> list[Path]:
+    """Every label file of a png or nifti data set; none at all, or an image without its label, is refused."""
+    if spec.layout == "png":
+        files = [label for items in _png_cases(spec).values() for _, _, label in items]
+        layout = " and ".join(f"{d}/ with labels of the same names in {d}annot/" for d in spec.image_dirs)
+        none = (f"no cases found in {spec.root}: neither volumes with label files (NAME.nii.gz beside "
+                f"NAME{spec.labels_suffix}.nii.gz) nor PNG slices (EMIDEC's layout: {layout})")
+    else:
+        files = [label for _, label in _volume_cases(spec).values()]
+        none = f"no cases found in {spec.root}: no image has a label file (NAME{spec.labels_suffix}.nii.gz)"
+    if not files:
+        raise ValueError(none)
+    missing = [path for path in files if not path.exists()]
+    if missing:
+        raise ValueError(f"{len(missing)} PNG slice(s) in {spec.root} have no label file, e.g. {missing[0]} is missing")
+    return files
 
 
 def _dataset_json_advice(spec: "DatasetSpec") -> str:

@@ -58,13 +58,32 @@ def test_png_layout_reads_cases_and_maps_emidec_labels(tmp_path):
     np.testing.assert_array_equal(np.where(kept[0].labels == L.MVO, L.MYOCARDIUM, kept[0].labels), cases[0].labels)
 
 
+def test_png_layout_reads_its_label_values_as_volumes_do(tmp_path):
+    no_scar = _png_dataset(tmp_path / "no_scar")
+    for label_file in (no_scar / "trainannot").glob("*.png"):  # a PNG set whose scar was never labelled
+        raw = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file)))
+        sitk.WriteImage(sitk.GetImageFromArray(np.minimum(raw, L.MYOCARDIUM)), str(label_file))
+    assert not DatasetSpec.load(no_scar).labels_scar  # was read as EMIDEC: its hearts as scar-free
+    scaled = _png_dataset(tmp_path / "scaled")
+    for label_file in (scaled / "trainannot").glob("*.png"):  # masks saved for display: 0, 60, 120, 180, 240
+        raw = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file)))
+        sitk.WriteImage(sitk.GetImageFromArray((raw * 60).astype(np.uint8)), str(label_file))
+    with pytest.raises(ValueError, match="hold values no preset reads: 60 .*dataset.json"):
+        DatasetSpec.load(scaled)  # was read as EMIDEC: every label background, every slice dropped unsaid
+    unlabelled = _png_dataset(tmp_path / "unlabelled")
+    next((unlabelled / "trainannot").glob("*.png")).unlink()
+    with pytest.raises(ValueError, match="1 PNG slice.* no label file"):
+        DatasetSpec.load(unlabelled)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no cases found .* neither volumes .* nor PNG slices"):
+        DatasetSpec.load(tmp_path / "empty")
+
+
 def test_nifti_layout_guesses_mscmrseg_values(tmp_path):
     case = phantom_case(seed=1)
     raw = np.select([case.labels == L.BLOOD_POOL, case.labels >= L.MYOCARDIUM], [500, 200], 0).astype(np.uint16)
     raw[:, :3] = 600  # the right ventricle, outside the heart ROI
-    (tmp_path / "ms").mkdir()
-    sitk.WriteImage(sitk.GetImageFromArray(case.images), str(tmp_path / "ms" / "p1_LGE.nii.gz"))
-    sitk.WriteImage(sitk.GetImageFromArray(raw), str(tmp_path / "ms" / "p1_LGE_manual.nii.gz"))
+    _write_labelled(tmp_path / "ms", "p1_LGE", raw, case.images)
     spec = DatasetSpec.load(tmp_path / "ms")
     assert spec.layout == "nifti" and not spec.labels_scar and spec.labelled_classes == L.MYOCARDIUM + 1
     loaded = load_cases(spec)[0]
