@@ -255,7 +255,7 @@ def _report_writer():
     try:
         from .report import write_report
     except ImportError as error:
-        raise InputError(f"report.png needs matplotlib ({error}): pip install 'scarenhance[report]', "
+        raise InputError(f"report.png needs matplotlib ({error}): pip install matplotlib, "
                          "or pass --no-report") from error
     return write_report
 
@@ -483,9 +483,10 @@ def _evaluation_record(args) -> dict:
                 for name in names}
     used = [SEGMENTATION] if args.task == "segmentation" or args.roi_from == "segmentation" else []
     used += [ENHANCEMENT] if args.task == "enhancement" else []
+    splits = None if args.split == "all" else Path(args.splits or SPLITS_FILE)
     record = {"task": args.task, "datasets": [Path(d).as_posix() for d in args.dataset], "split": args.split,
-              "splits": None if args.split == "all" else _splits_record(args.splits),
-              "splits_sha256": None if args.split == "all" else sha256(Path(args.splits or SPLITS_FILE)),
+              "splits": None if splits is None else _splits_record(splits),
+              "splits_sha256": None if splits is None else sha256(splits),
               "max_cases": args.max_cases, "models": _models_dir(args).as_posix(),
               "sha256": checksums(_models_dir(args), used)}
     if args.task == "enhancement":
@@ -917,7 +918,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Enhance every study found in INPUTS with the models loaded once. A study is an image file "
                     "(with NAME_labels.nii.gz beside it as its labels, else it is segmented), a DICOM series "
                     "folder, or a row of a CSV with columns image[,labels][,roi][,id]. Outputs go to OUT/<study>/; "
-                    "studies whose folder exists are skipped, so a stopped run resumes. --num-parts N --part-id I "
+                    "studies already finished there (with their cnr.json) are skipped, so a stopped run resumes; a "
+                    "folder in the way without one is reported as failed. --num-parts N --part-id I "
                     "take every N-th study from the I-th (0-based), e.g. one part per SLURM array task or GPU.")
     batch.add_argument("inputs", nargs="+", help="folders, image files, DICOM folders, glob patterns or CSV files")
     batch.add_argument("-o", "--output", type=Path, required=True, help="output folder (one subfolder per study)")
