@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Machines without an NVIDIA driver get the CPU build of torch first (a bare `torch` pulls a multi-GB CUDA build).
+# Machines without an NVIDIA driver get the CPU build of torch first (a bare `torch` pulls a multi-GB CUDA build):
+# PyTorch's CPU index holds it as 2.13.0+cpu, which pip prefers to PyPI's 2.13.0.
 TORCH_CPU ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: venv test test-slow test-gpu demo benchmark train-segmentation gpu-pack train-gpu train-enhancement clean
 
@@ -11,7 +13,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install "$(TORCH_CPU)"; fi
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install --extra-index-url "$(TORCH_CPU_INDEX)" "$(TORCH_CPU)"; fi
 	$(BIN)/pip install -e ".[test]"
 	touch $@
 
@@ -29,7 +31,7 @@ demo: venv
 	$(BIN)/scarenhance demo -o demo_output
 
 benchmark: venv
-	$(BIN)/python benchmarks/benchmark_enhance.py
+	$(BIN)/python benchmarks/benchmark_enhance.py --paper-evaluations 40
 	$(BIN)/python benchmarks/benchmark_segment.py
 
 # Heart segmentation on the train splits of the three data sets (Resources/splits.json). Resumable: run it
