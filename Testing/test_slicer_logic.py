@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -140,6 +141,25 @@ def test_segment_heart_makes_class_and_roi_segments_on_the_inputs_grid(scene, lo
     assert again is not segmentation and again.GetName() != segmentation.GetName()
     _assert_unchanged(corrected, _snapshot(volume, segmentation))  # a second run does not overwrite the first
     assert not np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(again, ROI_SEGMENT_ID, volume) > 0, whole > 0)
+
+
+def test_segment_heart_under_a_transform_keeps_the_volumes_grid_as_segment_editors_grid(scene, logic, tmp_path):
+    volume, _ = _load_phantom(tmp_path)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 30.0)
+    transform.SetMatrixTransformToParent(shift)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    segmentation = logic.segmentHeart(volume)
+    assert segmentation.GetTransformNodeID() == transform.GetID()
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)  # in the volume's own coordinates, which the segmentation shares
+    expected = slicer.vtkSegmentationConverter.SerializeImageGeometry(matrix, volume.GetImageData())
+    geometry = segmentation.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    assert geometry == expected  # was 30 mm off: Segment Editor painted on a grid beside the volume's
+    roi = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, ROI_SEGMENT_ID, volume)
+    assert roi.shape == slicer.util.arrayFromVolume(volume).shape and roi.any()
 
 
 def test_enhance_keeps_geometry_leaves_inputs_untouched_and_reports_cnr(scene, logic, tmp_path):
@@ -274,8 +294,10 @@ def test_a_failing_process_reports_its_error_and_logs_what_it_said(scene, tmp_pa
     logic = ScarEnhanceLogic(pythonExecutable=sys.executable, modelsDir=tmp_path / "no-models")
     with caplog.at_level(logging.INFO), pytest.raises(JobFailed, match="manifest"):
         logic.enhance(volume, segmentation, ROI_SEGMENT_ID, FAST)
+    said = [r for r in caplog.records if r.getMessage().startswith("ScarEnhance: ")]
     assert any(r.getMessage().startswith("ScarEnhance: scarenhance: error:") and "manifest" in r.getMessage()
-               for r in caplog.records)
+               for r in said)
+    assert {r.threadName for r in said} == {threading.current_thread().name}  # Slicer's log handler calls Qt
 
 
 def test_a_process_that_cannot_start_leaves_no_work_folder(scene, tmp_path):

@@ -106,7 +106,6 @@ class ScarEnhanceLogic:
             segmentationNode = created.add(scene.AddNewNodeByClass(
                 "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{volumeNode.GetName()} heart")))
             segmentationNode.CreateDefaultDisplayNodes()
-            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
             segmentation = segmentationNode.GetSegmentation()
             for segmentId, name, _, color in CLASS_SEGMENTS + ((ROI_SEGMENT_ID, ROI_SEGMENT_NAME, None, ROI_COLOR),):
                 segmentation.AddEmptySegment(segmentId, name, list(color))
@@ -116,6 +115,9 @@ class ScarEnhanceLogic:
             _importArray(labels, labelmap, segmentationNode, [segment[0] for segment in CLASS_SEGMENTS])
             _importArray((labels > 0).astype(np.uint8), labelmap, segmentationNode, [ROI_SEGMENT_ID])
         segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        # after the transform: the reference grid is given in the segmentation's own coordinates, and would be moved
+        # by the volume's transform while the segmentation had none (the labels were imported untransformed)
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         return segmentationNode
 
     # ------------------------------------------------------------------ enhancement

@@ -76,12 +76,13 @@ def _groupAlive(pid: int) -> bool:
 def _stopProcessTree(process: subprocess.Popen) -> None:
     """End ``process`` and every process it started (the launcher's child included)."""
     if os.name == "nt":
-        subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True)
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True,
+                       creationflags=subprocess.CREATE_NO_WINDOW)  # no console flashing up on Cancel
         return
     deadline = time.monotonic() + STOP_SECONDS / 2
     try:
         os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # gone; or (macOS) a group left with zombies only
         return
     while _groupAlive(process.pid) and time.monotonic() < deadline:
         process.poll()  # reap the launcher, or it stays a zombie of the group
@@ -89,7 +90,7 @@ def _stopProcessTree(process: subprocess.Popen) -> None:
     if _groupAlive(process.pid):
         try:
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
 
 
@@ -199,8 +200,7 @@ class BackgroundJob(Generic[Result]):
                 return
             except ValueError:
                 pass
-        self._output.append(line)
-        logging.info("ScarEnhance: %s", line)  # Slicer's application log keeps what the process said
+        self._output.append(line)  # logged by result(): Slicer's log handler calls Qt, from the main thread only
 
     def _end(self, exitCode: Optional[int]) -> None:
         """The command ended with ``exitCode`` (None: the worker ended before it finished)."""
@@ -243,6 +243,8 @@ class BackgroundJob(Generic[Result]):
             raise RuntimeError("the job is still running")
         if not self._finished:
             self._finished = True
+            for line in self._output:
+                logging.info("ScarEnhance: %s", line)  # Slicer's application log keeps what the process said
             try:
                 self._result = self._finish()
             except Exception as error:
