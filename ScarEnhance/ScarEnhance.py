@@ -36,7 +36,7 @@ from slicer.util import VTKObservationMixin  # noqa: E402
 from ScarEnhanceLib import README_FILE  # noqa: E402
 from ScarEnhanceLib.parameters import SAMPLERS, EnhanceParameters, estimated_seconds  # noqa: E402
 from ScarEnhanceModuleLib import Dependencies  # noqa: E402
-from ScarEnhanceModuleLib.Logic import ROI_SEGMENT_ID, cnrSummary  # noqa: E402
+from ScarEnhanceModuleLib.Logic import ROI_SEGMENT_ID, ROI_SEGMENT_NAME, cnrSummary  # noqa: E402
 from ScarEnhanceModuleLib.Logic import ScarEnhanceLogic as MRMLLogic  # noqa: E402
 
 SLOW_RUN_SECONDS = 60
@@ -214,7 +214,10 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
+        node = self.logic.getParameterNode()
+        if node.device not in Dependencies.deviceChoices():
+            node.device = "auto"  # a scene saved where CUDA is offered, opened on macOS: the GUI cannot show it
+        self.setParameterNode(node)
         if not self._parameterNode.inputVolume:
             self._parameterNode.inputVolume = firstGreyLevelVolume()
 
@@ -241,16 +244,32 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         wasBlocked = self.ui.roiSegmentSelector.blockSignals(True)
         try:
             self.ui.roiSegmentSelector.setCurrentNode(segmentation)
+            if segmentation and not (segmentId and segmentation.GetSegmentation().GetSegment(segmentId)):
+                segmentId = segmentation.GetSegmentation().GetSegmentIdBySegmentName(ROI_SEGMENT_NAME) or segmentId
             if segmentation and segmentId and segmentation.GetSegmentation().GetSegment(segmentId):
                 self.ui.roiSegmentSelector.setCurrentSegmentID(segmentId)
         finally:
             self.ui.roiSegmentSelector.blockSignals(wasBlocked)
         shown = self.ui.roiSegmentSelector.currentSegmentID()
-        if self._parameterNode and shown and shown != segmentId:
-            self._parameterNode.roiSegmentId = shown  # the segmentation lacks the remembered ROI segment
+        if self._parameterNode and shown and shown != self._parameterNode.roiSegmentId:
+            self._rememberRoi(segmentation, shown)
+
+    def _rememberRoi(self, segmentation, segmentId: str) -> None:
+        """The segmentation lacks the remembered ROI segment: remember the one shown, and say so. The segmentation
+        is written with it, at once: the parameter node's change rewrites every widget from the node, and would set
+        the segmentation selector back to the node it held before this change."""
+        with slicer.util.NodeModify(self._parameterNode):
+            self._parameterNode.segmentation = segmentation
+            self._parameterNode.roiSegmentId = segmentId
+        message = _("ScarEnhance: the heart ROI is now the segment '{segment}' of '{segmentation}': check it before "
+                    "enhancing").format(segment=segmentation.GetSegmentation().GetSegment(segmentId).GetName(),
+                                        segmentation=segmentation.GetName())
+        slicer.util.showStatusMessage(message, 10000)
 
     def _onRoiSegmentChanged(self, segmentId: str) -> None:
-        if self._parameterNode and segmentId:
+        # only the user's choice while the module is shown: a segment deleted in Segment Editor makes the selector
+        # pick the first one left, which must not silently become the ROI
+        if self._parameterNode and segmentId and self.parent.isEntered:
             self._parameterNode.roiSegmentId = segmentId
 
     def _updateButtons(self, *_unused) -> None:
@@ -451,6 +470,8 @@ class ScarEnhanceTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_module_and_bundled_files_without_installing_anything()
+        self.setUp()
+        self.test_the_panel_keeps_a_segmentation_painted_in_segment_editor()
         if os.environ.get(FULL_SELF_TEST) == "1":
             self.setUp()
             self.test_segment_and_enhance_the_sample()
@@ -476,8 +497,28 @@ class ScarEnhanceTest(ScriptedLoadableModuleTest):
         self.assertIsInstance(Dependencies.missingRequirements(), list)  # reads package metadata only
         self.delayDisplay("Smoke test passed")
 
+    def test_the_panel_keeps_a_segmentation_painted_in_segment_editor(self):
+        """A segmentation without a HeartROI segment stays chosen, its segment the ROI (the parameter node's update
+        once set the selector back to the node before), and a device this platform does not offer reads as auto."""
+        self.delayDisplay("The panel with a segmentation painted in Segment Editor")
+        slicer.util.selectModule("ScarEnhance")
+        widget = slicer.modules.scarenhance.widgetRepresentation().self()
+        painted = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
+        segmentId = painted.GetSegmentation().AddEmptySegment("", "my heart")
+        widget.ui.segmentationSelector.setCurrentNode(painted)
+        self.assertEqual(widget.ui.segmentationSelector.currentNode().GetID(), painted.GetID())
+        self.assertEqual(widget._parameterNode.segmentation.GetID(), painted.GetID())
+        self.assertEqual(widget._parameterNode.roiSegmentId, segmentId)
+        slicer.util.selectModule("Data")
+        widget._parameterNode.parameterNode.SetParameter("device", "no-such-device")
+        slicer.util.selectModule("ScarEnhance")
+        self.assertEqual(widget._parameterNode.device, "auto")
+        self.delayDisplay("Panel test passed")
+
     def _sample(self):
         from ScarEnhanceLib.sample import SAMPLE_IMAGE
+        if os.environ.get(FULL_SELF_TEST) != "1":  # ctest runs every test_ method, not runTest
+            self.skipTest(f"installs packages and runs the models: set {FULL_SELF_TEST}=1")
         self.assertTrue(ensureDependencies(ask=False))
         return slicer.util.loadVolume(str(SAMPLE_IMAGE))
 
@@ -511,9 +552,10 @@ class ScarEnhanceTest(ScriptedLoadableModuleTest):
         segmentation = logic.segmentHeart(volume)
         volumes = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
         job = logic.startEnhance(volume, segmentation, ROI_SEGMENT_ID, EnhanceParameters(k=5, steps=50))
+        process = job._process  # the worker process the job runs in
         job.cancel()
         with self.assertRaises(JobCancelled):
             job.result()
-        self.assertFalse(logic.worker.isAlive())  # cancel ended the worker (pytest checks its interpreter too)
+        self.assertIsNotNone(process.poll())  # cancel ended the worker (pytest checks its interpreter too)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), volumes)
         self.delayDisplay("Cancel passed")
