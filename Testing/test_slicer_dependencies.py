@@ -81,6 +81,7 @@ def test_the_readmes_manual_install_names_every_requirement():
     """Where the first-use installation fails (no network), the README's command must install what it would."""
     import re
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    commands = re.findall(r'slicer\.util\.pip_install\("([^"]+)"\)', readme)
+    commands = re.findall(r'slicer\.util\.pip_install\(f?"([^"]+)"\)', readme)
     named = {requirement for command in commands for requirement in command.split()}
     assert set(REQUIREMENTS) | {TORCH_REQUIREMENT} <= named
+    assert "torch=={torch.__version__}" in named  # the torch there is kept, as installRequirements keeps it
