@@ -769,16 +769,23 @@ def _add_training_arguments(parser: argparse.ArgumentParser, iterations: int, ba
 
 def _split_cases(args, train_only: bool = False, keep_mvo: bool = False):
     """(train, validation) cases per dataset, using the splits file where it names the dataset (a data set it does
-    not name trains on all its cases, and says so); training cases with no-reflow (MVO) kept apart from myocardium
-    if ``keep_mvo``. A ``--splits`` file that does not exist is an error, not no splits."""
-    from .datasets import DatasetSpec, load_cases
-    from .splits import SPLITS_FILE, load_splits
+    not name trains on all its cases, and says so, unless it holds cases the splits hold out: a renamed copy);
+    training cases with no-reflow (MVO) kept apart from myocardium if ``keep_mvo``. A ``--splits`` file that does
+    not exist is an error, not no splits."""
+    from .datasets import DatasetSpec, case_names, load_cases
+    from .parameters import InputError
+    from .splits import SPLITS_FILE, held_out_among, load_splits
     splits = load_splits(args.splits) if args.splits else load_splits(SPLITS_FILE) if SPLITS_FILE.exists() else {}
     result = []
     for folder in args.dataset:
         spec = DatasetSpec.load(folder)
         split = splits.get(folder.resolve().name)
         if split is None:
+            held_out = held_out_among(splits, case_names(spec))
+            if held_out:
+                raise InputError(f"the splits do not name {folder}, but it holds {len(held_out)} case(s) they hold "
+                                 f"out, e.g. {', '.join(held_out[:3])}: it would train on them. Give the folder the "
+                                 f"name the splits use, or a --splits file that names it")
             print(f"note: the splits do not name {folder}: all its cases train, none validates", file=sys.stderr)
         train = load_cases(spec, split["train"] if split else None, keep_mvo=keep_mvo)
         validation = load_cases(spec, split["val"]) if split and not train_only else []

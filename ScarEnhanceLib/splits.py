@@ -122,6 +122,14 @@ def names_in(splits: dict, dataset: Path, split: str) -> list[str] | None:
     return splits[name][split]
 
 
+def held_out_among(splits: dict, names: list[str]) -> list[str]:
+    """Which of ``names`` the splits hold out (validation or test of any data set), each as 'NAME (DATA SET PART)':
+    a data set the splits do not name by its folder may still be a copy of one they do."""
+    held = {case: f"{dataset} {part}" for dataset, parts in splits.items() if isinstance(parts, dict)
+            for part in ("val", "test") for case in parts.get(part, [])}
+    return [f"{name} ({held[name]})" for name in sorted(set(names) & set(held))]
+
+
 def emidec_stratum(name: str) -> str:
     """EMIDEC names are Case_N... (normal) or Case_P... (infarct)."""
     return name.split("_")[1][:1] if "_" in name else ""

@@ -857,6 +857,19 @@ def test_train_segmentation_command_warm_starts_a_25d_model_from_2d_weights(tmp_
     assert "does not fit this network" in capsys.readouterr().err
 
 
+def test_training_refuses_a_renamed_copy_of_data_whose_cases_the_splits_hold_out(tmp_path, capsys):
+    dataset = _png_dataset(tmp_path / "copy_of_pngs", cases=2, slices=2)
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"pngs": {"train": ["Case_P000"], "val": [], "test": ["Case_P001"]}}),
+                      encoding="utf-8")
+    code = main(["train-segmentation", "--dataset", str(dataset), "--splits", str(splits), "--iterations", "1",
+                 "--batch-size", "2", "--patch-size", "64", "--channels", "8", "16", "--device", "cpu",
+                 "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds 1 case(s) they hold out, e.g. Case_P001 (pngs test)" in err
+    assert not (tmp_path / "run").exists()  # refused before any training
+
+
 def test_training_refuses_a_splits_file_that_is_not_there_and_names_data_it_does_not_split(tmp_path, capsys):
     dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
     common = ["train-segmentation", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
