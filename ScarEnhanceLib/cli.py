@@ -823,7 +823,7 @@ def cmd_train_segmentation(args) -> int:
     datasets = _split_cases(args, keep_mvo=args.mvo_class)
     if args.mvo_class and not any(spec.labelled_classes > L.MVO for spec, _, _ in datasets):
         raise ValueError("--mvo-class needs a data set that labels no-reflow (EMIDEC's label 4); none of these does")
-    validation = [c for _, _, val in datasets for c in val]
+    validation = [(val, spec.labelled_classes) for spec, _, val in datasets if val]
     config = SegmentationConfig(spacing_mm=args.spacing_mm, patch_size=args.patch_size, channels=tuple(args.channels),
                                 strides=(2,) * (len(args.channels) - 1), num_res_units=args.num_res_units,
                                 normalisation=args.normalisation, context_slices=args.context_slices,

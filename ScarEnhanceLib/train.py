@@ -406,13 +406,30 @@ def _merged_logits(logits: torch.Tensor, labelled_classes: int) -> torch.Tensor:
     return torch.cat([logits[:, :L.MYOCARDIUM], merged, logits[:, L.MYOCARDIUM + 1:labelled_classes]], dim=1)
 
 
+def validation_dice(model: torch.nn.Module, validation: list[tuple[list[Case], int]],
+                    config: SegmentationConfig) -> dict:
+    """Mean Dice per class over the validation cases that have the class, as ``scarenhance evaluate`` reads it (scar
+    merged into myocardium where a data set does not label it); None where no case has the class."""
+    from .evaluate import segmentation_row
+    from .segmentation import segment_slices
+    device = next(model.parameters()).device
+    rows = [segmentation_row(case, segment_slices(model, case.images, case.spacing, config, device, case.slice_mm),
+                             merge_scar=classes <= L.SCAR) for cases, classes in validation for case in cases]
+    means = {}
+    for key in ("roi", "blood_pool", "myocardium", "scar", "wall"):
+        values = [row[key] for row in rows if key in row and np.isfinite(row[key])]
+        means[f"val_dice_{key}"] = float(np.mean(values)) if values else None
+    return means
+
+
 def train_segmentation(datasets: list[tuple[list[Case], int]], config: SegmentationConfig, settings: TrainSettings,
-                       validation_cases: Optional[list[Case]] = None,
+                       validation_cases: Optional[list[tuple[list[Case], int]]] = None,
                        shares: Optional[Sequence[float]] = None) -> dict:
     """``datasets``: (cases, how many classes they label: ``DatasetSpec.labelled_classes``) per data set; the loss
     counts the classes a data set does not label (scar in MS-CMRSeg, MVO outside EMIDEC) as myocardium. Each data
     set gives the same share of the batches, so a small one from another site (MyoPS) weighs as much as EMIDEC's
-    600 slices; ``shares`` (one per data set) weighs them otherwise."""
+    600 slices; ``shares`` (one per data set) weighs them otherwise. ``validation_cases``: (cases, classes labelled)
+    per data set, read by ``validation_dice``."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # reseeded per rank and worker by _batches
     if settings.patches.heart_crops and config.normalisation != "window":
@@ -440,14 +457,8 @@ def train_segmentation(datasets: list[tuple[list[Case], int]], config: Segmentat
 
     validate = None
     if validation_cases:
-        from .metrics import dice_per_class
-        from .segmentation import segment_slices
-
         def validate(model):
-            device = next(model.parameters()).device
-            scores = [dice_per_class(segment_slices(model, c.images, c.spacing, config, device, c.slice_mm), c.labels)
-                      for c in validation_cases]
-            return {f"val_dice_{k}": float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
+            return validation_dice(model, validation_cases, config)
 
     run_config = {"kind": "segmentation", "model": config.to_dict(), "scar_weight": settings.scar_weight,
                   "dataset_shares": samples.shares.tolist(), **settings.patches.to_config(),

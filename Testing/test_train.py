@@ -23,7 +23,7 @@ from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
 from ScarEnhanceLib.segmentation import SegmentationConfig, SegmentationEnsemble, build_segmenter
 from ScarEnhanceLib.train import (MAX_BALANCE, WARMUP_ITERATIONS, TrainSettings, _MixedSegmentationSamples, _batches,
                                   _merged_logits, _original_starts, change_balance, learning_rate_at, train_diffusion,
-                                  train_segmentation)
+                                  train_segmentation, validation_dice)
 from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, load, sha256
 
 from conftest import TINY_DIFFUSION, TINY_SEGMENTATION, phantom_case
@@ -400,9 +400,24 @@ def test_segmentation_training_with_data_that_lacks_scar(tmp_path):
     unlabelled[0].labels[unlabelled[0].labels == L.SCAR] = L.MYOCARDIUM
     settings = TrainSettings(run_dir=tmp_path / "seg", iterations=2, batch_size=2, checkpoint_every=2, device="cpu")
     train_segmentation([(labelled, L.SCAR + 1), (unlabelled, L.SCAR)], TINY_SEGMENTATION, settings,
-                       validation_cases=labelled)
+                       validation_cases=[(labelled, L.SCAR + 1)])
     history = json.loads((tmp_path / "seg" / "config.json").read_text(encoding="utf-8"))["history"]
     assert history[-1]["iteration"] == 2 and 0 <= history[-1]["val_dice_roi"] <= 1
+
+
+def test_validation_dice_reads_each_class_over_the_cases_that_have_it(monkeypatch):
+    with_scar, normal, unlabelled = phantom_case(seed=0), phantom_case(seed=1), phantom_case(seed=2)
+    normal.labels[normal.labels == L.SCAR] = L.MYOCARDIUM
+    truth_with_scar = unlabelled.labels.copy()
+    unlabelled.labels[unlabelled.labels == L.SCAR] = L.MYOCARDIUM  # a data set that does not label scar
+    answers = {id(with_scar.images): with_scar.labels, id(normal.images): normal.labels,
+               id(unlabelled.images): truth_with_scar}  # right everywhere; it finds the scar nobody labelled
+    monkeypatch.setattr("ScarEnhanceLib.segmentation.segment_slices", lambda _m, images, *_a: answers[id(images)])
+    dice = validation_dice(torch.nn.Linear(1, 1), [([with_scar, normal], L.SCAR + 1), ([unlabelled], L.SCAR)],
+                           TINY_SEGMENTATION)
+    assert dice == {"val_dice_roi": 1.0, "val_dice_blood_pool": 1.0, "val_dice_myocardium": 1.0,
+                    "val_dice_scar": 1.0, "val_dice_wall": 1.0}  # was: scar 0.5, myocardium below 1
+    assert validation_dice(torch.nn.Linear(1, 1), [([normal], L.SCAR + 1)], TINY_SEGMENTATION)["val_dice_scar"] is None
 
 
 def test_segmentation_scar_weight_changes_the_loss_of_scar_data_only_and_is_recorded(tmp_path):
