@@ -214,7 +214,8 @@ def segmentation_row(case: Case, predicted: np.ndarray, merge_scar: bool) -> dic
 
 def summarise_segmentation(rows: list[dict]) -> dict:
     """Means over the cases that have each value, each with its 95 % interval over cases; scar burden as mean
-    absolute difference and Bland-Altman bias with 95 % limits of agreement (predicted - reference)."""
+    absolute difference and Bland-Altman bias with 95 % limits of agreement (predicted - reference), over all cases
+    and over the cases with reference scar (normal hearts, at 0 reference, pull the first towards agreement)."""
     from .compare import mean_interval
     keys = [k for k in dict.fromkeys(k for r in rows for k in r)
             if k not in ("case", "scar_burden_predicted", "scar_burden_reference")]
@@ -228,12 +229,19 @@ def summarise_segmentation(rows: list[dict]) -> dict:
     pairs = np.array([(r["scar_burden_predicted"], r["scar_burden_reference"]) for r in rows
                       if "scar_burden_predicted" in r], dtype=float).reshape(-1, 2)
     pairs = pairs[np.isfinite(pairs).all(axis=1)]
-    if len(pairs):
-        difference = pairs[:, 0] - pairs[:, 1]
-        summary.update({"scar_burden_mad": float(np.abs(difference).mean()),
-                        "scar_burden_bias": float(difference.mean()),
-                        "scar_burden_loa": float(1.96 * difference.std(ddof=1)) if len(pairs) > 1 else float("nan")})
+    summary.update(_burden_agreement(pairs, ""))
+    summary.update(_burden_agreement(pairs[pairs[:, 1] > 0], "_scar_cases"))
     return summary
+
+
+def _burden_agreement(pairs: np.ndarray, suffix: str) -> dict:
+    """Mean absolute difference, bias and 95 % limits of agreement of (predicted, reference) burden pairs."""
+    if not len(pairs):
+        return {}
+    difference = pairs[:, 0] - pairs[:, 1]
+    return {f"scar_burden_mad{suffix}": float(np.abs(difference).mean()),
+            f"scar_burden_bias{suffix}": float(difference.mean()),
+            f"scar_burden_loa{suffix}": float(1.96 * difference.std(ddof=1)) if len(pairs) > 1 else float("nan")}
 
 
 def evaluate_segmentation(cases: list[Case], model: LoadedModel, merge_scar: bool = False) -> dict:
@@ -275,8 +283,8 @@ def summary_cell(summary: dict, key: str, form: str = ".3f") -> str:
 def segmentation_table(results: dict[str, dict]) -> str:
     lines = ["| data | cases | Dice ROI | ROI in a heart crop: whole-frame / crop input | blood pool | "
              "myocardium: wall / healthy | scar [95 % CI] (cases) | false-positive scar, normal cases (mL) | "
-             "scar burden MAD (points) | bias [95 % LoA] |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "scar burden MAD (points) | bias [95 % LoA] | cases with scar: burden MAD, bias [95 % LoA] |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     for name, result in results.items():
         s = result["summary"]
@@ -286,11 +294,15 @@ def segmentation_table(results: dict[str, dict]) -> str:
             if s.get("false_positive_scar_ml_cases") else "n/a"
         agreement = f"{summary_cell(s, 'scar_burden_bias', '.1f')} [±{summary_cell(s, 'scar_burden_loa', '.1f')}]" \
             if "scar_burden_bias" in s else "n/a"
+        on_scar = (f"{summary_cell(s, 'scar_burden_mad_scar_cases', '.1f')}, "
+                   f"{summary_cell(s, 'scar_burden_bias_scar_cases', '.1f')} "
+                   f"[±{summary_cell(s, 'scar_burden_loa_scar_cases', '.1f')}]") \
+            if "scar_burden_bias_scar_cases" in s else "n/a"
         lines.append(f"| {name} | {s['cases']} | {summary_cell(s, 'roi')} | "
                      f"{summary_cell(s, 'roi_whole_frame_in_crop')} / {summary_cell(s, 'roi_heart_crop')} | "
                      f"{summary_cell(s, 'blood_pool')} | {summary_cell(s, 'wall')} / {summary_cell(s, 'myocardium')} | "
                      f"{scar} | {false_positive} | "
-                     f"{summary_cell(s, 'scar_burden_mad', '.1f')} | {agreement} |")
+                     f"{summary_cell(s, 'scar_burden_mad', '.1f')} | {agreement} | {on_scar} |")
     return "\n".join(lines) + "\n"
 
 

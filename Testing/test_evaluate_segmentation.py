@@ -46,6 +46,10 @@ def test_summary_averages_dice_over_cases_with_scar_and_gives_bland_altman():
     assert math.isclose(summary["scar_burden_mad"], np.abs(differences).mean())
     assert math.isclose(summary["scar_burden_bias"], differences.mean())
     assert math.isclose(summary["scar_burden_loa"], 1.96 * differences.std(ddof=1))
+    on_scar = differences[:2]  # the normal heart, at 0 reference burden, is left out
+    assert math.isclose(summary["scar_burden_mad_scar_cases"], np.abs(on_scar).mean())
+    assert math.isclose(summary["scar_burden_bias_scar_cases"], on_scar.mean())
+    assert math.isclose(summary["scar_burden_loa_scar_cases"], 1.96 * on_scar.std(ddof=1))
     low, high = summary["scar_ci95"]  # Student-t over 2 cases: mean +- 12.71 * SD / sqrt(2)
     assert math.isclose(high - summary["scar"], 12.706 * np.std([1, 16 / 24], ddof=1) / math.sqrt(2), rel_tol=1e-3)
     assert math.isclose(low + high, 2 * summary["scar"])
@@ -53,6 +57,8 @@ def test_summary_averages_dice_over_cases_with_scar_and_gives_bland_altman():
     table = segmentation_table({"made-up": {"summary": summary}})
     assert "| made-up | 3 |" in table and f"{(1 + 16 / 24) / 2:.3f} [{low:.3f}, {high:.3f}] (2)" in table
     assert "0.00 (1)" in table
+    assert table.rstrip().endswith(f"| {np.abs(on_scar).mean():.1f}, {on_scar.mean():.1f} "
+                                   f"[±{1.96 * on_scar.std(ddof=1):.1f}] |")
     assert summary["wall"] == 1.0 and "| 1.000 / " in table and "wall / healthy" in table
 
 
