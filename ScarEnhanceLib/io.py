@@ -140,13 +140,42 @@ def _read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Imag
     files = dicom_series_files(folder, series_uid)
     if len(files) == 1:
         return _read_dicom_file(files[0])
+    problem = stack_problem([read_dicom_tags(path) for path in files])
+    if problem:
+        raise InputError(f"cannot read the DICOM series in {folder} as one volume: {problem}")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
-        return reader.Execute()
+        return _quietly(reader.Execute)
     except RuntimeError as error:
         raise InputError(f"cannot read the DICOM series in {folder}: its slices do not form one volume "
                          "(different matrix sizes or pixel types?)") from error
+
+
+def stack_problem(tags: list[dict[str, str]]) -> str | None:
+    """Why the files of a series (their tags) are not one stack of parallel, evenly spaced slices, one image each;
+    None if they are. ITK would stack them anyway, at invented positions: magnitude and phase-sensitive images or
+    cine phases of one series one above the other, a missing slice closed up."""
+    try:
+        positions = np.array([[float(v) for v in t["0020|0032"].split("\\")] for t in tags])
+        orientations = np.array([[float(v) for v in t["0020|0037"].split("\\")] for t in tags])
+    except (KeyError, ValueError):
+        return "some of its files give no slice position or orientation (Image Position / Orientation (Patient))"
+    if positions.shape[1] != 3 or orientations.shape[1] != 6:
+        return "some of its files give a malformed slice position or orientation"
+    if np.abs(orientations - orientations[0]).max() > 1e-3:
+        return "its slices are not parallel (they give different orientations)"
+    depth = np.sort(positions @ np.cross(orientations[0, :3], orientations[0, 3:]))
+    gaps = np.diff(depth)
+    shared = int((gaps < 1e-3).sum())
+    if shared:
+        return (f"{len(tags)} images lie at {len(tags) - shared} slice positions: the series holds several images per "
+                "slice (magnitude and phase-sensitive images, cine phases or inversion times?); export the LGE "
+                "stack as a series of its own")
+    if gaps.max() - gaps.min() > 0.1 * float(np.median(gaps)):
+        return (f"its slices are unevenly spaced ({gaps.min():.2f} to {gaps.max():.2f} mm apart): a slice is "
+                "missing, or the series is not one stack")
+    return None
 
 
 def _read_dicom_file(path: str) -> sitk.Image:
@@ -184,9 +213,37 @@ def _dicom_slice_mm(tags: dict[str, str], image: sitk.Image) -> float:
 
 
 SERIES_DESCRIPTION = "0008|103e"
-# Patient and study tags a derived series copies from its source, so that PACS files it with the study.
+SPECIFIC_CHARACTER_SET = "0008|0005"
+# DICOM's defined terms for single-byte and UTF-8 character sets -> Python codecs
+CHARACTER_SETS = {"ISO_IR 100": "latin_1", "ISO_IR 101": "iso8859_2", "ISO_IR 109": "iso8859_3",
+                  "ISO_IR 110": "iso8859_4", "ISO_IR 144": "iso8859_5", "ISO_IR 127": "iso8859_6",
+                  "ISO_IR 126": "iso8859_7", "ISO_IR 138": "iso8859_8", "ISO_IR 148": "iso8859_9",
+                  "ISO_IR 166": "tis_620", "ISO_IR 192": "utf_8", "GB18030": "gb18030", "GBK": "gbk"}
+# Patient and study tags a derived series copies from its source, so that PACS files it with the study, and the
+# slice thickness (the spacing between slices is the volume's).
 COPIED_TAGS = ("0010|0010", "0010|0020", "0010|0030", "0010|0040", "0010|1010", "0020|000d", "0008|0020", "0008|0030",
-               "0008|0050", "0008|0090", "0008|1030", "0020|0010", "0020|0052", "0008|0060", "0018|0015", "0008|0070")
+               "0008|0050", "0008|0090", "0008|1030", "0020|0010", "0020|0052", "0008|0060", "0018|0015", "0008|0070",
+               "0018|0050")
+
+
+def copied_tags(source_tags: dict[str, str]) -> dict[str, str]:
+    """The source's patient and study tags as text, in UTF-8 (declared as ISO_IR 192): ITK hands over the bytes
+    of other character sets undecoded (Latin-1's "ü" as a lone surrogate), which it then cannot write."""
+    charset = source_tags.get(SPECIFIC_CHARACTER_SET, "").strip().split("\\")[-1].strip()
+    codecs = [c for c in (CHARACTER_SETS.get(charset), "utf_8", "latin_1") if c]
+    tags = {}
+    for key, value in source_tags.items():
+        if key in COPIED_TAGS:
+            raw = value.encode("utf-8", "surrogateescape")
+            tags[key] = next(text for text in (_decoded(raw, codec) for codec in codecs) if text is not None)
+    return {**tags, SPECIFIC_CHARACTER_SET: "ISO_IR 192"}
+
+
+def _decoded(raw: bytes, codec: str) -> str | None:
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError:
+        return None
 
 
 def write_dicom_series(image: sitk.Image, folder: Path, source_tags: dict[str, str], description: str,
@@ -200,30 +257,11 @@ def write_dicom_series(image: sitk.Image, folder: Path, source_tags: dict[str, s
     if temporary.exists():
         shutil.rmtree(temporary)
     temporary.mkdir(parents=True)
-    series_uid = _new_uid()
-    direction = image.GetDirection()
-    orientation = "\\".join(f"{v:.10g}" for v in (direction[0], direction[3], direction[6],
-                                                   direction[1], direction[4], direction[7]))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    stored = _float_storage(image) if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) else {}
-    for index in range(image.GetDepth()):
-        plane = image[:, :, index]
-        tags = {key: value for key, value in source_tags.items() if key in COPIED_TAGS}
-        tags.update(stored)
-        position = image.TransformIndexToPhysicalPoint((0, 0, index))
-        tags.update({
-            "0008|0008": "DERIVED\\SECONDARY", "0020|000e": series_uid, "0008|0018": _new_uid(),
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
-            SERIES_DESCRIPTION: description[:64], "0020|0011": str(series_number), "0020|0013": str(index + 1),
-            "0020|0032": "\\".join(f"{v:.10g}" for v in position), "0020|0037": orientation,
-            "0018|0050": f"{image.GetSpacing()[2]:.10g}", "0028|0030": f"{image.GetSpacing()[1]:.10g}\\"
-                                                                      f"{image.GetSpacing()[0]:.10g}",
-        })
-        for key, value in tags.items():
-            plane.SetMetaData(key, value)
-        writer.SetFileName(str(temporary / f"IM{index + 1:04d}.dcm"))
-        writer.Execute(plane)
+    try:
+        _write_slices(image, temporary, copied_tags(source_tags), description, series_number)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
     if folder.exists():  # an earlier run's series: replaced whole, never mixed with this one
         previous = folder.with_name(f".{folder.name}.{os.getpid()}.previous")
         os.replace(folder, previous)
@@ -232,6 +270,36 @@ def write_dicom_series(image: sitk.Image, folder: Path, source_tags: dict[str, s
     else:
         os.replace(temporary, folder)
     return folder
+
+
+def _write_slices(image: sitk.Image, temporary: Path, copied: dict[str, str], description: str,
+                  series_number: int) -> None:
+    series_uid = _new_uid()
+    direction = image.GetDirection()
+    orientation = "\\".join(f"{v:.10g}" for v in (direction[0], direction[3], direction[6],
+                                                   direction[1], direction[4], direction[7]))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    stored = _float_storage(image) if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) else {}
+    for index in range(image.GetDepth()):
+        plane = image[:, :, index:index + 1]  # 3D: a 2D plane gets Spacing Between Slices 1 once GDCM has read a series
+        tags = dict(copied)
+        tags.update(stored)
+        position = image.TransformIndexToPhysicalPoint((0, 0, index))
+        tags.update({
+            "0008|0008": "DERIVED\\SECONDARY", "0020|000e": series_uid, "0008|0018": _new_uid(),
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+            SERIES_DESCRIPTION: description[:64], "0020|0011": str(series_number), "0020|0013": str(index + 1),
+            "0020|0032": "\\".join(f"{v:.10g}" for v in position), "0020|0037": orientation,
+            "0018|0088": f"{image.GetSpacing()[2]:.10g}", "0028|0030": f"{image.GetSpacing()[1]:.10g}\\"
+                                                                      f"{image.GetSpacing()[0]:.10g}",
+            "0020|4000": "ScarEnhance research output, not for diagnosis; read beside the original series",
+        })
+        tags.setdefault("0018|0050", f"{image.GetSpacing()[2]:.10g}")  # the source's thickness where it gives one
+        for key, value in tags.items():
+            plane.SetMetaData(key, value)
+        writer.SetFileName(str(temporary / f"IM{index + 1:04d}.dcm"))
+        writer.Execute(plane)
 
 
 def _float_storage(image: sitk.Image) -> dict[str, str]:

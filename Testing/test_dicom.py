@@ -4,7 +4,8 @@ import pytest
 import SimpleITK as sitk
 
 from ScarEnhanceLib.cli import main
-from ScarEnhanceLib.io import read_dicom_tags, read_image, write_dicom_series
+from ScarEnhanceLib.io import read_dicom_tags, read_image, stack_problem, write_dicom_series
+from ScarEnhanceLib.parameters import InputError
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 
 FAST = ["--steps", "3", "-k", "2", "--device", "cpu", "--no-report"]
@@ -104,3 +105,72 @@ def test_an_input_inside_the_dicom_output_folder_is_refused_and_kept(dicom_study
         assert main(arguments + (["--labels", str(labels)] if labels else [])) == 2
         assert "refusing to write over an input" in capsys.readouterr().err
         assert sorted(p.name for p in study.iterdir()) == before
+
+
+def _stack_tags(depths, orientation="1\\0\\0\\0\\1\\0"):
+    return [{"0020|0032": f"0\\0\\{depth}", "0020|0037": orientation} for depth in depths]
+
+
+def test_a_stack_is_parallel_evenly_spaced_slices_one_image_each():
+    assert stack_problem(_stack_tags([0, 8, 16, 24.004])) is None  # positions rounded by the scanner
+    assert "no slice position" in stack_problem(_stack_tags([0, 8]) + [{"0020|0037": "1\\0\\0\\0\\1\\0"}])
+    tilted = _stack_tags([0, 8]) + _stack_tags([16], "1\\0\\0\\0\\0.8\\0.6")
+    assert "not parallel" in stack_problem(tilted)
+    assert "4 images lie at 2 slice positions" in stack_problem(_stack_tags([0, 0, 8, 8]))  # magnitude + PSIR
+    assert "unevenly spaced (8.00 to 16.00 mm apart)" in stack_problem(_stack_tags([0, 8, 24]))  # a slice missing
+
+
+def _copy_slice(path, target, scale):
+    """A file of the same series and position with other pixels and its own SOP Instance UID."""
+    image = sitk.ReadImage(str(path))
+    other = sitk.Cast(image * scale, image.GetPixelID())
+    for key in image.GetMetaDataKeys():
+        other.SetMetaData(key, image.GetMetaData(key))
+    other.SetMetaData("0008|0018", f"2.25.{abs(hash((str(path), scale)))}")
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(target))
+    writer.Execute(other)
+
+
+def test_a_series_that_is_not_one_stack_is_refused_not_stacked(dicom_study, tmp_path):
+    source = read_image(dicom_study / "lge")
+    two_per_slice = write_dicom_series(source, tmp_path / "magnitude_and_psir", SOURCE, "LGE")
+    for path in sorted(two_per_slice.iterdir()):
+        _copy_slice(path, two_per_slice / f"psir_{path.name}", 2)
+    with pytest.raises(InputError, match="6 images lie at 3 slice positions: .* several images per slice"):
+        read_image(two_per_slice)  # was read as 6 slices 0.8 mm apart
+    gap = write_dicom_series(sitk.JoinSeries([source[:, :, 0], source[:, :, 1], source[:, :, 2], source[:, :, 2]]),
+                             tmp_path / "gap", SOURCE, "LGE")
+    sorted(gap.iterdir())[2].unlink()
+    with pytest.raises(InputError, match="unevenly spaced"):
+        read_image(gap)  # was read as 3 slices evenly spaced, the last one moved
+
+
+def _small_volume():
+    image = sitk.GetImageFromArray(np.arange(2 * 16 * 16, dtype=np.int16).reshape(2, 16, 16))
+    image.SetSpacing((1.5, 1.5, 10.0))
+    return image
+
+
+def test_patient_names_in_another_character_set_are_written_in_utf8(tmp_path):
+    image = _small_volume()
+    latin1 = {**SOURCE, "0010|0010": "M\udcfcller^J\udcfcrgen", "0008|0005": "ISO_IR 100",  # as ITK reads Latin-1
+              "0018|0050": "8"}
+    written = _tags(write_dicom_series(image, tmp_path / "out", latin1, "enhanced"))
+    assert {t["0010|0010"].strip() for t in written} == {"Müller^Jürgen"}  # writing it failed
+    assert {t["0008|0005"].strip() for t in written} == {"ISO_IR 192"}
+    assert written[0]["0018|0050"].strip() == "8"  # the source's thickness, not the spacing between slices
+    assert float(written[0]["0018|0088"]) == pytest.approx(image.GetSpacing()[2])
+
+
+def test_a_failed_dicom_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    image = _small_volume()
+
+    def fail_halfway(image, folder, *_):
+        (folder / "IM0001.dcm").write_bytes(b"half")
+        raise RuntimeError("disk full")
+    monkeypatch.setattr("ScarEnhanceLib.io._write_slices", fail_halfway)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_dicom_series(image, tmp_path / "out", SOURCE, "enhanced")
+    assert list(tmp_path.iterdir()) == []
