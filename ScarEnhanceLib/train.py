@@ -92,7 +92,8 @@ def learning_rate_at(settings: TrainSettings, iteration: int) -> float:
         return settings.learning_rate
     warmup = min(1.0, (iteration + 1) / WARMUP_ITERATIONS)
     progress = min(1.0, iteration / max(settings.iterations, 1))
-    return settings.learning_rate * warmup * 0.5 * (1.0 + np.cos(np.pi * progress))
+    # a float, not numpy's: checkpoints hold no numpy objects
+    return float(settings.learning_rate * warmup * 0.5 * (1.0 + np.cos(np.pi * progress)))
 
 
 class _BatchStream(torch.utils.data.IterableDataset):
@@ -169,7 +170,7 @@ def _train(model: torch.nn.Module, config: dict, settings: TrainSettings, sample
     start, history = 0, []
     checkpoint_path = run_dir / CHECKPOINT
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = _load_checkpoint(checkpoint_path, device)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -302,11 +303,20 @@ def train_diffusion(datasets: list[list[Case]], config: DiffusionConfig, setting
     return _train(network, run_config, settings, samples, loss_of_batch, validate)
 
 
+def _load_checkpoint(path: Path, device: torch.device) -> dict:
+    """A checkpoint read without running code from it (a run folder may come from another machine): tensors, plain
+    values, and the numpy floats that learning rates were recorded as before they were stored as floats."""
+    scalar = getattr(getattr(np, "_core", np.core), "multiarray").scalar
+    allowed = [scalar, np.dtype, type(np.dtype(np.float64))]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location=device, weights_only=True)
+
+
 def _refuse_changed_resume(run_dir: Path, run_config: dict, kept: dict, model_config) -> None:
     """A resumed run keeps its network (``model_config``: its config class, which fills in what older runs did not
     record) and the settings that shape its samples (``kept``: each one's value in runs saved before it was
-    recorded, None where unknown): refuse a resume that would change one, which the saved config could not show.
-    The learning rate and the loss weights may change on resume."""
+    recorded, None where unknown) and its data (the data sets and the splits file): refuse a resume that would change
+    one, which the saved config could not show. The learning rate and the loss weights may change on resume."""
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).exists() or not (run_dir / "config.json").exists():
         return
@@ -320,10 +330,21 @@ def _refuse_changed_resume(run_dir: Path, run_config: dict, kept: dict, model_co
         trained = stored.get(key, default)
         if trained is not None and trained != run_config[key]:
             changes.append((key, trained, run_config[key]))
+    trained_on, resumed_on = _data_of(stored.get("trained_on")), _data_of(run_config.get("trained_on"))
+    if trained_on is not None and resumed_on is not None and trained_on != resumed_on:
+        changes.append(("data sets and splits", trained_on, resumed_on))
     if changes:
         listed = "; ".join(f"{key} {trained!r}, not {value!r}" for key, trained, value in changes)
         raise ValueError(f"{run_dir} was trained with {listed}: resume it with the same settings, or start a new "
                          "run folder (--init-weights its model.safetensors to start from its weights)")
+
+
+def _data_of(trained_on) -> Optional[tuple]:
+    """The data a run trains on, as the folders' names and the splits file (one folder may be named by another
+    path); None where the run did not record it."""
+    if not isinstance(trained_on, dict):
+        return None
+    return tuple(Path(d).name for d in trained_on.get("datasets", [])), trained_on.get("splits")
 
 
 def _stored_config(run_dir: Path) -> dict:
@@ -463,7 +484,8 @@ def train_segmentation(datasets: list[tuple[list[Case], int]], config: Segmentat
     run_config = {"kind": "segmentation", "model": config.to_dict(), "scar_weight": settings.scar_weight,
                   "dataset_shares": samples.shares.tolist(), **settings.patches.to_config(),
                   "trained_on": settings.trained_on}
-    _refuse_changed_resume(settings.run_dir, run_config, PatchOptions().to_config(), SegmentationConfig)
+    _refuse_changed_resume(settings.run_dir, run_config, {**PatchOptions().to_config(), "dataset_shares": None},
+                           SegmentationConfig)
     network = build_segmenter(config)
     _warm_start(settings, run_config, lambda weights: warm_start_segmenter(network, weights))
     return _train(network, run_config, settings, samples, loss_of_batch, validate)

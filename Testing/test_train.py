@@ -1,6 +1,7 @@
 """Training: datasets in both layouts, resumable checkpoints, EMA weights, snapshots, bundling."""
 import dataclasses
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -652,9 +653,39 @@ def test_an_interrupted_save_leaves_the_last_weights_whole(tmp_path, monkeypatch
         train_segmentation(cases, TINY_SEGMENTATION, dataclasses.replace(settings, iterations=2))
     assert {name: (tmp_path / "seg" / name).read_bytes() for name in saved} == saved
     assert load_file(str(tmp_path / "seg" / "model.safetensors"))
-    checkpoint = torch.load(tmp_path / "seg" / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "seg" / "checkpoint.pt", weights_only=True)  # plain tensors and values
     assert checkpoint["iteration"] == 1  # saved last: the resume redoes the iteration whose save was cut
     assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["checkpoint.pt", "config.json", "model.safetensors"]
+
+
+class _RunsCodeWhenLoaded:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_not_run(tmp_path):
+    marker = tmp_path / "ran"
+    settings = TrainSettings(run_dir=tmp_path / "seg", iterations=1, batch_size=2, device="cpu")
+    settings.run_dir.mkdir()
+    torch.save({"model": _RunsCodeWhenLoaded(marker)}, settings.run_dir / "checkpoint.pt")  # a run from elsewhere
+    with pytest.raises(pickle.UnpicklingError):
+        train_segmentation([([phantom_case(seed=0)], L.SCAR + 1)], TINY_SEGMENTATION, settings)
+    assert not marker.exists()
+
+
+def test_a_resume_on_other_data_is_refused(tmp_path, capsys):
+    dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
+    other = _png_dataset(tmp_path / "other", cases=1, slices=2)
+    common = ["train-segmentation", "--iterations", "1", "--batch-size", "2", "--patch-size", "64",
+              "--channels", "8", "16", "--device", "cpu", "--run-dir", str(tmp_path / "run")]
+    assert main([*common, "--dataset", str(dataset)]) == 0
+    capsys.readouterr()
+    assert main([*common[:2], "2", *common[3:], "--dataset", str(other)]) == 2
+    assert "data sets and splits (('pngs',), 'Resources/splits.json'), not (('other',)" in capsys.readouterr().err
+    assert main([*common[:2], "2", *common[3:], "--dataset", str(dataset)]) == 0  # the same data: resumed
 
 
 def _run_config(run: Path) -> dict:
