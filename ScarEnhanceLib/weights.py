@@ -161,7 +161,10 @@ def average_weights(paths: list[Path], target: Path) -> None:
 
 
 def install(weights: Path, name: str, kind: str, config: dict, models_dir: Path = MODELS_DIR, **info) -> dict:
-    """Copy a safetensors file into ``models_dir`` and record it (with its checksum) in the manifest."""
+    """Copy a safetensors file into ``models_dir`` and record it (with its checksum) in the manifest. The copy is
+    loaded with its configuration first (weights that do not fit are refused with the folder as it was), then the
+    weights and the manifest are each renamed into place, and only then a replaced ensemble's member files go."""
+    from .io import atomic_path
     if kind not in KINDS.values():
         raise ValueError(f"kind must be segmentation or diffusion, got {kind!r}")
     if KINDS.get(name) != kind:  # a name the commands do not load, or the other model's: refused before any copy
@@ -170,29 +173,43 @@ def install(weights: Path, name: str, kind: str, config: dict, models_dir: Path 
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / f"{name}.safetensors"
-    if Path(weights).resolve() != target.resolve():
-        shutil.copyfile(weights, target)
-    manifest_path = models_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
-    _remove_member_files(manifest.get(name), models_dir, keep=target)
-    manifest[name] = {"file": target.name, "sha256": sha256(target), "kind": kind, "config": config,
-                      "config_sha256": config_sha256(config), **info}
+    manifest = read_manifest(models_dir) if (models_dir / MANIFEST).exists() else {}
+    replaced = manifest.get(name)
+    with atomic_path(target) as staged:
+        shutil.copyfile(weights, staged)
+        entry = {"file": target.name, "sha256": sha256(staged), "kind": kind, "config": config,
+                 "config_sha256": config_sha256(config), **info}
+        _network(name, kind, {**entry, "file": staged.name}, models_dir)
+    manifest[name] = entry
     _write_manifest(models_dir, manifest)
-    return manifest[name]
+    _remove_member_files(replaced, models_dir, manifest)
+    return entry
 
 
 def _write_manifest(models_dir: Path, manifest: dict) -> None:
-    (Path(models_dir) / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    from .io import atomic_path
+    with atomic_path(Path(models_dir) / MANIFEST) as staged:
+        staged.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
-def _remove_member_files(entry, models_dir: Path, keep: Path) -> None:
-    """Delete the weights of a replaced ensemble's members (files the manifest put inside ``models_dir``), so that no
-    unlisted weights stay in the folder the extension ships."""
+def _listed_files(manifest: dict) -> set[str]:
+    """The file names every entry of ``manifest`` and its members name."""
+    entries = [e for e in manifest.values() if isinstance(e, dict)]
+    parts = entries + [m for e in entries if isinstance(e.get("members"), list) for m in e["members"]
+                       if isinstance(m, dict)]
+    return {str(part.get("file")) for part in parts}
+
+
+def _remove_member_files(entry, models_dir: Path, manifest: dict) -> None:
+    """Delete the weights of a replaced ensemble's members, so that no unlisted weights stay in the folder the
+    extension ships: plain files directly in ``models_dir`` that no entry of the new ``manifest`` names (never a
+    link, nor a file another model uses)."""
     members = entry.get("members") if isinstance(entry, dict) else None
-    folder = Path(models_dir).resolve()
+    listed = _listed_files(manifest)
     for member in members if isinstance(members, list) else []:
-        path = (folder / str(member.get("file", "") if isinstance(member, dict) else "")).resolve()
-        if folder in path.parents and path != Path(keep).resolve() and path.is_file():
+        name = str(member.get("file", "")) if isinstance(member, dict) else ""
+        path = Path(models_dir) / name
+        if name and name not in listed and Path(name).name == name and path.is_file() and not path.is_symlink():
             path.unlink()
 
 
@@ -201,6 +218,7 @@ def add_member(weights: Path, name: str, config: dict, models_dir: Path = MODELS
     ``name`` installed there (an ensemble: the members' probabilities are averaged); returns the member's record.
     The member is loaded once before the manifest lists it, so a member that does not fit its configuration is
     refused and the installed model stays as it was."""
+    from .io import atomic_path
     if not (Path(models_dir) / MANIFEST).is_file() or name not in read_manifest(models_dir):
         raise ModelError(f"no model {name!r} in {models_dir} to add an ensemble member to: install it first")
     entry = _checked_entry(name, models_dir)
@@ -212,14 +230,11 @@ def add_member(weights: Path, name: str, config: dict, models_dir: Path = MODELS
     while (models_dir / f"{name}_member{number}.safetensors").exists():  # never overwrite another file
         number += 1
     target = models_dir / f"{name}_member{number}.safetensors"
-    shutil.copyfile(weights, target)
-    member = {"file": target.name, "sha256": sha256(target), "config": config,
-              "config_sha256": config_sha256(config), **info}
-    try:
-        _network(name, "segmentation", member, models_dir)
-    except ModelError:
-        target.unlink()
-        raise
+    with atomic_path(target) as staged:  # under its own name only once it loads
+        shutil.copyfile(weights, staged)
+        member = {"file": target.name, "sha256": sha256(staged), "config": config,
+                  "config_sha256": config_sha256(config), **info}
+        _network(name, "segmentation", {**member, "file": staged.name}, models_dir)
     manifest = read_manifest(models_dir)
     manifest[name]["members"] = [*members, member]
     _write_manifest(models_dir, manifest)

@@ -84,6 +84,29 @@ def test_installing_over_an_ensemble_removes_its_members_weights(models_copy):
     assert "members" not in read_manifest(models_copy)[SEGMENTATION]
 
 
+def test_installing_weights_that_do_not_fit_their_config_changes_nothing(models_copy):
+    entry = read_manifest(models_copy)[SEGMENTATION]
+    add_member(models_copy / entry["file"], SEGMENTATION, entry["config"], models_copy)  # an ensemble to replace
+    before = {path.name: path.read_bytes() for path in models_copy.iterdir()}
+    wider = {**entry["config"], "channels": [2 * c for c in entry["config"]["channels"]]}
+    with pytest.raises(ModelError, match="do not fit the configuration"):
+        install(models_copy / entry["file"], SEGMENTATION, "segmentation", wider, models_copy)
+    assert {path.name: path.read_bytes() for path in models_copy.iterdir()} == before  # was installed unloaded
+    load(SEGMENTATION, models_copy)
+
+
+def test_installing_over_an_ensemble_keeps_files_other_models_use_and_follows_no_link(models_copy):
+    manifest = read_manifest(models_copy)
+    entry = manifest[SEGMENTATION]
+    (models_copy / "elsewhere.safetensors").symlink_to(models_copy / manifest[ENHANCEMENT]["file"])
+    manifest[SEGMENTATION]["members"] = [{**entry, "file": manifest[ENHANCEMENT]["file"]},
+                                         {**entry, "file": "elsewhere.safetensors"}]  # an edited manifest
+    (models_copy / "manifest.json").write_text(json.dumps(manifest))
+    install(models_copy / entry["file"], SEGMENTATION, "segmentation", entry["config"], models_copy)
+    assert (models_copy / "elsewhere.safetensors").is_symlink()  # its target was deleted through it
+    load(ENHANCEMENT, models_copy)  # its weights, which the ensemble's member also named, are still there
+
+
 def test_weights_that_do_not_fit_the_config_are_refused(models_copy):
     manifest = read_manifest(models_copy)
     manifest[ENHANCEMENT]["config"]["block_out_channels"] = [16, 32]
