@@ -5,6 +5,7 @@ import argparse
 import csv
 import functools
 import json
+import math
 import os
 import shutil
 import time
@@ -157,8 +158,8 @@ CNR_METRICS = (("cnr_scar_myo", "CNR scar/myocardium"), ("cnr_scar_blood", "CNR 
 
 
 def _csv_value(value):
-    """A CSV field: empty where a readout is not available (None or NaN), as cnr.json's null."""
-    return "" if value is None or (isinstance(value, float) and value != value) else value
+    """A CSV field: empty where a readout is not available (None, NaN or infinite), as cnr.json's null."""
+    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
 
 
 def _write_cnr(readouts: dict, output_dir: Path) -> None:

@@ -14,10 +14,16 @@ def cnr(image: np.ndarray, region_a: np.ndarray, region_b: np.ndarray) -> float:
     """|mean(a) - mean(b)| / std(b); NaN when a region is empty or b has no spread."""
     if not region_a.any() or region_b.sum() < 2:
         return float("nan")
-    spread = float(image[region_b].std())
-    if spread == 0.0:
+    level, spread = float(image[region_b].mean()), float(image[region_b].std())
+    if not has_spread(spread, level):
         return float("nan")
-    return abs(float(image[region_a].mean()) - float(image[region_b].mean())) / spread
+    return abs(float(image[region_a].mean()) - level) / spread
+
+
+def has_spread(spread, level) -> np.ndarray:
+    """Whether an SD is more than floating-point rounding of values around ``level``: the SD of equal float64
+    values comes out near 1e-16, not 0, and would make a ratio of 1e16 or a threshold at the values themselves."""
+    return np.asarray(spread) > 1e-9 * np.maximum(1.0, np.abs(level))
 
 
 def cnr_pair(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -139,8 +145,9 @@ def sd_above_remote(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if reference is None:
         return np.full(image.shape, np.nan)
     mean, spread = (values[:, None, None] for values in reference)
+    measurable = has_spread(spread, mean)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(spread > 0, (image - mean) / np.where(spread > 0, spread, 1.0), np.nan)
+        return np.where(measurable, (image - mean) / np.where(measurable, spread, 1.0), np.nan)
 
 
 def _large_parts(mask: np.ndarray, min_pixels: int) -> np.ndarray:
@@ -169,7 +176,7 @@ def enhanced_regions(image: np.ndarray, labels: np.ndarray, n_sd: float = N_SD) 
     if reference is None:
         return regions
     for index, (baseline, spread) in enumerate(zip(*reference)):
-        if not spread > 0:  # no remote wall on this slice, or no spread to measure enhancement against
+        if not has_spread(spread, baseline):  # no remote wall on this slice, or no spread to measure against
             continue
         wall, plane = myocardium[index:index + 1], image[index:index + 1]
         enhanced = _large_parts(wall & (plane > baseline + n_sd * spread), MIN_ENHANCED_PIXELS)
@@ -187,7 +194,8 @@ def percent_of_myocardium(region: np.ndarray, labels: np.ndarray) -> float:
 
 def _with_region_as_scar(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Labels whose scar is ``region`` and whose healthy myocardium is the rest of the myocardium."""
-    relabelled = np.where(labels == L.SCAR, L.MYOCARDIUM, labels).astype(np.uint8)
+    relabelled = np.select([labels == L.BLOOD_POOL, np.isin(labels, (L.MYOCARDIUM, L.SCAR))],
+                           [L.BLOOD_POOL, L.MYOCARDIUM], L.BACKGROUND).astype(np.uint8)  # other values: no tissue
     relabelled[region & (relabelled == L.MYOCARDIUM)] = L.SCAR
     return relabelled
 

@@ -57,6 +57,14 @@ def test_enhance_writes_every_output_with_the_inputs_geometry(phantom_files, tin
     assert image_path.read_bytes() == before
 
 
+def test_a_readout_that_is_not_a_finite_number_is_an_empty_csv_field_as_null_in_json():
+    from ScarEnhanceLib.cli import _csv_value
+    from ScarEnhanceLib.io import strict_json
+    values = [float("nan"), float("inf"), -float("inf"), None]
+    assert [_csv_value(v) for v in values] == [""] * 4 and json.loads(strict_json(values)) == [None] * 4
+    assert _csv_value(2.5) == 2.5 and _csv_value(0) == 0
+
+
 def test_seed_makes_results_reproducible(phantom_files, tiny_models, tmp_path):
     image_path, labels_path = phantom_files
     outputs = []

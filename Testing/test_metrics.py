@@ -64,6 +64,12 @@ def test_a_remote_myocardium_without_spread_draws_no_threshold_region():
     image = np.where(cols < 20, 0.0, 1.0)[None].repeat(3, axis=0)  # no scar; half the wall nulled to exactly 0
     regions = enhanced_regions(image, labels)
     assert not regions["nsd"].any() and not regions["fwhm"].any()
+    for null in (0.1, 0.7, 12.7):  # nulled to a value whose float64 SD comes out near 1e-16, not 0
+        regions = enhanced_regions(np.where(image == 0, null, null + 1.0), labels)
+        assert not regions["nsd"].any() and not regions["fwhm"].any()  # was: half the wall called scar
+    flat = np.full((10, 10), 0.1)
+    flat[0] = 1.1
+    assert flat[5:].std() > 0 and np.isnan(cnr(flat, rows[:10, :10] == 0, rows[:10, :10] >= 5))  # was about 1e16
 
 
 def test_each_slice_is_read_against_its_own_remote_myocardium():
@@ -132,6 +138,16 @@ def test_threshold_regions_measure_a_phantoms_known_burden(scar, seed):
     assert truth > 3
     for key in ("nsd", "fwhm"):
         assert regions[key]["burden_percent"]["original"] == pytest.approx(truth, abs=1.0), key
+
+
+def test_label_values_beyond_a_byte_are_no_tissue_in_the_readouts():
+    image, labels = make_phantom(PhantomSpec(scar="patchy", seed=1))
+    image, labels = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(labels).astype(np.int16)
+    with_other = labels.copy()
+    with_other[(labels == 0) & (image < np.percentile(image, 20))] = 259  # a dark structure someone labelled
+    expected = region_readouts(image, image, labels)["regions"]["scar_segment"]["volume"]
+    read = region_readouts(image, image, with_other)["regions"]["scar_segment"]["volume"]
+    assert read == pytest.approx(expected)  # 259 wrapped round to 3, scar, in a byte
 
 
 def test_regions_are_drawn_on_the_original_and_read_in_both_images():
