@@ -3,9 +3,9 @@ import pytest
 import SimpleITK as sitk
 
 from ScarEnhanceLib import labels as L
-from ScarEnhanceLib.metrics import (cnr, cnr_readouts, dice_per_class, enhanced_regions, myocardium_error_by_boundary,
-                                    percent_of_myocardium, region_readouts, remote_myocardium, remote_reference,
-                                    sd_above_remote, ssim_psnr)
+from ScarEnhanceLib.metrics import (MIN_REMOTE_PIXELS, cnr, cnr_readouts, dice_per_class, enhanced_regions,
+                                    myocardium_error_by_boundary, percent_of_myocardium, region_readouts,
+                                    remote_myocardium, remote_reference, sd_above_remote, ssim_psnr)
 from ScarEnhanceLib.phantom import PhantomSpec, make_phantom
 
 
@@ -138,6 +138,44 @@ def test_threshold_regions_measure_a_phantoms_known_burden(scar, seed):
     assert truth > 3
     for key in ("nsd", "fwhm"):
         assert regions[key]["burden_percent"]["original"] == pytest.approx(truth, abs=1.0), key
+
+
+def _ring(inner=10.0, outer=16.0, size=40):
+    rows, cols = np.mgrid[:size, :size]
+    radius = np.hypot(rows - (size - 1) / 2, cols - (size - 1) / 2)
+    return (radius > inner) & (radius < outer), radius, np.arctan2(rows - (size - 1) / 2, cols - (size - 1) / 2)
+
+
+def test_scar_in_every_sector_is_still_found():
+    """Subendocardial scar all round (several territories, or diffuse disease): the darkest sector holds scar too,
+    and its mean and SD put the 5-SD threshold above all the scar."""
+    wall, radius, _ = _ring()
+    scar = wall & (radius < 12.5)
+    labels = np.where(scar, L.SCAR, np.where(wall, L.MYOCARDIUM, 0)).astype(np.uint8)[None]
+    image = np.random.default_rng(3).normal(20, 5, (1, 40, 40))
+    image[0][scar] += 60
+    true_burden = percent_of_myocardium(labels == L.SCAR, labels)
+    regions = enhanced_regions(image, labels)
+    for key in ("nsd", "fwhm"):
+        assert percent_of_myocardium(regions[key], labels) == pytest.approx(true_burden, abs=5)  # was 0 %
+
+
+def test_a_thin_rim_touching_at_corners_is_one_part():
+    wall, radius, angle = _ring(size=60, inner=15, outer=22)
+    rim = wall & (np.abs(radius - 15.7) < 0.5) & (angle > 0) & (angle < 2.1)  # one pixel thick, 120 degrees
+    labels = np.where(wall, L.MYOCARDIUM, 0).astype(np.uint8)[None]
+    image = np.random.default_rng(4).normal(20, 5, (1, 60, 60))
+    image[0][rim] += 100
+    assert rim.sum() >= 20 and enhanced_regions(image, labels)["nsd"][0][rim].mean() > 0.9  # was dropped as noise
+
+
+def test_a_wall_too_small_for_a_remote_sector_gives_no_reference():
+    """An apical slice's wall of a few dozen pixels: the darkest sector of six or seven pixels would be chance."""
+    wall, _, _ = _ring(inner=2.5, outer=4.5, size=12)
+    labels = np.where(wall, L.MYOCARDIUM, 0).astype(np.uint8)[None]
+    image = np.random.default_rng(5).normal(50, 5, (1, 12, 12))
+    assert 20 < wall.sum() < 6 * MIN_REMOTE_PIXELS
+    assert not remote_myocardium(image, labels).any() and remote_reference(image, labels) is None
 
 
 def test_label_values_beyond_a_byte_are_no_tissue_in_the_readouts():
