@@ -100,8 +100,9 @@ REGIONS = {
 REGION_DESCRIPTIONS = {
     "scar_segment": "the Scar segment (labels)",
     "nsd": f"myocardium brighter than the remote mean + {N_SD:g} SD, slice by slice (remote: the darkest of "
-           f"{REMOTE_SECTORS} sectors of the slice), in connected parts of at least {MIN_ENHANCED_PIXELS} pixels; "
-           "its burden after enhancement drawn again on the enhanced image",
+           f"{REMOTE_SECTORS} sectors of the slice, without its pixels {REMOTE_TRIM_SD:g} robust SD above its "
+           f"median), in connected parts of at least {MIN_ENHANCED_PIXELS} pixels; its burden after enhancement "
+           "drawn again on the enhanced image",
     "fwhm": f"myocardium at or above half-way from the remote mean to the maximum of the {N_SD:g}-SD region, slice "
             f"by slice, in connected parts of at least {MIN_ENHANCED_PIXELS} pixels; empty on a slice without a "
             f"{N_SD:g}-SD region; its burden after enhancement drawn again on the enhanced image",
