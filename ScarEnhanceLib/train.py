@@ -308,8 +308,12 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict:
     values, and the numpy floats that learning rates were recorded as before they were stored as floats."""
     scalar = getattr(getattr(np, "_core", np.core), "multiarray").scalar
     allowed = [scalar, np.dtype, type(np.dtype(np.float64))]
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location=device, weights_only=True)
+    if hasattr(torch.serialization, "safe_globals"):  # torch 2.5 on; 2.4 has only the process-wide list
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=device, weights_only=True)
+    if hasattr(torch.serialization, "add_safe_globals"):
+        torch.serialization.add_safe_globals(allowed)
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 def _refuse_changed_resume(run_dir: Path, run_config: dict, kept: dict, model_config) -> None:
@@ -344,7 +348,7 @@ def _data_of(trained_on) -> Optional[tuple]:
     path); None where the run did not record it."""
     if not isinstance(trained_on, dict):
         return None
-    return tuple(Path(d).name for d in trained_on.get("datasets", [])), trained_on.get("splits")
+    return tuple(Path(d).resolve().name for d in trained_on.get("datasets", [])), trained_on.get("splits")
 
 
 def _stored_config(run_dir: Path) -> dict:

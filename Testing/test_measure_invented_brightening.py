@@ -11,11 +11,12 @@ script = load_benchmark("measure_invented_brightening")
 
 
 def _heart() -> tuple[np.ndarray, np.ndarray]:
-    """One 12x12 slice: a dark wall (rows 2-9, cols 2-9) around blood, scar in its top row."""
-    labels = np.zeros((1, 12, 12), np.uint8)
-    labels[0, 2:10, 2:10] = L.MYOCARDIUM
-    labels[0, 4:8, 4:8] = L.BLOOD_POOL
-    labels[0, 2, 2:10] = L.SCAR
+    """One 24x24 slice: a dark wall (rows 4-19, cols 4-19; each of its six sectors holds the remote reference's
+    10 pixels or more) around blood, scar in its top two rows."""
+    labels = np.zeros((1, 24, 24), np.uint8)
+    labels[0, 4:20, 4:20] = L.MYOCARDIUM
+    labels[0, 8:16, 8:16] = L.BLOOD_POOL
+    labels[0, 4:6, 4:20] = L.SCAR
     image = np.full(labels.shape, 10.0)
     checkerboard = (np.indices(labels.shape[1:]).sum(axis=0) % 2 * 4.0 - 2.0)[None]  # +-2: SD 2, none above 2 SD
     image = np.where(labels == L.MYOCARDIUM, 50.0 + checkerboard, image)
@@ -42,16 +43,16 @@ def test_only_tissue_brighter_than_remote_myocardium_may_be_brightened():
 def test_invented_brightening_is_counted_by_where_it_lies():
     image, reference = _heart()
     predicted = reference.copy()
-    predicted[0, 3, 2:10] = L.SCAR  # the segmentation's scar reaches one row deeper
+    predicted[0, 6, 4:20] = L.SCAR  # the segmentation's scar reaches one row deeper
     enhanced = image.copy()
-    enhanced[0, 3, 2:10] += 40  # brightened in healthy myocardium beside scar (8 px, inside predicted scar)
-    enhanced[0, 5, 5] += 40  # and in the blood pool, far from scar (1 px)
-    enhanced[0, 2, 2:10] += 40  # scar itself: not invented
+    enhanced[0, 6, 4:20] += 40  # brightened in healthy myocardium beside scar (16 px, inside predicted scar)
+    enhanced[0, 11, 11] += 40  # and in the blood pool, far from scar (1 px)
+    enhanced[0, 4:6, 4:20] += 40  # scar itself: not invented
     counts = script.invented_places(image, enhanced, reference, predicted)
     # total; blood, healthy myocardium, background; near scar; in predicted scar; brighter than remote + 2 SD
-    assert counts.tolist() == [9, 1, 8, 0, 8, 8, 1]
+    assert counts.tolist() == [17, 1, 16, 0, 16, 16, 1]
     table = script.places_table({"emidec": counts})
-    assert "| emidec | 9 | 11.1 | 88.9 | 0.0 | 88.9 | 88.9 | 11.1 |" in table
+    assert "| emidec | 17 | 5.9 | 94.1 | 0.0 | 94.1 | 94.1 | 5.9 |" in table
 
 
 def test_a_rule_applies_to_the_enhancer_it_wraps():

@@ -16,14 +16,15 @@ from conftest import load_benchmark
 
 
 def _probabilities(scar: float) -> np.ndarray:
-    """One 1x12x12 slice: blood pool in the middle, a wall around it whose scar probability is ``scar``."""
-    probabilities = np.zeros((1, L.NUM_CLASSES, 12, 12), np.float32)
+    """One 1x24x24 slice: blood pool in the middle, a wall around it (rows and columns 6-17; each of its six
+    sectors holds the remote reference's 10 pixels or more) whose scar probability is ``scar``."""
+    probabilities = np.zeros((1, L.NUM_CLASSES, 24, 24), np.float32)
     probabilities[0, L.BACKGROUND] = 1.0
-    probabilities[0, :, 3:9, 3:9] = 0.0
-    probabilities[0, L.MYOCARDIUM, 3:9, 3:9] = 1.0 - scar
-    probabilities[0, L.SCAR, 3:9, 3:9] = scar
-    probabilities[0, :, 5:7, 5:7] = 0.0
-    probabilities[0, L.BLOOD_POOL, 5:7, 5:7] = 1.0
+    probabilities[0, :, 6:18, 6:18] = 0.0
+    probabilities[0, L.MYOCARDIUM, 6:18, 6:18] = 1.0 - scar
+    probabilities[0, L.SCAR, 6:18, 6:18] = scar
+    probabilities[0, :, 10:14, 10:14] = 0.0
+    probabilities[0, L.BLOOD_POOL, 10:14, 10:14] = 1.0
     return probabilities
 
 
@@ -31,9 +32,9 @@ def test_scaling_the_scar_probability_moves_the_threshold_and_models_are_average
     script = load_benchmark("measure_segmentation_decisions")
     unsure = _probabilities(0.4)
     assert not (script.labels_from([unsure]) == L.SCAR).any()
-    assert (script.labels_from([unsure], scar_scale=2.0) == L.SCAR).sum() == 32  # the 6x6 wall minus the 2x2 pool
+    assert (script.labels_from([unsure], scar_scale=2.0) == L.SCAR).sum() == 128  # 12x12 wall minus the 4x4 pool
     averaged = script.labels_from([_probabilities(0.9), _probabilities(0.0)])  # mean 0.45: myocardium
-    assert (averaged == L.MYOCARDIUM).sum() == 32 and (averaged == L.BLOOD_POOL).sum() == 4
+    assert (averaged == L.MYOCARDIUM).sum() == 128 and (averaged == L.BLOOD_POOL).sum() == 16
     rows = script.variants(["a", "b"])
     assert rows["a"] == ([0], 1.0, None) and rows["mean of all"] == ([0, 1], 1.0, None)
     assert rows["a, scar probability x2.0"] == ([0], 2.0, None)
@@ -46,13 +47,13 @@ def test_a_scar_floor_keeps_the_scar_brighter_than_the_remote_myocardium_and_cal
     labels = script.labels_from([_probabilities(0.9)])  # one slice: the whole wall called scar
     rng = np.random.default_rng(0)
     image = rng.normal(100.0, 5.0, labels.shape)  # remote myocardium: mean 100, SD 5
-    image[0, 3:5, 3:9] = 130.0  # a bright band of the wall: 6 SD above
-    image[0, 7:9, 3:9] = 108.0  # a dim one: under 2 SD above
+    image[0, 6:10, 6:18] = 130.0  # a bright band of the wall: 6 SD above
+    image[0, 14:18, 6:18] = 108.0  # a dim one: under 2 SD above
     z = sd_above_remote(image, labels)
-    assert z[0, 3, 3] > 3.0
+    assert z[0, 6, 6] > 3.0
     floored = script.floored(labels, image, 3.0)
-    assert (floored[0, 3:5, 3:9] == L.SCAR).all()  # enhanced: kept
-    assert not (floored[0, 7:9, 3:9] == L.SCAR).any() and (floored[0, 7:9, 3:9] == L.MYOCARDIUM).all()
+    assert (floored[0, 6:10, 6:18] == L.SCAR).all()  # enhanced: kept
+    assert not (floored[0, 14:18, 6:18] == L.SCAR).any() and (floored[0, 14:18, 6:18] == L.MYOCARDIUM).all()
     assert (floored == L.BLOOD_POOL).sum() == (labels == L.BLOOD_POOL).sum()  # other classes untouched
     flat = np.full(labels.shape, 100.0)  # no spread in the remote myocardium: no reference, the scar stays
     assert np.isnan(sd_above_remote(flat, labels)).all()
@@ -64,15 +65,15 @@ def test_z_quartiles_are_read_inside_and_outside_the_reference_scar():
     probabilities = _probabilities(0.9)  # the whole wall called scar
     labels = script.labels_from([probabilities])
     image = np.random.default_rng(0).normal(100.0, 5.0, labels.shape)
-    image[0, 3, 3:9] = 200.0  # the reference scar: the wall's top row, far brighter
+    image[0, 6, 6:18] = 200.0  # the reference scar: the wall's top row, far brighter
     reference = np.where(labels == L.SCAR, L.MYOCARDIUM, labels)
-    reference[0, 3, 3:9] = L.SCAR
+    reference[0, 6, 6:18] = L.SCAR
     case = Case("one", image, reference, (1.0, 1.0))
     line = script.z_quartiles([case], {"one": [probabilities]})
     inside = [float(v) for v in line.split("in reference scar ")[1].split(";")[0].split(" / ")]
     outside = [float(v) for v in line.split("outside it ")[1].split(" / ")]
     z = sd_above_remote(image, labels)
-    assert inside == pytest.approx(np.percentile(z[0, 3, 3:9], (25, 50, 75)), abs=0.005)
+    assert inside == pytest.approx(np.percentile(z[0, 6, 6:18], (25, 50, 75)), abs=0.005)
     assert min(inside) > max(outside)
 
 

@@ -67,6 +67,7 @@ def test_a_remote_myocardium_without_spread_draws_no_threshold_region():
     for null in (0.1, 0.7, 12.7):  # nulled to a value whose float64 SD comes out near 1e-16, not 0
         regions = enhanced_regions(np.where(image == 0, null, null + 1.0), labels)
         assert not regions["nsd"].any() and not regions["fwhm"].any()  # was: half the wall called scar
+        assert np.isnan(sd_above_remote(np.where(image == 0, null, null + 1.0), labels)).all()
     flat = np.full((10, 10), 0.1)
     flat[0] = 1.1
     assert flat[5:].std() > 0 and np.isnan(cnr(flat, rows[:10, :10] == 0, rows[:10, :10] >= 5))  # was about 1e16

@@ -676,6 +676,13 @@ def test_a_checkpoint_that_would_run_code_is_refused_not_run(tmp_path):
     assert not marker.exists()
 
 
+def test_a_checkpoint_saved_with_numpy_learning_rates_still_resumes(tmp_path):
+    from ScarEnhanceLib.train import _load_checkpoint
+    torch.save({"iteration": 3, "history": [{"learning_rate": np.float64(2e-4)}]}, tmp_path / "checkpoint.pt")
+    state = _load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))  # as runs before 2026-11-29 saved
+    assert state["iteration"] == 3 and state["history"][0]["learning_rate"] == 2e-4
+
+
 def test_a_resume_on_other_data_is_refused(tmp_path, capsys):
     dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
     other = _png_dataset(tmp_path / "other", cases=1, slices=2)
@@ -686,6 +693,12 @@ def test_a_resume_on_other_data_is_refused(tmp_path, capsys):
     assert main([*common[:2], "2", *common[3:], "--dataset", str(other)]) == 2
     assert "data sets and splits (('pngs',), 'Resources/splits.json'), not (('other',)" in capsys.readouterr().err
     assert main([*common[:2], "2", *common[3:], "--dataset", str(dataset)]) == 0  # the same data: resumed
+    both = [*common[:2], "3", *common[3:-1], str(tmp_path / "shares"), "--dataset", str(dataset), "--dataset",
+            str(other)]
+    assert main([*both, "--dataset-share", "1", "1"]) == 0
+    capsys.readouterr()
+    assert main([*both[:2], "4", *both[3:], "--dataset-share", "3", "1"]) == 2
+    assert "dataset_shares [0.5, 0.5], not [0.75, 0.25]" in capsys.readouterr().err
 
 
 def _run_config(run: Path) -> dict:
