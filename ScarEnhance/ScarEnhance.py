@@ -255,15 +255,24 @@ class ScarEnhanceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._rememberRoi(segmentation, shown)
 
     def _rememberRoi(self, segmentation, segmentId: str) -> None:
-        """The segmentation lacks the remembered ROI segment: remember the one shown, and say so. The segmentation
-        is written with it, at once: the parameter node's change rewrites every widget from the node, and would set
-        the segmentation selector back to the node it held before this change."""
+        """The segmentation lacks the remembered ROI segment: remember the one shown, and say so; in a dialog where
+        the ROI segment went from the segmentation it was in (deleted in Segment Editor), as the ROI is then most
+        likely another tissue's segment. The segmentation is written with it, at once: the parameter node's change
+        rewrites every widget from the node, and would set the segmentation selector back to the node it held."""
+        previous, lostId = self._parameterNode.segmentation, self._parameterNode.roiSegmentId
+        lost = bool(lostId) and previous is not None and previous.GetID() == segmentation.GetID()
         with slicer.util.NodeModify(self._parameterNode):
             self._parameterNode.segmentation = segmentation
             self._parameterNode.roiSegmentId = segmentId
+        name = segmentation.GetSegmentation().GetSegment(segmentId).GetName()
+        if lost:
+            slicer.util.warningDisplay(
+                _("The heart ROI segment ({lost}) is no longer in '{segmentation}'. The ROI is now its segment "
+                  "'{segment}': choose the ROI segment before enhancing.").format(
+                    lost=lostId, segmentation=segmentation.GetName(), segment=name), windowTitle=_("ScarEnhance"))
+            return
         message = _("ScarEnhance: the heart ROI is now the segment '{segment}' of '{segmentation}': check it before "
-                    "enhancing").format(segment=segmentation.GetSegmentation().GetSegment(segmentId).GetName(),
-                                        segmentation=segmentation.GetName())
+                    "enhancing").format(segment=name, segmentation=segmentation.GetName())
         slicer.util.showStatusMessage(message, 10000)
 
     def _onRoiSegmentChanged(self, segmentId: str) -> None:
@@ -511,7 +520,11 @@ class ScarEnhanceTest(ScriptedLoadableModuleTest):
         self.assertEqual(widget._parameterNode.roiSegmentId, segmentId)
         slicer.util.selectModule("Data")
         widget._parameterNode.parameterNode.SetParameter("device", "no-such-device")
-        slicer.util.selectModule("ScarEnhance")
+        painted.GetSegmentation().RemoveSegment(segmentId)  # the ROI deleted while the module is hidden
+        other = painted.GetSegmentation().AddEmptySegment("", "another")
+        self.assertEqual(widget._parameterNode.roiSegmentId, segmentId)  # not moved while hidden
+        slicer.util.selectModule("ScarEnhance")  # the loss is shown in a dialog (auto-closed when testing)
+        self.assertEqual(widget._parameterNode.roiSegmentId, other)
         self.assertEqual(widget._parameterNode.device, "auto")
         self.delayDisplay("Panel test passed")
 
