@@ -125,8 +125,10 @@ def _network(name: str, kind: str, part: dict, models_dir: Path):
     try:
         network.load_state_dict(weights)
     except RuntimeError as error:
-        raise ModelError(f"weights in {path} do not fit the configuration in the manifest: "
-                         f"{str(error).splitlines()[0]}") from error
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        first = next((line for line in lines[1:] if line.startswith(("size mismatch", "Missing", "Unexpected"))),
+                     lines[0] if lines else type(error).__name__)  # the tensor and shapes, not just the header
+        raise ModelError(f"weights in {path} do not fit the configuration in the manifest: {first}") from error
     return network, config
 
 

@@ -89,7 +89,7 @@ def test_installing_weights_that_do_not_fit_their_config_changes_nothing(models_
     add_member(models_copy / entry["file"], SEGMENTATION, entry["config"], models_copy)  # an ensemble to replace
     before = {path.name: path.read_bytes() for path in models_copy.iterdir()}
     wider = {**entry["config"], "channels": [2 * c for c in entry["config"]["channels"]]}
-    with pytest.raises(ModelError, match="do not fit the configuration"):
+    with pytest.raises(ModelError, match="do not fit the configuration in the manifest: size mismatch for "):
         install(models_copy / entry["file"], SEGMENTATION, "segmentation", wider, models_copy)
     assert {path.name: path.read_bytes() for path in models_copy.iterdir()} == before  # was installed unloaded
     load(SEGMENTATION, models_copy)
