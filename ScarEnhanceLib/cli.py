@@ -157,6 +157,16 @@ def cmd_segment(args) -> int:
 CNR_METRICS = (("cnr_scar_myo", "CNR scar/myocardium"), ("cnr_scar_blood", "CNR scar/blood pool"))
 
 
+def _derived_series_number(source_tags: dict, output_index: int) -> int:
+    """A derived series' number: 100 x the source's plus 1 for the enhanced volume, 2 for the uncertainty (so that
+    the two sort beside their source and never take its number); 1001, 1002 where the source gives none."""
+    try:
+        source = int(source_tags.get("0020|0011", "").strip())
+    except ValueError:
+        source = 10
+    return 100 * max(source, 0) + 1 + output_index
+
+
 def _csv_value(value):
     """A CSV field: empty where a readout is not available (None, NaN or infinite), as cnr.json's null."""
     return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
@@ -222,7 +232,7 @@ def run_enhancement(image, labels, args, output_dir: Path, title: str, roi=None,
     for name, path in _output_paths(output_dir, args).items():
         if name in _dicom_outputs(args):
             write_dicom_series(images[name], path, dicom_tags, _series_description(name, parameters),
-                               series_number=1001 + IMAGE_OUTPUTS.index(name))
+                               series_number=_derived_series_number(dicom_tags, IMAGE_OUTPUTS.index(name)))
         else:
             write_image(images[name], path)
     axis = slice_axis(image)

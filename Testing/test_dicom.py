@@ -49,6 +49,8 @@ def test_enhanced_dicom_is_a_derived_series_of_the_same_study(dicom_study, tiny_
     assert len({t["0020|000e"] for t in enhanced}) == 1 and enhanced[0]["0020|000e"] != source[0]["0020|000e"]
     assert len({t["0008|0018"] for t in enhanced + source}) == len(enhanced) + len(source)
     assert enhanced[0]["0008|0008"].strip() == "DERIVED\\SECONDARY"
+    numbers = [int(t[0]["0020|0011"]) for t in (source, enhanced, _tags(tmp_path / "dicom" / "uncertainty"))]
+    assert numbers[1:] == [100 * numbers[0] + 1, 100 * numbers[0] + 2]  # beside the source's, never equal to it
     assert "ScarEnhance enhanced (fast, 3 steps, lambda 250, k 2)" in enhanced[0]["0008|103e"]
     assert (tmp_path / "dicom" / "roi.nii.gz").exists()
 
