@@ -157,6 +157,15 @@ def cmd_segment(args) -> int:
 CNR_METRICS = (("cnr_scar_myo", "CNR scar/myocardium"), ("cnr_scar_blood", "CNR scar/blood pool"))
 
 
+def _file_tags(path: Path) -> dict:
+    """The tags of an image file; none where it cannot be read (reading it as an image says why)."""
+    from .io import read_dicom_tags
+    try:
+        return read_dicom_tags(path)
+    except RuntimeError:
+        return {}
+
+
 def _derived_series_number(source_tags: dict, output_index: int) -> int:
     """A derived series' number: 100 x the source's plus 1 for the enhanced volume, 2 for the uncertainty (so that
     the two sort beside their source and never take its number); 1001, 1002 where the source gives none."""
@@ -303,11 +312,12 @@ def _enhance_study(image_path: Path, labels_path, roi_path, args, output_dir: Pa
     check_outputs_apart([image_path, labels_path, roi_path], list(_output_paths(output_dir, args).values()))
     _check_settings(args)
     dicom_tags = None
-    if args.format == "dicom":
-        if not Path(image_path).is_dir():
+    if args.format == "dicom":  # the study's tags: of a series folder's first file, or of one (multi-frame) file
+        dicom_tags = read_dicom_tags(dicom_series_files(image_path, series_uid)[0]) if Path(image_path).is_dir() \
+            else _file_tags(image_path)
+        if "0020|000d" not in dicom_tags:
             raise InputError(f"--format dicom writes a derived series of the input's study: {image_path} is not a "
-                             "DICOM series folder")
-        dicom_tags = read_dicom_tags(dicom_series_files(image_path, series_uid)[0])
+                             "DICOM series folder or DICOM file")
     image = read_image(image_path, series_uid)
     check_volume(image)  # 2D, 4D, NaN: a clear error before the model loads or the output folder is made
     roi = read_image(roi_path) if roi_path is not None else None

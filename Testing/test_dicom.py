@@ -87,7 +87,16 @@ def test_dicom_output_needs_a_dicom_input(tiny_models, tmp_path, capsys):
     sitk.WriteImage(labels, str(tmp_path / "l.nii.gz"))
     assert main(["enhance", str(tmp_path / "i.nii.gz"), "--labels", str(tmp_path / "l.nii.gz"), "-o",
                  str(tmp_path / "o"), "--format", "dicom", "--models", str(tiny_models), *FAST]) == 2
-    assert "not a DICOM series folder" in capsys.readouterr().err
+    assert "not a DICOM series folder or DICOM file" in capsys.readouterr().err
+    assert main(["enhance", str(tmp_path / "missing.dcm"), "-o", str(tmp_path / "o"), "--format", "dicom",
+                 "--models", str(tiny_models), *FAST]) == 2
+    volume = sitk.Cast(sitk.RescaleIntensity(image, 0, 1500), sitk.sitkUInt16)
+    volume.SetMetaData("0010|0010", "Doe^Jane")
+    sitk.WriteImage(volume, str(tmp_path / "multiframe.dcm"))  # the whole stack in one file
+    assert main(["enhance", str(tmp_path / "multiframe.dcm"), "--labels", str(tmp_path / "l.nii.gz"), "-o",
+                 str(tmp_path / "from_file"), "--format", "dicom", "--models", str(tiny_models), *FAST]) == 0
+    written = _tags(tmp_path / "from_file" / "enhanced")  # was refused: not a folder
+    assert len(written) == 3 and {t["0010|0010"].strip() for t in written} == {"Doe^Jane"}
     assert main(["enhance", str(tmp_path / "i.nii.gz"), "--labels", str(tmp_path / "l.nii.gz"), "-o",
                  str(tmp_path / "o"), "--uncertainty-dicom", "--models", str(tiny_models), *FAST]) == 2
     assert "needs --format dicom" in capsys.readouterr().err and not (tmp_path / "o").exists()
