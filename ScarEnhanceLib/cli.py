@@ -884,17 +884,27 @@ def cmd_train_diffusion(args) -> int:
 
 
 PREDICTED_LABELS = "predicted_labels.npz"  # in the run folder: the segmentation's labels of the training cases
+PREDICTED_BY = "predicted_labels_made_with.json"  # beside it: the checksums of the segmentation that made them
 
 
 def _predicted_training_labels(args, datasets) -> dict:
     """The segmentation model's labels of every training case (one source of the tissue maps), computed once per
-    run folder and kept there, so that a resumed run trains on the same maps."""
+    run folder and kept there with the segmentation's checksums, so that a resumed run trains on the same maps, and
+    a resume with another segmentation is refused rather than trained on maps it did not make."""
     import numpy as np
     from .evaluate import predicted_labels
-    from .io import atomic_path
-    from .weights import SEGMENTATION
-    path = Path(args.run_dir) / PREDICTED_LABELS
+    from .io import atomic_path, strict_json, write_text
+    from .parameters import InputError
+    from .weights import SEGMENTATION, read_manifest
+    path, made_with = Path(args.run_dir) / PREDICTED_LABELS, Path(args.run_dir) / PREDICTED_BY
+    entry = read_manifest(_models_dir(args))[SEGMENTATION]
+    checksums = [entry.get("sha256"), *(m.get("sha256") for m in entry.get("members", []))]
     if path.exists():
+        recorded = json.loads(made_with.read_text(encoding="utf-8")) if made_with.exists() else None
+        if recorded is not None and recorded.get("sha256") != checksums:  # runs before this record: not known
+            raise InputError(f"{path} was made by another segmentation model (sha256 {recorded.get('sha256')}) than "
+                             f"the one in {_models_dir(args)}: resume with --models naming that one, or start a new "
+                             "run folder")
         with np.load(path) as stored:
             return {name: stored[name] for name in stored.files}
     labels_of = predicted_labels(_load(SEGMENTATION, args))
@@ -902,6 +912,7 @@ def _predicted_training_labels(args, datasets) -> dict:
     Path(args.run_dir).mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary, open(temporary, "wb") as stream:  # a file: savez adds no suffix
         np.savez_compressed(stream, **predicted)
+    write_text(strict_json({"sha256": checksums, "models": _models_dir(args).as_posix()}), made_with)
     return predicted
 
 

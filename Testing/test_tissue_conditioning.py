@@ -1,5 +1,6 @@
 """Tissue-aware conditioning (blood-pool, wall and scar maps beside the image) and the heart intensity window."""
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -17,7 +18,7 @@ from ScarEnhanceLib.diffusion import (DiffusionConfig, build_condition, build_de
                                       tissue_maps, training_scheduler, warm_start)
 from ScarEnhanceLib.pipeline import EnhanceParameters, enhance
 from ScarEnhanceLib.volume import InputError, IntensityWindow
-from ScarEnhanceLib.weights import ENHANCEMENT, LoadedModel, load
+from ScarEnhanceLib.weights import ENHANCEMENT, SEGMENTATION, LoadedModel, load
 
 from conftest import TINY_DIFFUSION, phantom_case
 from test_pipeline import _arrays, _Output
@@ -157,7 +158,7 @@ def test_the_heart_window_makes_the_change_independent_of_a_bright_pixel_far_fro
     assert np.abs(changes["slice", "bright corner"]).mean() > 2 * np.abs(changes["slice", "plain"]).mean()
 
 
-def test_train_and_bundle_a_tissue_model_that_enhances_with_the_labels(tmp_path, tiny_models):
+def test_train_and_bundle_a_tissue_model_that_enhances_with_the_labels(tmp_path, tiny_models, capsys):
     dataset = _png_dataset(tmp_path / "pngs", cases=1, slices=2)
     assert main(["train-diffusion", "--dataset", str(dataset), "--iterations", "1", "--batch-size", "2",
                  "--image-size", "32", "--channels", "16", "32", "--max-timestep", "300", "--device", "cpu",
@@ -165,6 +166,17 @@ def test_train_and_bundle_a_tissue_model_that_enhances_with_the_labels(tmp_path,
                  "--models", str(tiny_models)]) == 0
     with np.load(tmp_path / "run" / "predicted_labels.npz") as predicted:
         assert predicted.files == ["Case_P000"] and predicted["Case_P000"].shape == (2, 96, 96)
+    other = shutil.copytree(tiny_models, tmp_path / "other_models")
+    manifest = json.loads((other / "manifest.json").read_text(encoding="utf-8"))
+    manifest[SEGMENTATION]["sha256"] = "0" * 64  # another segmentation (its file is never read: refused first)
+    (other / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    resumed = ["train-diffusion", "--dataset", str(dataset), "--iterations", "2", "--batch-size", "2",
+               "--image-size", "32", "--channels", "16", "32", "--max-timestep", "300", "--device", "cpu",
+               "--run-dir", str(tmp_path / "run"), "--conditioning", "tissue", "--normalisation", "heart"]
+    capsys.readouterr()
+    assert main([*resumed, "--models", str(other)]) == 2  # was: trained on maps the other model did not make
+    assert "was made by another segmentation model" in capsys.readouterr().err
+    assert main([*resumed, "--models", str(tiny_models)]) == 0
     models = tmp_path / "models"
     assert main(["bundle", str(tmp_path / "run"), "--name", ENHANCEMENT, "--data", "phantoms", "--license", "test",
                  "--models", str(models)]) == 0
