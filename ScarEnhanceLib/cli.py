@@ -897,7 +897,7 @@ def _predicted_training_labels(args, datasets) -> dict:
     from .parameters import InputError
     from .weights import SEGMENTATION, read_manifest
     path, made_with = Path(args.run_dir) / PREDICTED_LABELS, Path(args.run_dir) / PREDICTED_BY
-    entry = read_manifest(_models_dir(args))[SEGMENTATION]
+    entry = read_manifest(_models_dir(args)).get(SEGMENTATION) or {}  # none: loading it below says so
     checksums = [entry.get("sha256"), *(m.get("sha256") for m in entry.get("members", []))]
     if path.exists():
         recorded = json.loads(made_with.read_text(encoding="utf-8")) if made_with.exists() else None
