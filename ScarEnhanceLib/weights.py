@@ -166,7 +166,6 @@ def install(weights: Path, name: str, kind: str, config: dict, models_dir: Path 
     """Copy a safetensors file into ``models_dir`` and record it (with its checksum) in the manifest. The copy is
     loaded with its configuration first (weights that do not fit are refused with the folder as it was), then the
     weights and the manifest are each renamed into place, and only then a replaced ensemble's member files go."""
-    from .io import atomic_path
     if kind not in KINDS.values():
         raise ValueError(f"kind must be segmentation or diffusion, got {kind!r}")
     if KINDS.get(name) != kind:  # a name the commands do not load, or the other model's: refused before any copy
@@ -177,15 +176,23 @@ def install(weights: Path, name: str, kind: str, config: dict, models_dir: Path 
     target = models_dir / f"{name}.safetensors"
     manifest = read_manifest(models_dir) if (models_dir / MANIFEST).exists() else {}
     replaced = manifest.get(name)
-    with atomic_path(target) as staged:
-        shutil.copyfile(weights, staged)
-        entry = {"file": target.name, "sha256": sha256(staged), "kind": kind, "config": config,
-                 "config_sha256": config_sha256(config), **info}
-        _network(name, kind, {**entry, "file": staged.name}, models_dir)
+    entry = _copied_if_it_loads(weights, target, name, kind, {"kind": kind, "config": config,
+                                                             "config_sha256": config_sha256(config), **info})
     manifest[name] = entry
     _write_manifest(models_dir, manifest)
     _remove_member_files(replaced, models_dir, manifest)
     return entry
+
+
+def _copied_if_it_loads(weights: Path, target: Path, name: str, kind: str, record: dict) -> dict:
+    """``weights`` copied to ``target`` in its models folder, and ``record`` with the copy's file and checksum; the
+    copy is under its own name only once it loads with the record's configuration (else nothing is left)."""
+    from .io import atomic_path
+    with atomic_path(target) as staged:
+        shutil.copyfile(weights, staged)
+        part = {"file": target.name, "sha256": sha256(staged), **record}
+        _network(name, kind, {**part, "file": staged.name}, target.parent)
+    return part
 
 
 def _write_manifest(models_dir: Path, manifest: dict) -> None:
@@ -220,7 +227,6 @@ def add_member(weights: Path, name: str, config: dict, models_dir: Path = MODELS
     ``name`` installed there (an ensemble: the members' probabilities are averaged); returns the member's record.
     The member is loaded once before the manifest lists it, so a member that does not fit its configuration is
     refused and the installed model stays as it was."""
-    from .io import atomic_path
     if not (Path(models_dir) / MANIFEST).is_file() or name not in read_manifest(models_dir):
         raise ModelError(f"no model {name!r} in {models_dir} to add an ensemble member to: install it first")
     entry = _checked_entry(name, models_dir)
@@ -232,11 +238,8 @@ def add_member(weights: Path, name: str, config: dict, models_dir: Path = MODELS
     while (models_dir / f"{name}_member{number}.safetensors").exists():  # never overwrite another file
         number += 1
     target = models_dir / f"{name}_member{number}.safetensors"
-    with atomic_path(target) as staged:  # under its own name only once it loads
-        shutil.copyfile(weights, staged)
-        member = {"file": target.name, "sha256": sha256(staged), "config": config,
-                  "config_sha256": config_sha256(config), **info}
-        _network(name, "segmentation", {**member, "file": staged.name}, models_dir)
+    member = _copied_if_it_loads(weights, target, name, "segmentation",
+                                 {"config": config, "config_sha256": config_sha256(config), **info})
     manifest = read_manifest(models_dir)
     manifest[name]["members"] = [*members, member]
     _write_manifest(models_dir, manifest)
