@@ -5,7 +5,6 @@ import argparse
 import csv
 import functools
 import json
-import math
 import os
 import shutil
 import time
@@ -178,7 +177,8 @@ def _derived_series_number(source_tags: dict, output_index: int) -> int:
 
 def _csv_value(value):
     """A CSV field: empty where a readout is not available (None, NaN or infinite), as cnr.json's null."""
-    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+    from .io import not_a_number
+    return "" if value is None or not_a_number(value) else value
 
 
 def _write_cnr(readouts: dict, output_dir: Path) -> None:

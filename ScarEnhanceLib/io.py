@@ -432,11 +432,16 @@ def check_outputs_apart(inputs: list[Path], outputs: list[Path]) -> None:
         raise InputError(f"refusing to write into an input DICOM folder: {', '.join(inside)}")
 
 
+def not_a_number(value) -> bool:
+    """Whether a readout is not available: a float that is NaN or infinite (null in JSON, an empty CSV field)."""
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 def strict_json(value) -> str:
     """JSON text with null where a number is not available (NaN or infinite): strict JSON, which
     JavaScript, R and jq read, unlike the NaN that Python's json module writes by default."""
     def clean(item):
-        if isinstance(item, float) and not math.isfinite(item):
+        if not_a_number(item):
             return None
         if isinstance(item, dict):
             return {key: clean(v) for key, v in item.items()}
