@@ -435,16 +435,14 @@ def validation_dice(model: torch.nn.Module, validation: list[tuple[list[Case], i
                     config: SegmentationConfig) -> dict:
     """Mean Dice per class over the validation cases that have the class, as ``scarenhance evaluate`` reads it (scar
     merged into myocardium where a data set does not label it); None where no case has the class."""
-    from .evaluate import segmentation_row
+    from .evaluate import segmentation_row, summarise_segmentation
     from .segmentation import segment_slices
     device = next(model.parameters()).device
     rows = [segmentation_row(case, segment_slices(model, case.images, case.spacing, config, device, case.slice_mm),
                              merge_scar=classes <= L.SCAR) for cases, classes in validation for case in cases]
-    means = {}
-    for key in ("roi", "blood_pool", "myocardium", "scar", "wall"):
-        values = [row[key] for row in rows if key in row and np.isfinite(row[key])]
-        means[f"val_dice_{key}"] = float(np.mean(values)) if values else None
-    return means
+    summary = summarise_segmentation(rows)
+    return {f"val_dice_{key}": summary[key] if summary.get(f"{key}_cases") else None
+            for key in ("roi", "blood_pool", "myocardium", "scar", "wall")}
 
 
 def train_segmentation(datasets: list[tuple[list[Case], int]], config: SegmentationConfig, settings: TrainSettings,
